@@ -1,0 +1,1 @@
+"""The contract shared by facade and supervisor: config, spool, specs, states, definitions."""

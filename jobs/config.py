@@ -1,0 +1,165 @@
+"""Configuration: the `env` file, overridden by environment variables, parsed once."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ENV_FILE = PROJECT_ROOT / "env"
+
+_SEMWES_ROOT = re.compile(r"/[a-z0-9-]{1,32}")
+_DEEP_ROOT = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse `KEY=value` lines; `#` starts a comment line; values are not quoted."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (set ENV_FILE)") from None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", key.strip()):
+            raise ConfigError(f"{path}:{lineno}: expected KEY=value, got {raw!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def validate_context_root(value: str) -> str:
+    """Accept `/<project>-<service>` (SemWES) or a deeper path (`/mycompany/myvm`)."""
+    if value.count("/") == 1:
+        if not _SEMWES_ROOT.fullmatch(value):
+            raise ConfigError(
+                f"CONTEXT_ROOT={value!r}: a one-segment root must be '/' followed by 1-32 "
+                "lowercase letters, digits or hyphens (SemWES: /<project>-<service>)"
+            )
+    elif not _DEEP_ROOT.fullmatch(value) or ".." in value.split("/"):
+        raise ConfigError(
+            f"CONTEXT_ROOT={value!r}: must be an absolute path like /mycompany/myvm "
+            "without a trailing slash, '..' or unusual characters"
+        )
+    return value
+
+
+def _int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be an integer in [{lo}, {hi}]") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value}: must be in [{lo}, {hi}]")
+    return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be a number in [{lo}, {hi}]") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value}: must be in [{lo}, {hi}]")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    context_root: str
+    spool_dir: Path
+    definitions_dir: Path
+    max_parallel_jobs: int
+    retention_days: float
+    reconcile_seconds: float
+    log_level: str
+    facade_host: str
+    facade_port: int
+    facade_workers: int
+    auth_cache_seconds: float
+    auth_timeout_seconds: float
+    abort_wait_seconds: float
+    max_body_bytes: int
+    devauth_host: str
+    devauth_port: int
+    devauth_users_file: Path
+    supervisor_watch: bool
+    env_file: Path
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86400
+
+
+_DEFAULTS = {
+    "CONTEXT_ROOT": "/demo-waiter",
+    "SPOOL_DIR": "var/spool",
+    "DEFINITIONS_DIR": "jobs/definitions",
+    "MAX_PARALLEL_JOBS": "4",
+    "RETENTION_DAYS": "7",
+    "RECONCILE_SECONDS": "5",
+    "LOG_LEVEL": "info",
+    "FACADE_HOST": "127.0.0.1",
+    "FACADE_PORT": "8080",
+    "FACADE_WORKERS": "2",
+    "AUTH_CACHE_SECONDS": "30",
+    "AUTH_TIMEOUT_SECONDS": "5",
+    "ABORT_WAIT_SECONDS": "4",
+    "MAX_BODY_BYTES": "1048576",
+    "DEVAUTH_HOST": "127.0.0.1",
+    "DEVAUTH_PORT": "8081",
+    "DEVAUTH_USERS_FILE": "var/devauth/users.json",
+    "SUPERVISOR_WATCH": "true",
+}
+
+
+def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read the env file (ENV_FILE or the project's `env`), apply overrides, validate."""
+    environ = os.environ if environ is None else environ
+    path = Path(env_file or environ.get("ENV_FILE") or DEFAULT_ENV_FILE).resolve()
+    raw = dict(_DEFAULTS)
+    raw.update(read_env_file(path))
+    raw.update({k: v for k, v in environ.items() if k in _DEFAULTS})
+    base = path.parent
+
+    def _path(name: str) -> Path:
+        p = Path(raw[name]).expanduser()
+        return (p if p.is_absolute() else base / p).resolve()
+
+    level = raw["LOG_LEVEL"].lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={raw['LOG_LEVEL']!r}: must be one of {', '.join(_LOG_LEVELS)}")
+    watch = raw["SUPERVISOR_WATCH"].lower()
+    if watch not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"SUPERVISOR_WATCH={raw['SUPERVISOR_WATCH']!r}: must be true or false")
+    return Config(
+        context_root=validate_context_root(raw["CONTEXT_ROOT"]),
+        spool_dir=_path("SPOOL_DIR"),
+        definitions_dir=_path("DEFINITIONS_DIR"),
+        max_parallel_jobs=_int("MAX_PARALLEL_JOBS", raw["MAX_PARALLEL_JOBS"], 1, 10000),
+        retention_days=_float("RETENTION_DAYS", raw["RETENTION_DAYS"], 0, 3650),
+        reconcile_seconds=_float("RECONCILE_SECONDS", raw["RECONCILE_SECONDS"], 0.1, 3600),
+        log_level=level,
+        facade_host=raw["FACADE_HOST"],
+        facade_port=_int("FACADE_PORT", raw["FACADE_PORT"], 0, 65535),
+        facade_workers=_int("FACADE_WORKERS", raw["FACADE_WORKERS"], 1, 64),
+        auth_cache_seconds=_float("AUTH_CACHE_SECONDS", raw["AUTH_CACHE_SECONDS"], 0, 3600),
+        auth_timeout_seconds=_float("AUTH_TIMEOUT_SECONDS", raw["AUTH_TIMEOUT_SECONDS"], 0.1, 60),
+        abort_wait_seconds=_float("ABORT_WAIT_SECONDS", raw["ABORT_WAIT_SECONDS"], 0, 30),
+        max_body_bytes=_int("MAX_BODY_BYTES", raw["MAX_BODY_BYTES"], 1024, 64 * 1024 * 1024),
+        devauth_host=raw["DEVAUTH_HOST"],
+        devauth_port=_int("DEVAUTH_PORT", raw["DEVAUTH_PORT"], 0, 65535),
+        devauth_users_file=_path("DEVAUTH_USERS_FILE"),
+        supervisor_watch=watch in ("true", "1", "yes"),
+        env_file=path,
+    )
+
+
+CONFIG_KEYS = tuple(_DEFAULTS)
+assert {f.name for f in fields(Config)} >= {k.lower() for k in CONFIG_KEYS}

@@ -1,0 +1,92 @@
+"""The supervisor's record of one run (state.json), and how readers decode it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import SpecError
+from .spool import dump_json, validate_service_id
+from .states import JobState, check_transition
+
+_TIME_FIELDS = ("queued_at", "started_at", "finished_at", "updated_at", "not_before")
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def from_iso(value: str | None) -> float | None:
+    return None if value is None else datetime.fromisoformat(value).timestamp()
+
+
+@dataclass
+class Attempt:
+    """What one attempt ended with; kept so the final failure names every attempt."""
+    attempt: int
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class RunState:
+    service_id: str
+    job: str
+    state: JobState = JobState.QUEUED
+    reason: str = "waiting for a free slot"
+    attempt: int = 1
+    pid: int | None = None
+    create_time: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    not_before: float | None = None
+    # set while STOPPING: what the stop ends in (ABORTED / FAILED / QUEUED) and when to KILL
+    stop_target: str | None = None
+    stop_reason: str | None = None
+    kill_at: float | None = None
+    retries_used: int = 0  # automatic retries since the last start or operator restart
+    history: list[Attempt] = field(default_factory=list)
+
+    def move(self, new: JobState, reason: str, now: float) -> None:
+        """The only way a state changes: checked against the transition table."""
+        self.state = check_transition(self.state, new)
+        self.reason = reason
+        self.updated_at = now
+
+    @property
+    def terminal(self) -> bool:
+        from .states import TERMINAL
+        return self.state in TERMINAL
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["state"] = self.state.value
+        for k in _TIME_FIELDS:
+            d[k] = iso(d[k])
+        for h in d["history"]:
+            h["started_at"], h["finished_at"] = iso(h["started_at"]), iso(h["finished_at"])
+        return dump_json(d)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "RunState":
+        """Decode and check a state.json; SpecError if it is not one of ours."""
+        try:
+            d = dict(d)
+            d["state"] = JobState(d["state"])
+            validate_service_id(d["service_id"])
+            for k in _TIME_FIELDS:
+                d[k] = from_iso(d.get(k))
+            d["history"] = [
+                Attempt(**{**h, "started_at": from_iso(h.get("started_at")), "finished_at": from_iso(h.get("finished_at"))})
+                for h in d.get("history", [])
+            ]
+            return cls(**d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SpecError(f"state.json: malformed ({e})") from None

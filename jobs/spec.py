@@ -1,0 +1,69 @@
+"""The job spec: what the facade (or jobctl) asks the supervisor to run."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .definitions import Definition
+from .errors import SpecError
+from .spool import MAX_JSON_BYTES, dump_json, validate_service_id
+
+SCHEMA_VERSION = 1
+_FIELDS = {"schema_version", "service_id", "job", "inputs", "auth_url", "owner", "submitted_at"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    service_id: str
+    job: str
+    inputs: dict[str, Any]
+    auth_url: str | None = None
+    owner: dict[str, str | None] = field(default_factory=dict)  # username, project
+    submitted_at: float = field(default_factory=time.time)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return dump_json(asdict(self))
+
+    @classmethod
+    def parse(cls, data: Any, definitions: dict[str, Definition]) -> "JobSpec":
+        """Validate a decoded spec completely; every reader calls this, never trusts the file."""
+        if not isinstance(data, dict):
+            raise SpecError("spec: must be a JSON object")
+        missing = sorted({"schema_version", "service_id", "job", "inputs", "submitted_at"} - set(data))
+        if missing:
+            raise SpecError(f"spec: missing field {missing[0]}")
+        extra = sorted(set(data) - _FIELDS)
+        if extra:
+            raise SpecError(f"spec: unknown field {extra[0]}")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise SpecError(f"spec: schema_version {data['schema_version']!r} is not {SCHEMA_VERSION}")
+        sid = validate_service_id(data["service_id"])
+        job = data["job"]
+        if not isinstance(job, str) or job not in definitions:
+            raise SpecError(f"spec: unknown job type {str(job)[:64]!r}")
+        inputs = definitions[job].validate_inputs(data["inputs"])
+        auth_url = data.get("auth_url")
+        if auth_url is not None and (not isinstance(auth_url, str) or len(auth_url) > 2048
+                                     or not auth_url.startswith(("http://", "https://"))):
+            raise SpecError("spec: auth_url must be an http(s) URL of at most 2048 characters")
+        owner = data.get("owner") or {}
+        if not isinstance(owner, dict) or set(owner) - {"username", "project"} or not all(
+                v is None or (isinstance(v, str) and len(v) <= 256) for v in owner.values()):
+            raise SpecError("spec: owner must be {username, project} strings")
+        ts = data["submitted_at"]
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 < ts < 1e11:
+            raise SpecError("spec: submitted_at must be a UNIX time")
+        return cls(sid, job, inputs, auth_url, dict(owner), float(ts))
+
+    @classmethod
+    def parse_bytes(cls, raw: bytes, definitions: dict[str, Definition]) -> "JobSpec":
+        import json
+        if len(raw) > MAX_JSON_BYTES:
+            raise SpecError(f"spec: larger than {MAX_JSON_BYTES} bytes")
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise SpecError(f"spec: not valid JSON ({e})") from None
+        return cls.parse(data, definitions)

@@ -1,0 +1,221 @@
+"""The spool: directory layout, atomic writes and the reads both sides share.
+
+Layout (every file has exactly one writer, see README "Spool layout"):
+
+    SPOOL/
+      tmp/                       staging area of every writer; renamed into place
+      incoming/<sid>.json        new job specs             writer: facade / jobctl submit
+      commands/<t>-<sid>-<verb>.json operator commands     writer: facade abort / jobctl
+      rejected/<name>            bad specs and commands    writer: supervisor
+      rejected/<name>.reason     why it was rejected       writer: supervisor
+      supervisor.json            daemon pid + heartbeat    writer: supervisor
+      queue.json                 QUEUED sids, FIFO order   writer: supervisor
+      runs/<sid>/
+        spec.json                the accepted spec         writer: supervisor (rename from incoming/)
+        state.json               JobState and history      writer: supervisor
+        notifications.txt        messages to the program   writer: facade (append, one JSON line each)
+        facade.json              hash of the last page sent (UNCHANGED)  writer: facade
+        attempts/<n>/
+          stdout.log, stderr.log the program's output      writer: the program
+          exit.json              exit code / signal        writer: the shim
+          <definition files>     e.g. status.txt, result.txt  writer: the program
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+SERVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+COMMAND_VERBS = ("kill", "restart")
+MAX_JSON_BYTES = 64 * 1024
+
+NOTIFICATIONS = "notifications.txt"
+EXIT_FILE = "exit.json"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+RESERVED_FILES = frozenset({EXIT_FILE, STDOUT, STDERR, NOTIFICATIONS, "spec.json", "state.json", "facade.json"})
+
+
+def validate_service_id(value: object) -> str:
+    """A serviceID becomes a directory name, so only a safe, bounded alphabet passes."""
+    if not isinstance(value, str) or not SERVICE_ID_RE.fullmatch(value):
+        shown = repr(value)[:60]
+        raise SpecError(
+            f"serviceID {shown} is invalid: 1-128 characters, letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """Read a small JSON file; raise SpecError if it is oversized or not JSON."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SpecError(f"{path.name}: larger than {limit} bytes")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(f"{path.name}: not valid JSON ({e})") from None
+
+
+def dump_json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+class Spool:
+    """Paths and atomic file operations of one spool directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.incoming = self.root / "incoming"
+        self.commands = self.root / "commands"
+        self.rejected = self.root / "rejected"
+        self.runs = self.root / "runs"
+        self.queue_file = self.root / "queue.json"
+        self.supervisor_file = self.root / "supervisor.json"
+
+    def ensure(self) -> "Spool":
+        for d in (self.tmp, self.incoming, self.commands, self.rejected, self.runs):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- paths -------------------------------------------------------------
+    def run_dir(self, sid: str) -> Path:
+        return self.runs / validate_service_id(sid)
+
+    def incoming_path(self, sid: str) -> Path:
+        return self.incoming / f"{validate_service_id(sid)}.json"
+
+    def attempt_dir(self, sid: str, attempt: int) -> Path:
+        return self.run_dir(sid) / "attempts" / str(int(attempt))
+
+    # -- atomic writes -----------------------------------------------------
+    def _stage(self, data: bytes) -> Path:
+        tmp = self.tmp / f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def write_atomic(self, dest: Path, data: bytes) -> None:
+        """Stage in tmp/, fsync, rename over dest: readers see the old or the new file."""
+        tmp = self._stage(data)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        fsync_dir(dest.parent)
+
+    def create_atomic(self, dest: Path, data: bytes) -> bool:
+        """Like write_atomic but never replaces: False if dest already exists."""
+        tmp = self._stage(data)
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        finally:
+            _unlink(tmp)
+        fsync_dir(dest.parent)
+        return True
+
+    # -- shared reads and drops ------------------------------------------
+    def submit(self, spec_json: bytes, sid: str) -> bool:
+        """Drop a spec into incoming/; False if this serviceID is already known."""
+        if self.run_dir(sid).exists():
+            return False
+        return self.create_atomic(self.incoming_path(sid), spec_json)
+
+    def exists(self, sid: str) -> bool:
+        return self.run_dir(sid).is_dir() or self.incoming_path(sid).exists()
+
+    def send_command(self, sid: str, verb: str, origin: str) -> Path:
+        """Ask the supervisor to act on a job; it works whether or not the daemon is up."""
+        if verb not in COMMAND_VERBS:
+            raise SpecError(f"unknown command {verb!r}; expected one of {', '.join(COMMAND_VERBS)}")
+        validate_service_id(sid)
+        body = dump_json({"service_id": sid, "verb": verb, "origin": origin, "requested_at": time.time()})
+        dest = self.commands / f"{time.time_ns():020d}-{sid}-{verb}.json"
+        self.write_atomic(dest, body)
+        return dest
+
+    def read_state(self, sid: str) -> dict | None:
+        """The supervisor's state.json for sid, or None if the run does not exist yet."""
+        try:
+            return read_json(self.run_dir(sid) / "state.json")
+        except FileNotFoundError:
+            return None
+
+    def read_queue(self) -> list[str]:
+        try:
+            data = read_json(self.queue_file, limit=16 * 1024 * 1024)
+        except (FileNotFoundError, SpecError):
+            return []
+        return list(data.get("queued", []))
+
+    def read_supervisor(self) -> dict | None:
+        try:
+            return read_json(self.supervisor_file)
+        except (FileNotFoundError, SpecError):
+            return None
+
+    def append_notification(self, sid: str, message: str) -> int:
+        """Append one JSON line; O_APPEND keeps concurrent writers' lines whole and ordered."""
+        line = (json.dumps({"at": time.time(), "message": message}) + "\n").encode()
+        path = self.run_dir(sid) / NOTIFICATIONS
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _write_all(fd, line)
+            os.fsync(fd)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+
+def tail_lines(path: Path, n: int = 10, max_bytes: int = 8192) -> list[str]:
+    """Last n lines of a log without reading the whole file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]
+    return lines[-n:]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,42 @@
+"""Job states and the only transitions allowed between them."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    QUEUED = "QUEUED"        # accepted, waiting for a free slot (or a retry delay)
+    RUNNING = "RUNNING"      # the shim and its program are alive
+    STOPPING = "STOPPING"    # TERM sent to the process group; KILL after the grace period
+    SUCCEEDED = "SUCCEEDED"  # program exited 0
+    FAILED = "FAILED"        # non-zero exit, timeout, vanished process, spawn error
+    ABORTED = "ABORTED"      # stopped on request (abortService or `jobctl kill`)
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.ABORTED})
+ACTIVE = frozenset({JobState.RUNNING, JobState.STOPPING})
+
+# from-state -> allowed to-states.  Why each edge exists:
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # start it; kill before it ran; spawn failure
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.ABORTED, JobState.FAILED}),
+    # exit 0; exit != 0 or vanished; kill/timeout/restart begin; automatic retry after failure
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPING, JobState.QUEUED}),
+    # kill done; timeout done; restart (new attempt); program finished on its own before the signal bit
+    JobState.STOPPING: frozenset({JobState.ABORTED, JobState.FAILED, JobState.QUEUED, JobState.SUCCEEDED}),
+    # operator restart of a finished job: a new attempt from the same spec
+    JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.ABORTED: frozenset({JobState.QUEUED}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A programming error: code tried a transition the table forbids."""
+
+
+def check_transition(old: JobState, new: JobState) -> JobState:
+    """Return `new` if `old -> new` is in the table, else raise."""
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"{old.value} -> {new.value} is not allowed")
+    return new

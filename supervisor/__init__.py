@@ -1,0 +1,1 @@
+"""Supervisor daemon, its per-job shim and the operator CLI."""

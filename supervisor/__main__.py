@@ -1,0 +1,3 @@
+from .daemon import main
+import sys
+sys.exit(main())

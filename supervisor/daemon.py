@@ -1,0 +1,506 @@
+"""The supervisor daemon: a steppable loop that turns spool files into processes and back.
+
+The spool is the only source of truth. Each pass claims new specs, applies
+operator commands, notices ended jobs from the shims' exit files, enforces
+limits and starts queued jobs. watchdog and SIGCHLD only wake the loop; a
+periodic reconcile re-checks everything, so a lost event costs latency, never
+a job. The daemon can be killed at any moment: jobs run in their own sessions
+and the shims record their exits, so a restart adopts or finalises them.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import select
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import structlog
+
+from jobs import config as config_mod
+from jobs import logs
+from jobs.definitions import Definition, load_definitions
+from jobs.errors import JobsError, SpecError
+from jobs.runstate import Attempt, RunState, iso
+from jobs.spec import JobSpec
+from jobs.spool import COMMAND_VERBS, SERVICE_ID_RE, Spool, dump_json, fsync_dir, read_json
+from jobs.states import ACTIVE, JobState
+
+from .runner import ExitRecord, Handle, Runner
+
+TMP_MAX_AGE = 3600.0
+
+
+@dataclass
+class Job:
+    """What the daemon holds in memory for one run; state.json is its durable copy."""
+    spec: JobSpec
+    definition: Definition
+    rs: RunState
+    handle: Handle | None = None
+    own_child: bool = False  # spawned by this daemon instance: SIGCHLD tells us when it ends
+
+
+class Supervisor:
+    def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition], runner: Runner | None = None):
+        self.cfg = cfg
+        self.defs = definitions
+        self.spool = Spool(cfg.spool_dir).ensure()
+        self.os = runner or Runner()
+        self.log = structlog.get_logger("supervisor")
+        self.jobs: dict[str, Job] = {}
+        self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
+        self.ended_children: set[int] = set()
+        self.next_reconcile = 0.0
+        self.last_queue: list[str] | None = None
+        self.started_at = time.time()
+        self.create_time = psutil.Process().create_time()
+
+    # -- the loop ------------------------------------------------------------
+    def step(self, now: float) -> None:
+        """One pass; everything the daemon does happens here, in this order."""
+        self.ended_children.update(self.os.reap())
+        self.take_incoming(now)
+        self.take_commands(now)
+        full = now >= self.next_reconcile
+        if full:
+            self.reconcile(now)
+        self.check_active(now, full)
+        self.start_queued(now)
+        self.publish_queue()
+
+    def reconcile(self, now: float) -> None:
+        """The periodic full pass: runs we do not know, heartbeat, retention, stale tmp files."""
+        for name in os.listdir(self.spool.runs):
+            if name not in self.jobs and name not in self.finished and SERVICE_ID_RE.fullmatch(name):
+                self.load_run(name, now)
+        self.write_heartbeat(now)
+        self.apply_retention(now)
+        self.next_reconcile = now + self.cfg.reconcile_seconds
+
+    # -- intake ------------------------------------------------------------
+    def take_incoming(self, now: float) -> None:
+        entries = []
+        with os.scandir(self.spool.incoming) as it:
+            for e in it:
+                try:
+                    entries.append((e.stat(follow_symlinks=False).st_mtime, e.name))
+                except FileNotFoundError:
+                    continue
+        for _, name in sorted(entries):
+            self.claim(name, now)
+
+    def claim(self, name: str, now: float) -> None:
+        """incoming/<sid>.json -> runs/<sid>/ (spec.json + QUEUED state.json) by one rename."""
+        path = self.spool.incoming / name
+        sid = name[:-5] if name.endswith(".json") else ""
+        log = self.log.bind(service_id=sid or None, file=name)
+        try:
+            if not path.is_file() or path.is_symlink():
+                raise SpecError("not a regular file")
+            raw = path.read_bytes()
+            spec = JobSpec.parse_bytes(raw, self.defs)
+            if spec.service_id != sid:
+                raise SpecError(f"file name {name!r} does not match serviceID {spec.service_id!r}")
+        except FileNotFoundError:
+            return
+        except (SpecError, OSError) as e:
+            self.reject(path, str(e), log)
+            return
+        run = self.spool.runs / sid
+        if run.exists():
+            try:
+                same = (run / "spec.json").read_bytes() == raw
+            except OSError:
+                same = False
+            if same:
+                path.unlink(missing_ok=True)  # we claimed it before a crash; the run is already there
+            else:
+                self.reject(path, f"duplicate: serviceID {sid} already has a run; nothing was started", log)
+            return
+        rs = RunState(sid, spec.job, queued_at=now, updated_at=now)
+        stage = self.spool.tmp / f"claim-{sid}-{secrets.token_hex(4)}"
+        (stage / "attempts").mkdir(parents=True)
+        for fname, data in (("spec.json", raw), ("state.json", rs.to_json())):
+            with open(stage / fname, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(stage)
+        os.rename(stage, run)
+        fsync_dir(self.spool.runs)
+        path.unlink(missing_ok=True)
+        self.jobs[sid] = Job(spec, self.defs[spec.job], rs)
+        log.info("job_queued", job=spec.job)
+
+    def reject(self, path: Path, reason: str, log) -> None:
+        """Move a bad file aside with a reason file; the daemon carries on."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name)[:150]
+        dest = self.spool.rejected / f"{time.time_ns()}-{safe}"
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:
+            return
+        self.spool.write_atomic(dest.with_name(dest.name + ".reason"), (reason + "\n").encode())
+        log.warning("rejected", reason=reason, moved_to=str(dest))
+
+    def take_commands(self, now: float) -> None:
+        for name in sorted(os.listdir(self.spool.commands)):
+            path = self.spool.commands / name
+            log = self.log.bind(file=name)
+            try:
+                cmd = read_json(path, 4096)
+                sid, verb = cmd.get("service_id"), cmd.get("verb")
+                if verb not in COMMAND_VERBS or not isinstance(sid, str) or not SERVICE_ID_RE.fullmatch(sid):
+                    raise SpecError(f"command must name a valid service_id and a verb in {COMMAND_VERBS}")
+                if sid not in self.jobs and sid not in self.finished:
+                    raise SpecError(f"unknown serviceID {sid}")
+            except FileNotFoundError:
+                continue
+            except (SpecError, AttributeError) as e:
+                self.reject(path, str(e), log)
+                continue
+            origin = str(cmd.get("origin", "operator"))[:64]
+            job = self.jobs.get(sid) or self.load_run(sid, now)
+            if job is not None:
+                (self.kill if verb == "kill" else self.restart)(job, now, origin)
+            path.unlink(missing_ok=True)
+
+    # -- the one path that stops a job -----------------------------------
+    def stop(self, job: Job, now: float, target: JobState, reason: str) -> None:
+        """RUNNING -> STOPPING: TERM the whole group now, KILL after the grace period."""
+        rs = job.rs
+        rs.move(JobState.STOPPING, reason, now)  # RUNNING -> STOPPING
+        rs.stop_target, rs.stop_reason = target.value, reason
+        rs.kill_at = now + job.definition.abort_grace_s
+        self.save(job)
+        if job.handle:
+            self.os.signal_group(job.handle, signal.SIGTERM)
+        self.log.info("job_stopping", service_id=rs.service_id, target=target.value, reason=reason)
+
+    def kill(self, job: Job, now: float, origin: str) -> None:
+        rs, reason = job.rs, f"aborted by {origin}"
+        if rs.state == JobState.QUEUED:
+            rs.move(JobState.ABORTED, reason, now)  # QUEUED -> ABORTED
+            self.finish(job, now)
+        elif rs.state == JobState.RUNNING:
+            self.stop(job, now, JobState.ABORTED, reason)
+        elif rs.state == JobState.STOPPING and rs.stop_target == JobState.QUEUED.value:
+            rs.stop_target, rs.stop_reason = JobState.ABORTED.value, reason  # a restart became a kill
+            self.save(job)
+        else:
+            self.log.info("kill_ignored", service_id=rs.service_id, state=rs.state.value)
+
+    def restart(self, job: Job, now: float, origin: str) -> None:
+        rs, reason = job.rs, f"restarted by {origin}"
+        if rs.state == JobState.RUNNING:
+            self.stop(job, now, JobState.QUEUED, reason)
+        elif rs.state == JobState.STOPPING:
+            rs.stop_target, rs.stop_reason = JobState.QUEUED.value, reason
+            self.save(job)
+        elif rs.terminal:
+            rs.retries_used = 0
+            self.requeue(job, now, reason)  # SUCCEEDED/FAILED/ABORTED -> QUEUED
+            self.finished.pop(rs.service_id, None)
+            self.jobs[rs.service_id] = job
+        else:
+            self.log.info("restart_ignored", service_id=rs.service_id, state=rs.state.value)
+
+    def requeue(self, job: Job, now: float, reason: str, delay: float = 0.0) -> None:
+        """A new attempt from the same spec; the previous attempt's directory stays."""
+        rs = job.rs
+        rs.move(JobState.QUEUED, reason, now)
+        rs.attempt += 1
+        rs.pid = rs.create_time = rs.exit_code = rs.signal = rs.finished_at = rs.started_at = None
+        rs.stop_target = rs.stop_reason = rs.kill_at = None
+        rs.queued_at, rs.not_before = now, (now + delay if delay else None)
+        job.handle, job.own_child = None, False
+        self.save(job)
+
+    # -- watching running jobs ---------------------------------------------
+    def check_active(self, now: float, full: bool) -> None:
+        for job in [j for j in self.jobs.values() if j.rs.state in ACTIVE]:
+            rs, h = job.rs, job.handle
+            attempt_dir = self.spool.attempt_dir(rs.service_id, rs.attempt)
+            if h is None:
+                rec, ended = self.os.read_exit(attempt_dir), True
+            elif job.own_child and h.pid not in self.ended_children and not full:
+                rec, ended = None, False  # our own child: SIGCHLD + reap tell us when it ends
+            else:
+                rec = self.os.read_exit(attempt_dir)
+                ended = rec is not None or h.pid in self.ended_children or (full and not self.os.alive(h))
+                if ended and rec is None:  # it may have written the file just after our first look
+                    rec = self.os.read_exit(attempt_dir)
+            if ended:
+                self.on_exit(job, rec, now)
+            elif rs.state == JobState.RUNNING and now - (rs.started_at or now) > job.definition.max_runtime_s:
+                self.stop(job, now, JobState.FAILED, f"timeout: ran longer than {job.definition.max_runtime_s:g} s")
+            elif rs.state == JobState.STOPPING and rs.kill_at is not None and now >= rs.kill_at:
+                self.os.signal_group(h, signal.SIGKILL)
+                rs.kill_at = None
+                self.save(job)
+                self.log.warning("job_killed", service_id=rs.service_id, reason="grace period over")
+        self.ended_children.clear()
+
+    def on_exit(self, job: Job, rec: ExitRecord | None, now: float) -> None:
+        rs = job.rs
+        log = self.log.bind(service_id=rs.service_id)
+        if job.handle:
+            self.os.signal_group(job.handle, signal.SIGKILL)  # leftovers of the job's group die with it
+        rs.exit_code = rec.exit_code if rec else None
+        rs.signal = rec.signal if rec else None
+        outcome = rec.describe() if rec else "process vanished without recording an exit status"
+        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome))
+        if rs.state == JobState.STOPPING:
+            target, reason = JobState(rs.stop_target), rs.stop_reason or ""
+            rs.history[-1].reason = f"{reason} ({outcome})"
+            if target == JobState.QUEUED:
+                rs.retries_used = 0
+                self.requeue(job, now, reason)  # STOPPING -> QUEUED (restart)
+                log.info("job_restarting", attempt=rs.attempt)
+                return
+            rs.move(target, reason, now)  # STOPPING -> ABORTED | FAILED (timeout)
+        elif rec is not None and rec.exit_code == 0:
+            rs.move(JobState.SUCCEEDED, "exit code 0", now)  # RUNNING -> SUCCEEDED
+        elif rs.retries_used < job.definition.retries:
+            rs.retries_used += 1
+            delay = job.definition.retry_delay(rs.retries_used)
+            note = f"{outcome}; retry {rs.retries_used} of {job.definition.retries} in {delay:g} s"
+            self.requeue(job, now, note, delay)  # RUNNING -> QUEUED (automatic retry)
+            log.warning("job_retry", reason=note)
+            return
+        else:
+            if len(rs.history) > 1 and rs.retries_used:
+                tries = rs.history[-(rs.retries_used + 1):]
+                outcome += "; every attempt: " + ", ".join(f"#{a.attempt} {a.reason}" for a in tries)
+            rs.move(JobState.FAILED, outcome, now)  # RUNNING -> FAILED
+        self.finish(job, now)
+        log.info("job_finished", state=rs.state.value, reason=rs.reason, exit_code=rs.exit_code)
+
+    def finish(self, job: Job, now: float) -> None:
+        rs = job.rs
+        rs.finished_at = now
+        rs.kill_at = None
+        self.save(job)
+        self.jobs.pop(rs.service_id, None)
+        self.finished[rs.service_id] = now
+
+    # -- starting ----------------------------------------------------------
+    def start_queued(self, now: float) -> None:
+        running = sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE)
+        free = self.cfg.max_parallel_jobs - running
+        if free <= 0:
+            return
+        ready = sorted((j for j in self.jobs.values() if j.rs.state == JobState.QUEUED
+                        and (j.rs.not_before is None or j.rs.not_before <= now)),
+                       key=lambda j: (j.rs.queued_at or 0, j.rs.service_id))
+        for job in ready[:free]:
+            self.launch(job, now)
+
+    def launch(self, job: Job, now: float) -> None:
+        """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn."""
+        rs, d = job.rs, job.definition
+        sid = rs.service_id
+        run_dir, attempt_dir = self.spool.run_dir(sid), self.spool.attempt_dir(sid, rs.attempt)
+        rs.move(JobState.RUNNING, "running", now)
+        rs.started_at, rs.not_before, rs.pid, rs.create_time = now, None, None, None
+        try:
+            attempt_dir.mkdir(parents=True, exist_ok=True)
+            self.save(job)
+            argv = d.render_argv(job.spec.inputs, run_dir, attempt_dir, sid, rs.attempt)
+            env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": str(run_dir),
+                   "JOB_ATTEMPT_DIR": str(attempt_dir), "JOB_ATTEMPT": str(rs.attempt),
+                   "JOB_NOTIFICATIONS_FILE": str(run_dir / "notifications.txt")}
+            job.handle = self.os.spawn(argv, run_dir, attempt_dir, env)
+        except OSError as e:
+            rs.history.append(Attempt(rs.attempt, now, now, None, None, f"spawn failed: {e}"))
+            rs.move(JobState.FAILED, f"spawn failed: {e}", now)  # RUNNING -> FAILED
+            self.finish(job, now)
+            self.log.error("spawn_failed", service_id=sid, error=str(e))
+            return
+        job.own_child = True
+        rs.pid, rs.create_time = job.handle.pid, job.handle.create_time
+        self.save(job)
+        self.log.info("job_started", service_id=sid, pid=rs.pid, attempt=rs.attempt, argv=argv)
+
+    # -- persistence -----------------------------------------------------
+    def save(self, job: Job) -> None:
+        self.spool.write_atomic(self.spool.run_dir(job.rs.service_id) / "state.json", job.rs.to_json())
+
+    def publish_queue(self) -> None:
+        queued = [j.rs.service_id for j in sorted(
+            (j for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
+            key=lambda j: (j.rs.not_before or 0, j.rs.queued_at or 0, j.rs.service_id))]
+        if queued != self.last_queue:
+            self.spool.write_atomic(self.spool.queue_file, dump_json({"queued": queued}))
+            self.last_queue = queued
+
+    def write_heartbeat(self, now: float) -> None:
+        body = {"pid": os.getpid(), "create_time": self.create_time, "started_at": iso(self.started_at),
+                "heartbeat": iso(now), "running": sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
+                "max_parallel_jobs": self.cfg.max_parallel_jobs}
+        self.spool.write_atomic(self.spool.supervisor_file, dump_json(body))
+
+    def load_run(self, sid: str, now: float) -> Job | None:
+        """Read one run from disk (start-up, or a run we did not know); adopt or finalise it."""
+        run = self.spool.runs / sid
+        log = self.log.bind(service_id=sid)
+        try:
+            spec = JobSpec.parse(read_json(run / "spec.json"), self.defs)
+            rs = RunState.from_dict(read_json(run / "state.json"))
+        except FileNotFoundError as e:
+            log.error("run_unreadable", error=f"missing {Path(e.filename).name}")
+            self.finished[sid] = now
+            return None
+        except SpecError as e:
+            log.error("run_unreadable", error=str(e))
+            self.finished[sid] = now
+            return None
+        job = Job(spec, self.defs[spec.job], rs)
+        if rs.terminal:
+            self.finished[sid] = rs.finished_at or now
+            return job
+        self.jobs[sid] = job
+        if rs.state in ACTIVE:
+            attempt_dir = self.spool.attempt_dir(sid, rs.attempt)
+            if rs.pid is not None:
+                job.handle = Handle(rs.pid, rs.create_time or 0.0)
+            else:  # crashed between writing RUNNING and recording the pid
+                job.handle = self.os.find_shim(attempt_dir)
+                if job.handle is None and self.os.read_exit(attempt_dir) is None:
+                    rs.move(JobState.FAILED, "supervisor stopped while starting the job", now)
+                    rs.history.append(Attempt(rs.attempt, rs.started_at, now, None, None, rs.reason))
+                    self.finish(job, now)
+                    return job
+                if job.handle:
+                    rs.pid, rs.create_time = job.handle.pid, job.handle.create_time
+                    self.save(job)
+            log.info("job_adopted", state=rs.state.value, pid=rs.pid)
+        return job
+
+    def apply_retention(self, now: float) -> None:
+        """Remove finished runs older than RETENTION_DAYS, and writers' stale tmp/ leftovers."""
+        horizon = now - self.cfg.retention_seconds
+        for sid, finished_at in list(self.finished.items()):
+            if finished_at < horizon:
+                grave = self.spool.tmp / f"expired-{sid}-{secrets.token_hex(4)}"
+                try:
+                    os.rename(self.spool.runs / sid, grave)  # disappears atomically, then delete
+                except FileNotFoundError:
+                    pass
+                else:
+                    shutil.rmtree(grave, ignore_errors=True)
+                    self.log.info("run_expired", service_id=sid)
+                del self.finished[sid]
+        for e in os.scandir(self.spool.tmp):
+            try:
+                if now - e.stat(follow_symlinks=False).st_mtime > TMP_MAX_AGE:
+                    shutil.rmtree(e.path) if e.is_dir(follow_symlinks=False) else os.unlink(e.path)
+            except OSError:
+                pass
+
+    def recover(self, now: float) -> None:
+        """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue."""
+        for name in sorted(os.listdir(self.spool.runs)):
+            if SERVICE_ID_RE.fullmatch(name):
+                self.load_run(name, now)
+        self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
+                      queued=sum(1 for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
+                      finished=len(self.finished))
+
+
+class Daemon:
+    """The process around the Supervisor: lock, signals, watchdog wake-ups, the loop."""
+
+    def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition]):
+        self.sup = Supervisor(cfg, definitions)
+        self.cfg = cfg
+        self.stopping = False
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.observer = None
+
+    def wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass  # a wake-up is already pending
+
+    def lock(self) -> None:
+        """One daemon per spool: two would start every job twice."""
+        self.lock_fd = os.open(self.sup.spool.root / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobsError(f"another supervisor already runs on {self.sup.spool.root}") from None
+
+    def run(self) -> None:
+        self.lock()
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd carries it
+        if self.cfg.supervisor_watch:
+            self.start_observer()
+        self.sup.recover(time.time())
+        log = self.sup.log
+        log.info("supervisor_started", pid=os.getpid(), spool=str(self.sup.spool.root),
+                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch)
+        tick = min(1.0, self.cfg.reconcile_seconds)
+        while not self.stopping:
+            self.sup.step(time.time())
+            if select.select([self.wake_r], [], [], tick)[0]:
+                try:
+                    while os.read(self.wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+        if self.observer:
+            self.observer.stop()
+            self.observer.join(5)
+        try:
+            os.unlink(self.sup.spool.supervisor_file)
+        except FileNotFoundError:
+            pass
+        log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        self.stopping = True  # recorded only; the loop acts on it
+
+    def start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        daemon = self
+
+        class Wake(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type in ("created", "moved", "modified"):
+                    daemon.wake()
+
+        self.observer = Observer()
+        for d in (self.sup.spool.incoming, self.sup.spool.commands):
+            self.observer.schedule(Wake(), str(d), recursive=False)
+        self.observer.daemon = True
+        self.observer.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = config_mod.load()
+        logs.configure(cfg.log_level)
+        definitions = load_definitions(cfg.definitions_dir)
+        Daemon(cfg, definitions).run()
+    except JobsError as e:
+        print(f"spool-supervisor: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Start and stop the real components of the system for tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_env(directory: Path, **overrides) -> Path:
+    """An env file for one test: its own spool under `directory`, fast reconcile."""
+    values = {
+        "CONTEXT_ROOT": "/demo-waiter",
+        "SPOOL_DIR": str(directory / "spool"),
+        "DEFINITIONS_DIR": str(ROOT / "jobs" / "definitions"),
+        "MAX_PARALLEL_JOBS": "4",
+        "RETENTION_DAYS": "7",
+        "RECONCILE_SECONDS": "1",
+        "LOG_LEVEL": "debug",
+        "FACADE_HOST": "127.0.0.1",
+        "FACADE_PORT": str(free_port()),
+        "FACADE_WORKERS": "2",
+        "DEVAUTH_HOST": "127.0.0.1",
+        "DEVAUTH_PORT": str(free_port()),
+        "DEVAUTH_USERS_FILE": str(directory / "devauth" / "users.json"),
+    }
+    values.update({k: str(v) for k, v in overrides.items()})
+    path = directory / "env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+class Managed:
+    """A real child process with its output in a log file, stopped at teardown."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None):
+        self.argv, self.log_path = argv, log
+        self._log = open(log, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})}, cwd=ROOT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll until predicate() is truthy; return its value or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def start_supervisor(env_file: Path, log: Path, **extra_env) -> Managed:
+    """The real supervisor daemon, ready once it has written supervisor.json with its pid."""
+    from jobs import config
+    cfg = config.load(env_file, {})
+    m = Managed([sys.executable, "-m", "supervisor.daemon"], log, {"ENV_FILE": str(env_file), **extra_env})
+    sup = cfg.spool_dir / "supervisor.json"
+
+    def ready():
+        if not m.alive():
+            raise AssertionError(f"supervisor exited early:\n{m.output()}")
+        try:
+            import json
+            return json.loads(sup.read_text()).get("pid") == m.pid
+        except (OSError, ValueError):
+            return False
+    wait_for(ready, 15, what="supervisor start")
+    return m
+
+
+def processes_with_arg(fragment: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line contains `fragment`."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(fragment in a for a in (p.info["cmdline"] or [])):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
