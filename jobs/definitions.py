@@ -192,6 +192,8 @@ def _tname(types: type | tuple) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
              dict: "a table", list: "a list"}
     ts = types if isinstance(types, tuple) else (types,)
+    if set(ts) == {int, float}:
+        return "a number"
     return " or ".join(names.get(t, t.__name__) for t in ts)
 
 

@@ -1,0 +1,372 @@
+"""The supervisor daemon as a real subprocess, driving real programs through the spool."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobs import config
+from jobs.spec import JobSpec
+from jobs.spool import Spool
+from tests.harness import ROOT, processes_with_arg, start_supervisor, wait_for, write_env
+
+PROGRAMS = ROOT / "tests" / "programs"
+
+
+class Stack:
+    """One spool, its env file and the daemon serving it."""
+
+    def __init__(self, tmp: Path, **env):
+        defs = tmp / "definitions"
+        defs.mkdir()
+        shutil.copy(ROOT / "jobs" / "definitions" / "waiter.toml", defs)
+        for toml in PROGRAMS.glob("*.toml"):
+            text = toml.read_text().replace("{here}", str(PROGRAMS))
+            (defs / toml.name).write_text(text)
+        self.tmp = tmp
+        self.env = write_env(tmp, DEFINITIONS_DIR=defs, **env)
+        self.cfg = config.load(self.env, {})
+        self.spool = Spool(self.cfg.spool_dir).ensure()
+        self.daemon = None
+        self.starts = 0
+
+    def start(self, **extra_env):
+        self.starts += 1
+        self.daemon = start_supervisor(self.env, self.tmp / f"supervisor-{self.starts}.log", **extra_env)
+        return self.daemon
+
+    def submit(self, sid: str, job: str = "waiter", **inputs) -> None:
+        spec = JobSpec(sid, job, inputs)
+        assert self.spool.submit(spec.to_json(), sid)
+
+    def state(self, sid: str) -> dict:
+        return self.spool.read_state(sid) or {}
+
+    def wait_state(self, sid: str, *states: str, timeout: float = 20) -> dict:
+        wait_for(lambda: self.state(sid).get("state") in states, timeout, what=f"{sid} in {states}")
+        return self.state(sid)
+
+    def attempt_dir(self, sid: str, attempt: int = 1) -> Path:
+        return self.spool.attempt_dir(sid, attempt)
+
+    def stop(self):
+        if self.daemon:
+            self.daemon.stop()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path)
+    yield s
+    s.stop()
+    for p in processes_with_arg(str(tmp_path)):  # never leave programs behind
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            p.kill()
+
+
+def waiter_processes(stack: Stack) -> list[psutil.Process]:
+    """The waiter programs themselves (not their shims) running on this stack's spool."""
+    return [p for p in processes_with_arg(str(stack.spool.runs))
+            if "wait_a_while.py" in " ".join(p.cmdline()) and "shim.py" not in " ".join(p.cmdline())]
+
+
+def test_full_lifecycle(stack):
+    """A waiter job goes QUEUED -> RUNNING -> SUCCEEDED and leaves every file in its place."""
+    stack.start()
+    stack.submit("life-1", secondsToWait=2)
+    running = stack.wait_state("life-1", "RUNNING", timeout=10)
+    assert running["pid"] and running["attempt"] == 1
+    done = stack.wait_state("life-1", "SUCCEEDED")
+    assert done["exit_code"] == 0 and done["finished_at"]
+    a = stack.attempt_dir("life-1")
+    assert (a / "result.txt").read_text() == "FINISHED"
+    assert (a / "status.txt").read_text() == "100"
+    assert json.loads((a / "exit.json").read_text())["exit_code"] == 0
+    assert "100% done" in (a / "stdout.log").read_text()
+    assert not list(stack.spool.incoming.iterdir())
+    assert stack.daemon.alive()
+
+
+def test_parallel_limit_is_never_exceeded(stack, tmp_path):
+    """20 jobs with a limit of 4 never run more than 4 at once, and all finish."""
+    stack.env = write_env(tmp_path, DEFINITIONS_DIR=tmp_path / "definitions", MAX_PARALLEL_JOBS=4)
+    stack.start()
+    for i in range(20):
+        stack.submit(f"par-{i:02d}", secondsToWait=1)
+    peak = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        peak = max(peak, len(waiter_processes(stack)))
+        if all(stack.state(f"par-{i:02d}").get("state") == "SUCCEEDED" for i in range(20)):
+            break
+        time.sleep(0.05)
+    states = [stack.state(f"par-{i:02d}") for i in range(20)]
+    assert all(s["state"] == "SUCCEEDED" for s in states)
+    assert 1 <= peak <= 4
+    # the recorded intervals agree: at no start time were more than 4 running
+    intervals = [(s["history"][0]["started_at"], s["history"][0]["finished_at"]) for s in states]
+    for start, _ in intervals:
+        assert sum(1 for s, f in intervals if s <= start < f) <= 4
+
+
+def test_jobs_survive_supervisor_kill(stack):
+    """kill -9 of the daemon: jobs keep running, are adopted once, and every exit code is right."""
+    stack.start()
+    stack.submit("surv-long", secondsToWait=4)
+    stack.submit("surv-short", secondsToWait=1)
+    stack.submit("surv-fail", "exit_with", seconds=1, code=3)
+    for sid in ("surv-long", "surv-short", "surv-fail"):
+        stack.wait_state(sid, "RUNNING")
+    pids = {sid: stack.state(sid)["pid"] for sid in ("surv-long", "surv-short", "surv-fail")}
+    stack.daemon.stop(signal.SIGKILL)
+    time.sleep(2.0)  # surv-short and surv-fail end while no daemon runs
+    assert stack.state("surv-short")["state"] == "RUNNING"  # nobody has looked yet
+    assert len(waiter_processes(stack)) == 1
+    stack.start()
+    assert stack.wait_state("surv-short", "SUCCEEDED")["exit_code"] == 0
+    failed = stack.wait_state("surv-fail", "FAILED")
+    assert failed["exit_code"] == 3 and "exit code 3" in failed["reason"]
+    assert stack.state("surv-long")["state"] == "RUNNING"
+    assert stack.state("surv-long")["pid"] == pids["surv-long"]
+    assert len(waiter_processes(stack)) == 1  # adopted, not started again
+    done = stack.wait_state("surv-long", "SUCCEEDED")
+    assert done["attempt"] == 1 and done["exit_code"] == 0
+
+
+def test_jobs_outlive_a_clean_supervisor_stop(stack):
+    """SIGTERM stops the daemon cleanly and leaves running jobs running for the next one."""
+    stack.start()
+    stack.submit("term-1", secondsToWait=3)
+    pid = stack.wait_state("term-1", "RUNNING")["pid"]
+    assert stack.daemon.stop(signal.SIGTERM) == 0
+    assert psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    stack.start()
+    assert stack.wait_state("term-1", "SUCCEEDED")["exit_code"] == 0
+
+
+def test_abort_kills_the_grandchildren(stack):
+    """kill sends TERM to the whole group and KILL after the grace period: the grandchild dies too."""
+    stack.start()
+    stack.submit("tree-1", "tree")
+    stack.wait_state("tree-1", "RUNNING")
+    pids_file = stack.attempt_dir("tree-1") / "pids.txt"
+    wait_for(pids_file.exists, 10, what="tree pids")
+    child, grandchild = map(int, pids_file.read_text().split())
+    stack.spool.send_command("tree-1", "kill", origin="test")
+    aborted = stack.wait_state("tree-1", "ABORTED", timeout=15)
+    assert aborted["reason"] == "aborted by test"
+    for pid in (child, grandchild):
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                 5, what=f"pid {pid} gone")
+
+
+def test_abort_of_a_waiter_records_its_result(stack):
+    """A waiter aborted mid-way writes its 'aborted after N s' result and ends ABORTED."""
+    stack.start()
+    stack.submit("ab-1", secondsToWait=30)
+    stack.wait_state("ab-1", "RUNNING")
+    time.sleep(1.2)
+    stack.spool.send_command("ab-1", "kill", origin="operator")
+    stack.wait_state("ab-1", "ABORTED")
+    assert (stack.attempt_dir("ab-1") / "result.txt").read_text().startswith("aborted after")
+    assert not waiter_processes(stack)
+
+
+def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
+    """A kill for a job still waiting for a slot ends it at once, without a process."""
+    stack.env = write_env(tmp_path, DEFINITIONS_DIR=tmp_path / "definitions", MAX_PARALLEL_JOBS=1)
+    stack.start()
+    stack.submit("q-run", secondsToWait=5)
+    stack.submit("q-wait", secondsToWait=5)
+    stack.wait_state("q-run", "RUNNING")
+    assert stack.state("q-wait")["state"] == "QUEUED"
+    assert json.loads(stack.spool.queue_file.read_text())["queued"] == ["q-wait"]
+    stack.spool.send_command("q-wait", "kill", origin="operator")
+    st = stack.wait_state("q-wait", "ABORTED")
+    assert st["pid"] is None and not stack.attempt_dir("q-wait").exists()
+
+
+def test_timeout_fails_the_job(stack):
+    """A program running past its definition's maximum runtime is stopped and FAILED with reason timeout."""
+    stack.start()
+    stack.submit("slow-1", "exit_with", seconds=30, code=0)
+    st = stack.wait_state("slow-1", "FAILED", timeout=15)
+    assert st["reason"].startswith("timeout")
+    assert st["signal"] == signal.SIGTERM
+
+
+def test_restart_runs_a_new_attempt_and_keeps_old_logs(stack):
+    """restart stops a running job and runs it again as attempt 2; attempt 1's logs stay."""
+    stack.start()
+    stack.submit("re-1", secondsToWait=30)
+    stack.wait_state("re-1", "RUNNING")
+    wait_for(lambda: (stack.attempt_dir("re-1") / "stdout.log").read_text().strip(), 5, what="output")
+    stack.spool.send_command("re-1", "restart", origin="operator")
+    wait_for(lambda: stack.state("re-1").get("attempt") == 2 and stack.state("re-1")["state"] == "RUNNING",
+             15, what="attempt 2 running")
+    assert "aborted after" in (stack.attempt_dir("re-1", 1) / "result.txt").read_text()
+    assert (stack.attempt_dir("re-1", 1) / "stdout.log").read_text()
+    hist = stack.state("re-1")["history"]
+    assert hist[0]["attempt"] == 1 and "restarted by operator" in hist[0]["reason"]
+    assert len(waiter_processes(stack)) == 1
+    stack.spool.send_command("re-1", "kill", origin="operator")
+    stack.wait_state("re-1", "ABORTED")
+
+
+def test_restart_of_a_finished_job(stack):
+    """A finished job restarted by the operator runs again from the same spec as attempt 2."""
+    stack.start()
+    stack.submit("re-2", secondsToWait=0)
+    stack.wait_state("re-2", "SUCCEEDED")
+    stack.spool.send_command("re-2", "restart", origin="operator")
+    wait_for(lambda: stack.state("re-2").get("attempt") == 2 and stack.state("re-2")["state"] == "SUCCEEDED",
+             15, what="attempt 2 done")
+    assert (stack.attempt_dir("re-2", 2) / "result.txt").read_text() == "FINISHED"
+    assert (stack.attempt_dir("re-2", 1) / "result.txt").read_text() == "FINISHED"
+
+
+def test_retries_record_every_attempt(stack):
+    """A definition with retries runs a failing program count+1 times and names every attempt."""
+    stack.start()
+    stack.submit("flaky-1", "flaky", code=4)
+    st = stack.wait_state("flaky-1", "FAILED", timeout=20)
+    assert st["attempt"] == 3 and len(st["history"]) == 3
+    assert all(h["exit_code"] == 4 for h in st["history"])
+    assert "#1 exit code 4" in st["reason"] and "#3 exit code 4" in st["reason"]
+
+
+def test_malformed_specs_are_rejected_and_the_daemon_lives(stack):
+    """Garbage, bad fields, bad inputs and path-traversal serviceIDs go to rejected/ with a reason."""
+    stack.start()
+    bad = {
+        "garbage.json": b"{not json",
+        "huge.json": b"[" + b"1," * 70000 + b"1]",
+        "noid.json": json.dumps({"schema_version": 1, "job": "waiter", "inputs": {}, "submitted_at": 1e9}).encode(),
+        "badinput.json": JobSpec("badinput", "waiter", {"secondsToWait": -5}).to_json(),
+        "unknownjob.json": JobSpec("unknownjob", "nope", {}).to_json(),
+        "mismatch.json": JobSpec("other", "waiter", {}).to_json(),
+        "..%2Fescape.json": JobSpec("x", "waiter", {}).to_json(),
+    }
+    traversal = json.loads(JobSpec("placeholder", "waiter", {}).to_json())
+    traversal["service_id"] = "../../etc/evil"
+    bad["evil.json"] = json.dumps(traversal).encode()
+    for name, data in bad.items():
+        (stack.spool.tmp / name).write_bytes(data)
+        os.replace(stack.spool.tmp / name, stack.spool.incoming / name)
+    wait_for(lambda: not list(stack.spool.incoming.iterdir()), 10, what="incoming drained")
+    reasons = [p.read_text() for p in stack.spool.rejected.glob("*.reason")]
+    assert len(reasons) == len(bad)
+    assert any("serviceID" in r and "invalid" in r for r in reasons)
+    assert any("secondsToWait: must be >= 0" in r for r in reasons)
+    assert not list(stack.spool.runs.iterdir())
+    assert not (stack.tmp / "etc").exists()
+    assert stack.daemon.alive()
+    stack.submit("after-bad", secondsToWait=0)
+    stack.wait_state("after-bad", "SUCCEEDED")
+
+
+def test_second_spec_for_a_known_service_id_starts_nothing(stack):
+    """A different spec for a serviceID that already has a run is rejected as a duplicate."""
+    stack.start()
+    stack.submit("dup-1", secondsToWait=1)
+    stack.wait_state("dup-1", "RUNNING", "SUCCEEDED")
+    other = JobSpec("dup-1", "waiter", {"secondsToWait": 7}).to_json()
+    assert stack.spool.create_atomic(stack.spool.incoming_path("dup-1"), other)
+    wait_for(lambda: list(stack.spool.rejected.glob("*.reason")), 10, what="duplicate rejected")
+    assert "duplicate" in next(stack.spool.rejected.glob("*.reason")).read_text()
+    assert stack.wait_state("dup-1", "SUCCEEDED")["attempt"] == 1
+
+
+def test_spec_dropped_without_observer_is_found_by_reconcile(tmp_path):
+    """With no watchdog observer, the periodic reconcile still picks a spec up."""
+    s = Stack(tmp_path, SUPERVISOR_WATCH="false", RECONCILE_SECONDS="1")
+    try:
+        s.start()
+        time.sleep(0.3)
+        s.submit("quiet-1", secondsToWait=0)
+        s.wait_state("quiet-1", "SUCCEEDED", timeout=10)
+    finally:
+        s.stop()
+
+
+def test_spec_written_while_daemon_is_down_runs_at_start(stack):
+    """Specs and commands written while no daemon runs wait in the spool and run at start-up."""
+    stack.submit("early-1", secondsToWait=0)
+    stack.submit("early-2", secondsToWait=30)
+    stack.start()
+    stack.wait_state("early-1", "SUCCEEDED")
+    stack.wait_state("early-2", "RUNNING")
+    stack.daemon.stop()
+    stack.spool.send_command("early-2", "kill", origin="operator")
+    stack.start()
+    stack.wait_state("early-2", "ABORTED")
+
+
+def test_two_hundred_specs_at_once_all_run(tmp_path):
+    """200 specs dropped at once are all claimed and all finish."""
+    s = Stack(tmp_path, MAX_PARALLEL_JOBS="16")
+    try:
+        s.start()
+        for i in range(200):
+            s.submit(f"burst-{i:03d}", secondsToWait=0)
+        wait_for(lambda: all(s.state(f"burst-{i:03d}").get("state") == "SUCCEEDED" for i in range(200)),
+                 120, interval=0.5, what="200 jobs done")
+        assert len(list(s.spool.runs.iterdir())) == 200
+        assert not list(s.spool.rejected.iterdir())
+    finally:
+        s.stop()
+
+
+def test_retention_removes_old_finished_runs(tmp_path):
+    """Finished runs older than RETENTION_DAYS are deleted; running ones are not."""
+    s = Stack(tmp_path, RETENTION_DAYS="0.00002")  # about 1.7 s
+    try:
+        s.start()
+        s.submit("old-1", secondsToWait=0)
+        s.submit("live-1", secondsToWait=8)
+        s.wait_state("old-1", "SUCCEEDED")
+        wait_for(lambda: not s.spool.run_dir("old-1").exists(), 10, what="old run removed")
+        assert s.state("live-1")["state"] == "RUNNING"
+    finally:
+        s.stop()
+
+
+def test_bad_definition_stops_start_up_naming_file_and_field(stack):
+    """A definition with a wrong field type stops the daemon with a message naming the file and field."""
+    bad = stack.env.parent / "definitions" / "broken.toml"
+    bad.write_text('service = "B"\nnamespace = "b"\nstart_method = "startB"\nargv = ["x"]\n'
+                   '[inputs.n]\ntype = "integer"\nmin = 0\nmax = "ten"\n')
+    proc = subprocess.run([sys.executable, "-m", "supervisor.daemon"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "ENV_FILE": str(stack.env)}, timeout=30)
+    assert proc.returncode == 2
+    assert "broken.toml: inputs.n.max: must be a number, got str" in proc.stderr
+
+
+def test_second_daemon_on_the_same_spool_refuses(stack):
+    """Only one daemon may own a spool; a second one exits with a clear message."""
+    stack.start()
+    proc = subprocess.run([sys.executable, "-m", "supervisor.daemon"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "ENV_FILE": str(stack.env)}, timeout=30)
+    assert proc.returncode == 2 and "another supervisor already runs" in proc.stderr
+    assert stack.daemon.alive()
+
+
+def test_logs_are_json_lines_with_service_id(stack):
+    """Every log line is one JSON event; job events carry the serviceID."""
+    stack.start()
+    stack.submit("log-1", secondsToWait=0)
+    stack.wait_state("log-1", "SUCCEEDED")
+    time.sleep(0.3)
+    events = [json.loads(line) for line in stack.daemon.output().splitlines() if line.strip()]
+    mine = [e for e in events if e.get("service_id") == "log-1"]
+    assert {"job_queued", "job_started", "job_finished"} <= {e["event"] for e in mine}
