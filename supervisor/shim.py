@@ -9,11 +9,22 @@ to keep the spool->spawn path short. It ignores SIGTERM/SIGINT itself (the
 program gets them from the group signal) so it lives to record the exit; a
 SIGKILL of the group ends it too, which the daemon accounts for.
 """
-import json
 import os
-import signal
 import sys
 import time
+
+import _signal as signal  # the C module: `signal` would import enum and cost milliseconds
+
+
+def _to_json(record):
+    """Enough JSON for a flat dict of None, numbers and str (json would cost an import)."""
+    def value(v):
+        if v is None:
+            return "null"
+        if isinstance(v, str):
+            return '"' + "".join(c if c.isprintable() and c not in '"\\' else "\\u%04x" % ord(c) for c in v) + '"'
+        return repr(v)
+    return "{" + ", ".join('"%s": %s' % (k, value(v)) for k, v in sorted(record.items())) + "}"
 
 
 def write_exit(attempt_dir, record):
@@ -21,7 +32,7 @@ def write_exit(attempt_dir, record):
     tmp = os.path.join(attempt_dir, ".exit.json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+        os.write(fd, (_to_json(record) + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)
