@@ -14,6 +14,7 @@ DEFAULT_ENV_FILE = PROJECT_ROOT / "env"
 _SEMWES_ROOT = re.compile(r"/[a-z0-9-]{1,32}")
 _DEEP_ROOT = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+EXECUTORS = ("local", "slurm")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -70,6 +71,12 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
     return value
 
 
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Config:
     context_root: str
@@ -90,6 +97,7 @@ class Config:
     devauth_port: int
     devauth_users_file: Path
     supervisor_watch: bool
+    executor: str
     env_file: Path
 
     @property
@@ -116,6 +124,7 @@ _DEFAULTS = {
     "DEVAUTH_PORT": "8081",
     "DEVAUTH_USERS_FILE": "var/devauth/users.json",
     "SUPERVISOR_WATCH": "true",
+    "EXECUTOR": "local",
 }
 
 
@@ -157,6 +166,7 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         devauth_port=_int("DEVAUTH_PORT", raw["DEVAUTH_PORT"], 0, 65535),
         devauth_users_file=_path("DEVAUTH_USERS_FILE"),
         supervisor_watch=watch in ("true", "1", "yes"),
+        executor=_choice("EXECUTOR", raw["EXECUTOR"], EXECUTORS),
         env_file=path,
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PROJECT_ROOT
+from .config import EXECUTORS, PROJECT_ROOT
 from .errors import DefinitionError, SpecError
 from .spool import RESERVED_FILES
 
@@ -110,6 +110,7 @@ class Definition:
     retry_delay_s: float = 5.0
     retry_backoff: float = 2.0
     env: dict[str, str] = field(default_factory=dict)
+    executor: str | None = None  # None: the configured EXECUTOR
 
     def validate_inputs(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Apply defaults and bounds; unknown names are refused, never ignored."""
@@ -225,6 +226,7 @@ def load_definition(path: Path) -> Definition:
     if start_method in ("getServiceStatus", "abortService", "notifyService"):
         raise r.fail("start_method", "clashes with a fixed protocol method")
     description = r.get("description", str, "")
+    executor = r.get("executor", str, None, check=lambda v: None if v in EXECUTORS else f"must be one of {', '.join(EXECUTORS)}")
 
     files_r = r.sub("files", {})
     files = {}
@@ -312,6 +314,7 @@ def load_definition(path: Path) -> Definition:
         description=description, argv=tuple(argv), inputs=tuple(inputs), outputs=tuple(outputs),
         files=files, progress_file=progress_file, max_runtime_s=float(max_runtime), abort_grace_s=float(grace),
         retries=retries, retry_delay_s=float(retry_delay), retry_backoff=float(backoff), env=env,
+        executor=executor,
     )
 
 

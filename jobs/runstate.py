@@ -38,6 +38,8 @@ class RunState:
     state: JobState = JobState.QUEUED
     reason: str = "waiting for a free slot"
     attempt: int = 1
+    executor: str = "local"      # which executor runs it (local, slurm)
+    executor_id: str | None = None  # the executor's own id for the attempt (Slurm job id)
     pid: int | None = None
     create_time: float | None = None
     exit_code: int | None = None

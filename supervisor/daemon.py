@@ -32,7 +32,8 @@ from jobs.spec import JobSpec
 from jobs.spool import COMMAND_VERBS, SERVICE_ID_RE, Spool, dump_json, fsync_dir, read_json
 from jobs.states import ACTIVE, JobState
 
-from .runner import ExitRecord, Handle, Runner
+from .executor import ExitRecord, Executor
+from .runner import LocalExecutor
 
 TMP_MAX_AGE = 3600.0
 
@@ -43,20 +44,31 @@ class Job:
     spec: JobSpec
     definition: Definition
     rs: RunState
-    handle: Handle | None = None
-    own_child: bool = False  # spawned by this daemon instance: SIGCHLD tells us when it ends
+    run_dir: Path
+
+    @property
+    def sid(self) -> str:
+        return self.rs.service_id
+
+    @property
+    def attempt_dir(self) -> Path:
+        return self.run_dir / "attempts" / str(self.rs.attempt)
+
+
+def make_executors(cfg: config_mod.Config) -> dict[str, Executor]:
+    return {"local": LocalExecutor()}
 
 
 class Supervisor:
-    def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition], runner: Runner | None = None):
+    def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition],
+                 executors: dict[str, Executor] | None = None):
         self.cfg = cfg
         self.defs = definitions
         self.spool = Spool(cfg.spool_dir).ensure()
-        self.os = runner or Runner()
+        self.executors = executors or make_executors(cfg)
         self.log = structlog.get_logger("supervisor")
         self.jobs: dict[str, Job] = {}
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
-        self.ended_children: set[int] = set()
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -65,7 +77,6 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
         """One pass; everything the daemon does happens here, in this order."""
-        self.ended_children.update(self.os.reap())
         self.take_incoming(now)
         self.take_commands(now)
         full = now >= self.next_reconcile
@@ -124,7 +135,9 @@ class Supervisor:
             else:
                 self.reject(path, f"duplicate: serviceID {sid} already has a run; nothing was started", log)
             return
-        rs = RunState(sid, spec.job, queued_at=now, updated_at=now)
+        definition = self.defs[spec.job]
+        rs = RunState(sid, spec.job, queued_at=now, updated_at=now,
+                      executor=definition.executor or self.cfg.executor)
         stage = self.spool.tmp / f"claim-{sid}-{secrets.token_hex(4)}"
         (stage / "attempts").mkdir(parents=True)
         for fname, data in (("spec.json", raw), ("state.json", rs.to_json())):
@@ -136,8 +149,8 @@ class Supervisor:
         os.rename(stage, run)
         fsync_dir(self.spool.runs)
         path.unlink(missing_ok=True)
-        self.jobs[sid] = Job(spec, self.defs[spec.job], rs)
-        log.info("job_queued", job=spec.job)
+        self.jobs[sid] = Job(spec, definition, rs, run)
+        log.info("job_queued", job=spec.job, executor=rs.executor)
 
     def reject(self, path: Path, reason: str, log) -> None:
         """Move a bad file aside with a reason file; the daemon carries on."""
@@ -180,8 +193,7 @@ class Supervisor:
         rs.stop_target, rs.stop_reason = target.value, reason
         rs.kill_at = now + job.definition.abort_grace_s
         self.save(job)
-        if job.handle:
-            self.os.signal_group(job.handle, signal.SIGTERM)
+        self.executor(job).signal(job, signal.SIGTERM)
         self.log.info("job_stopping", service_id=rs.service_id, target=target.value, reason=reason)
 
     def kill(self, job: Job, now: float, origin: str) -> None:
@@ -217,42 +229,36 @@ class Supervisor:
         rs = job.rs
         rs.move(JobState.QUEUED, reason, now)
         rs.attempt += 1
-        rs.pid = rs.create_time = rs.exit_code = rs.signal = rs.finished_at = rs.started_at = None
+        rs.pid = rs.create_time = rs.executor_id = rs.exit_code = rs.signal = rs.finished_at = rs.started_at = None
         rs.stop_target = rs.stop_reason = rs.kill_at = None
         rs.queued_at, rs.not_before = now, (now + delay if delay else None)
-        job.handle, job.own_child = None, False
         self.save(job)
 
     # -- watching running jobs ---------------------------------------------
+    def executor(self, job: Job) -> Executor:
+        return self.executors[job.rs.executor]
+
     def check_active(self, now: float, full: bool) -> None:
-        for job in [j for j in self.jobs.values() if j.rs.state in ACTIVE]:
-            rs, h = job.rs, job.handle
-            attempt_dir = self.spool.attempt_dir(rs.service_id, rs.attempt)
-            if h is None:
-                rec, ended = self.os.read_exit(attempt_dir), True
-            elif job.own_child and h.pid not in self.ended_children and not full:
-                rec, ended = None, False  # our own child: SIGCHLD + reap tell us when it ends
-            else:
-                rec = self.os.read_exit(attempt_dir)
-                ended = rec is not None or h.pid in self.ended_children or (full and not self.os.alive(h))
-                if ended and rec is None:  # it may have written the file just after our first look
-                    rec = self.os.read_exit(attempt_dir)
-            if ended:
+        for name, ex in self.executors.items():
+            active = [j for j in self.jobs.values() if j.rs.state in ACTIVE and j.rs.executor == name]
+            if not active:
+                continue
+            for job, rec in ex.ended(active, full):
                 self.on_exit(job, rec, now)
-            elif rs.state == JobState.RUNNING and now - (rs.started_at or now) > job.definition.max_runtime_s:
+        for job in [j for j in self.jobs.values() if j.rs.state in ACTIVE]:
+            rs = job.rs
+            if rs.state == JobState.RUNNING and now - (rs.started_at or now) > job.definition.max_runtime_s:
                 self.stop(job, now, JobState.FAILED, f"timeout: ran longer than {job.definition.max_runtime_s:g} s")
             elif rs.state == JobState.STOPPING and rs.kill_at is not None and now >= rs.kill_at:
-                self.os.signal_group(h, signal.SIGKILL)
+                self.executor(job).signal(job, signal.SIGKILL)
                 rs.kill_at = None
                 self.save(job)
                 self.log.warning("job_killed", service_id=rs.service_id, reason="grace period over")
-        self.ended_children.clear()
 
     def on_exit(self, job: Job, rec: ExitRecord | None, now: float) -> None:
         rs = job.rs
         log = self.log.bind(service_id=rs.service_id)
-        if job.handle:
-            self.os.signal_group(job.handle, signal.SIGKILL)  # leftovers of the job's group die with it
+        self.executor(job).forget(job)
         rs.exit_code = rec.exit_code if rec else None
         rs.signal = rec.signal if rec else None
         outcome = rec.describe() if rec else "process vanished without recording an exit status"
@@ -305,29 +311,26 @@ class Supervisor:
 
     def launch(self, job: Job, now: float) -> None:
         """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn."""
-        rs, d = job.rs, job.definition
-        sid = rs.service_id
-        run_dir, attempt_dir = self.spool.run_dir(sid), self.spool.attempt_dir(sid, rs.attempt)
+        rs, d, sid = job.rs, job.definition, job.sid
         rs.move(JobState.RUNNING, "running", now)
-        rs.started_at, rs.not_before, rs.pid, rs.create_time = now, None, None, None
+        rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
+        argv = d.render_argv(job.spec.inputs, job.run_dir, job.attempt_dir, sid, rs.attempt)
+        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": str(job.run_dir),
+               "JOB_ATTEMPT_DIR": str(job.attempt_dir), "JOB_ATTEMPT": str(rs.attempt),
+               "JOB_NOTIFICATIONS_FILE": str(job.run_dir / "notifications.txt")}
         try:
-            attempt_dir.mkdir(parents=True, exist_ok=True)
+            job.attempt_dir.mkdir(parents=True, exist_ok=True)
             self.save(job)
-            argv = d.render_argv(job.spec.inputs, run_dir, attempt_dir, sid, rs.attempt)
-            env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": str(run_dir),
-                   "JOB_ATTEMPT_DIR": str(attempt_dir), "JOB_ATTEMPT": str(rs.attempt),
-                   "JOB_NOTIFICATIONS_FILE": str(run_dir / "notifications.txt")}
-            job.handle = self.os.spawn(argv, run_dir, attempt_dir, env)
+            self.executor(job).start(job, argv, env)
         except OSError as e:
             rs.history.append(Attempt(rs.attempt, now, now, None, None, f"spawn failed: {e}"))
             rs.move(JobState.FAILED, f"spawn failed: {e}", now)  # RUNNING -> FAILED
             self.finish(job, now)
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             return
-        job.own_child = True
-        rs.pid, rs.create_time = job.handle.pid, job.handle.create_time
         self.save(job)
-        self.log.info("job_started", service_id=sid, pid=rs.pid, attempt=rs.attempt, argv=argv)
+        self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
+                      attempt=rs.attempt, argv=argv)
 
     # -- persistence -----------------------------------------------------
     def save(self, job: Job) -> None:
@@ -362,26 +365,26 @@ class Supervisor:
             log.error("run_unreadable", error=str(e))
             self.finished[sid] = now
             return None
-        job = Job(spec, self.defs[spec.job], rs)
+        job = Job(spec, self.defs[spec.job], rs, run)
         if rs.terminal:
             self.finished[sid] = rs.finished_at or now
             return job
+        if rs.executor not in self.executors:
+            rs.move(JobState.FAILED if rs.state != JobState.STOPPING else JobState.ABORTED,
+                    f"executor {rs.executor!r} is not configured on this supervisor", now)
+            self.finish(job, now)
+            return job
         self.jobs[sid] = job
         if rs.state in ACTIVE:
-            attempt_dir = self.spool.attempt_dir(sid, rs.attempt)
-            if rs.pid is not None:
-                job.handle = Handle(rs.pid, rs.create_time or 0.0)
-            else:  # crashed between writing RUNNING and recording the pid
-                job.handle = self.os.find_shim(attempt_dir)
-                if job.handle is None and self.os.read_exit(attempt_dir) is None:
-                    rs.move(JobState.FAILED, "supervisor stopped while starting the job", now)
-                    rs.history.append(Attempt(rs.attempt, rs.started_at, now, None, None, rs.reason))
-                    self.finish(job, now)
-                    return job
-                if job.handle:
-                    rs.pid, rs.create_time = job.handle.pid, job.handle.create_time
-                    self.save(job)
-            log.info("job_adopted", state=rs.state.value, pid=rs.pid)
+            if not self.executor(job).adopt(job):
+                # RUNNING -> QUEUED: the daemon died between writing RUNNING and the spawn; nothing ran
+                rs.move(JobState.QUEUED, "requeued: the supervisor stopped before the program started", now)
+                rs.started_at = rs.pid = rs.create_time = rs.executor_id = None
+                self.save(job)
+                log.warning("job_requeued", reason=rs.reason)
+                return job
+            self.save(job)
+            log.info("job_adopted", state=rs.state.value, pid=rs.pid, executor_id=rs.executor_id)
         return job
 
     def apply_retention(self, now: float) -> None:

@@ -126,7 +126,7 @@ def test_jobs_survive_supervisor_kill(stack):
     stack.submit("surv-short", secondsToWait=1)
     stack.submit("surv-fail", "exit_with", seconds=1, code=3)
     for sid in ("surv-long", "surv-short", "surv-fail"):
-        stack.wait_state(sid, "RUNNING")
+        wait_for(lambda: stack.state(sid).get("pid"), 10, what=f"{sid} spawned")
     pids = {sid: stack.state(sid)["pid"] for sid in ("surv-long", "surv-short", "surv-fail")}
     stack.daemon.stop(signal.SIGKILL)
     time.sleep(2.0)  # surv-short and surv-fail end while no daemon runs
@@ -141,6 +141,23 @@ def test_jobs_survive_supervisor_kill(stack):
     assert len(waiter_processes(stack)) == 1  # adopted, not started again
     done = stack.wait_state("surv-long", "SUCCEEDED")
     assert done["attempt"] == 1 and done["exit_code"] == 0
+
+
+def test_crash_between_state_write_and_spawn_requeues(stack):
+    """A RUNNING state without a pid and without a process (crash before spawn) is run, not lost."""
+    stack.start()
+    stack.submit("window-1", secondsToWait=0)
+    stack.wait_state("window-1", "SUCCEEDED")
+    stack.daemon.stop()
+    state_file = stack.spool.run_dir("window-1") / "state.json"
+    st = json.loads(state_file.read_text())
+    st.update(state="RUNNING", pid=None, create_time=None, exit_code=None, finished_at=None, history=[])
+    shutil.rmtree(stack.attempt_dir("window-1"))
+    state_file.write_text(json.dumps(st))
+    stack.start()
+    done = stack.wait_state("window-1", "SUCCEEDED")
+    assert done["attempt"] == 1 and done["exit_code"] == 0
+    assert (stack.attempt_dir("window-1") / "result.txt").read_text() == "FINISHED"
 
 
 def test_jobs_outlive_a_clean_supervisor_stop(stack):
