@@ -1,0 +1,718 @@
+"""jobctl: the operator's view of the spool and the commands an operator may send.
+
+jobctl never touches a running process itself. It reads the files the
+supervisor writes (state.json, queue.json, supervisor.json, the logs) and asks
+for changes the same way the facade does: a spec dropped into incoming/
+(`submit`) or a command file dropped into commands/ (`kill`, `restart`). The
+supervisor acts on them when it runs, so both work while it is down.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from jobs import config as config_mod
+from jobs.definitions import Definition, load_definitions
+from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
+from jobs.runstate import RunState, from_iso
+from jobs.spec import JobSpec
+from jobs.spool import SERVICE_ID_RE, STDERR, STDOUT, Spool, read_json, validate_service_id
+from jobs.states import ACTIVE, TERMINAL, JobState
+
+PROG = "jobctl"
+
+# Exit codes (also in the --help epilog).
+OK = 0
+FAILED = 1       # refused or failed: unknown serviceID, nothing to kill, job exists ...
+USAGE = 2        # bad arguments: malformed serviceID, bad input value, bad configuration
+PENDING = 3      # command queued but not (yet) applied: supervisor down or --wait elapsed
+INTERRUPTED = 130
+
+SUBMITTED = "SUBMITTED"   # a spec in incoming/ the supervisor has not claimed yet
+STALE_HEARTBEAT_S = 30.0  # a live pid whose heartbeat is older than this (or 3 reconcile periods) looks hung
+RECENT_S = 24 * 3600.0    # `list` without --all shows terminal jobs this recent
+
+EPILOG = f"""\
+exit codes:
+  {OK}    done
+  {FAILED}    refused or failed (unknown serviceID, nothing to kill, serviceID taken, ...)
+  {USAGE}    usage error: bad arguments, malformed serviceID, invalid input, bad configuration
+  {PENDING}    kill/restart: the command is queued but not applied yet, because the
+       supervisor is not running (it runs when the supervisor starts) or --wait
+       elapsed first; status: the supervisor is not running
+  {INTERRUPTED}  interrupted (Ctrl-C)
+
+The env file is ENV_FILE (or --env-file); the spool directory comes from it.
+"""
+
+
+class CliError(Exception):
+    """A user-facing failure: one line on stderr and an exit code, never a traceback."""
+
+    def __init__(self, message: str, code: int = FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+# -- reading the spool ---------------------------------------------------------
+
+@dataclass
+class SupervisorInfo:
+    """What supervisor.json says, checked against the live process table."""
+    pid: int | None
+    running: bool
+    heartbeat_age: float | None
+    started_at: str | None
+    problem: str = ""
+    stale_after: float = STALE_HEARTBEAT_S
+
+    @property
+    def hung(self) -> bool:
+        return self.running and self.heartbeat_age is not None and self.heartbeat_age > self.stale_after
+
+
+def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds: float = 0.0) -> SupervisorInfo:
+    """Running means: supervisor.json names a live pid whose create time matches.
+
+    The daemon refreshes its heartbeat once per reconcile period, so a heartbeat
+    is stale only when it is older than a few of those (and at least 30 s).
+    """
+    now = time.time() if now is None else now
+    stale_after = max(STALE_HEARTBEAT_S, 3 * reconcile_seconds)
+    info = spool.read_supervisor()
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return SupervisorInfo(None, False, None, None, "no supervisor.json")
+    pid = info["pid"]
+    age = None
+    try:
+        beat = info.get("heartbeat")
+        age = now - (from_iso(beat) if isinstance(beat, str) else float(beat))
+    except (TypeError, ValueError):
+        pass
+    started = info.get("started_at")
+    try:
+        proc = psutil.Process(pid)
+        created = proc.create_time()
+        alive = proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return SupervisorInfo(pid, False, age, started, f"pid {pid} is gone", stale_after)
+    recorded = info.get("create_time")
+    if isinstance(recorded, (int, float)) and abs(created - recorded) > 1.0:
+        return SupervisorInfo(pid, False, age, started, f"pid {pid} now belongs to another process", stale_after)
+    return SupervisorInfo(pid, alive, age, started, "" if alive else f"pid {pid} is a zombie", stale_after)
+
+
+@dataclass
+class JobView:
+    """One row of `jobctl list`: a run directory or an unclaimed incoming spec."""
+    service_id: str
+    job: str
+    state: str
+    attempt: int | None = None
+    pid: int | None = None
+    runtime: float | None = None
+    progress: float | None = None
+    reason: str = ""
+    run: RunState | None = None
+    spec: dict = field(default_factory=dict)
+    finished_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "service_id": self.service_id, "job": self.job, "state": self.state,
+            "attempt": self.attempt, "pid": self.pid,
+            "runtime_seconds": None if self.runtime is None else round(self.runtime, 3),
+            "progress": self.progress, "reason": self.reason,
+        }
+
+
+class Context:
+    """Configuration, spool and (lazily) job definitions of one jobctl invocation."""
+
+    def __init__(self, env_file: str | None):
+        self.cfg = config_mod.load(env_file)
+        self.spool = Spool(self.cfg.spool_dir)
+        self._defs: dict[str, Definition] | None = None
+        self._defs_error: str | None = None
+
+    def definitions(self, required: bool = False) -> dict[str, Definition]:
+        if self._defs is None and self._defs_error is None:
+            try:
+                self._defs = load_definitions(self.cfg.definitions_dir)
+            except DefinitionError as e:
+                self._defs_error = str(e)
+        if self._defs is None:
+            if required:
+                raise CliError(self._defs_error or "no job definitions", USAGE)
+            return {}
+        return self._defs
+
+    # -- reads ----------------------------------------------------------------
+    def read_spec(self, sid: str) -> dict:
+        for path in (self.spool.run_dir(sid) / "spec.json", self.spool.incoming_path(sid)):
+            try:
+                data = read_json(path)
+                return data if isinstance(data, dict) else {}
+            except FileNotFoundError:
+                continue
+            except SpecError:
+                return {}
+        return {}
+
+    def read_run(self, sid: str) -> RunState | None:
+        """state.json decoded; None if not written yet; CliError if it is corrupt."""
+        try:
+            raw = self.spool.read_state(sid)
+        except SpecError as e:
+            raise CliError(f"{sid}: {e}") from None
+        if raw is None:
+            return None
+        try:
+            return RunState.from_dict(raw)
+        except SpecError as e:
+            raise CliError(f"{sid}: {e}") from None
+
+    def progress(self, sid: str, run: RunState, spec: dict) -> float | None:
+        """Percent from the definition's progress file in the current attempt, if readable."""
+        d = self.definitions().get(run.job or spec.get("job", ""))
+        if d is None or d.progress_file is None:
+            return None
+        path = self.spool.attempt_dir(sid, run.attempt) / d.files[d.progress_file]
+        try:
+            value = float(path.read_text(encoding="utf-8", errors="replace").strip())
+        except (OSError, ValueError):
+            return None
+        return max(0.0, min(100.0, value))
+
+    def view(self, sid: str, now: float) -> JobView:
+        spec = self.read_spec(sid)
+        job = str(spec.get("job", "?"))
+        if not self.spool.run_dir(sid).is_dir():
+            return JobView(sid, job, SUBMITTED, spec=spec, reason="waiting for the supervisor to claim it")
+        try:
+            run = self.read_run(sid)
+        except CliError as e:
+            return JobView(sid, job, "?", reason=str(e), spec=spec)
+        if run is None:
+            return JobView(sid, job, SUBMITTED, spec=spec, reason="claimed; no state yet")
+        v = JobView(sid, run.job or job, run.state.value, attempt=run.attempt, reason=run.reason,
+                    run=run, spec=spec, finished_at=run.finished_at)
+        if run.state in ACTIVE:
+            v.pid = run.pid
+            if run.started_at:
+                v.runtime = max(0.0, now - run.started_at)
+            v.progress = self.progress(sid, run, spec)
+        elif run.state in TERMINAL and run.started_at and run.finished_at:
+            v.runtime = max(0.0, run.finished_at - run.started_at)
+        return v
+
+    def service_ids(self) -> list[str]:
+        """Every run directory and every unclaimed incoming/<sid>.json, by serviceID."""
+        names: list[str] = []
+        for d, suffix in ((self.spool.runs, ""), (self.spool.incoming, ".json")):
+            try:
+                names += [n[:len(n) - len(suffix)] for n in os.listdir(d) if n.endswith(suffix)]
+            except FileNotFoundError:
+                continue
+        return sorted({n for n in names if SERVICE_ID_RE.fullmatch(n)})
+
+    def views(self, now: float) -> list[JobView]:
+        views = [self.view(sid, now) for sid in self.service_ids()]
+
+        def submitted(v: JobView) -> float:
+            ts = v.spec.get("submitted_at")
+            return float(ts) if isinstance(ts, (int, float)) else 0.0
+        views.sort(key=lambda v: (submitted(v), v.service_id))
+        return views
+
+    def require_job(self, sid: str) -> str:
+        """Validate and resolve an ID typed by the operator: exit 2 if malformed, 1 if unknown."""
+        try:
+            validate_service_id(sid)
+        except SpecError as e:
+            raise CliError(str(e), USAGE) from None
+        if not self.spool.exists(sid):
+            raise CliError(f"unknown serviceID {sid!r} (no run and no submitted spec in {self.spool.root})")
+        return sid
+
+
+# -- formatting ----------------------------------------------------------------
+
+def hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_list(ctx: Context, args) -> int:
+    now = time.time()
+    views = ctx.views(now)
+    if args.state:
+        wanted = {s.strip().upper() for s in args.state.split(",") if s.strip()}
+        known = {s.value for s in JobState} | {SUBMITTED}
+        bad = sorted(wanted - known)
+        if bad:
+            raise CliError(f"--state {bad[0]}: expected one of {', '.join(sorted(known))}", USAGE)
+        views = [v for v in views if v.state in wanted]
+    elif not args.all:
+        views = [v for v in views if v.state not in {s.value for s in TERMINAL}
+                 or v.finished_at is None or now - v.finished_at <= RECENT_S]
+    if args.json:
+        out(json.dumps([v.as_json() for v in views], indent=1))
+        return OK
+    if not views:
+        note("no jobs" + ("" if args.all or args.state else " (active or finished in the last 24 h; --all shows every job)"))
+        return OK
+    rows = [[v.service_id, v.job, v.state, v.pid or "-", hms(v.runtime),
+             "-" if v.progress is None else f"{v.progress:.0f}%", v.attempt or "-"] for v in views]
+    out(table(rows, ["SERVICE ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT"]))
+    return OK
+
+
+def cmd_show(ctx: Context, args) -> int:
+    sid = ctx.require_job(args.id)
+    now = time.time()
+    v = ctx.view(sid, now)
+    run, spec = v.run, v.spec
+    if args.json:
+        data = {"spec": spec, "state": ctx.spool.read_state(sid) if ctx.spool.run_dir(sid).is_dir() else None,
+                "paths": {k: str(p) for k, p in _paths(ctx, sid, run).items()}}
+        out(json.dumps(data, indent=1, default=str))
+        return OK
+    out(f"serviceID   {sid}")
+    out(f"job         {v.job}")
+    out(f"state       {v.state}" + (f"  ({v.reason})" if v.reason else ""))
+    if spec:
+        out(f"submitted   {when(spec.get('submitted_at') if isinstance(spec.get('submitted_at'), (int, float)) else None)}")
+        owner = spec.get("owner") or {}
+        if owner:
+            out(f"owner       {owner.get('username') or '-'} (project {owner.get('project') or '-'})")
+        out(f"auth        {spec.get('auth_url') or '-'}")
+        inputs = spec.get("inputs") or {}
+        out("inputs      " + (", ".join(f"{k}={json.dumps(val)}" for k, val in inputs.items()) or "-"))
+    if run is not None:
+        out(f"attempt     {run.attempt}")
+        if run.pid:
+            out(f"pid         {run.pid}")
+        out(f"started     {when(run.started_at)}")
+        out(f"finished    {when(run.finished_at)}")
+        if v.runtime is not None:
+            out(f"runtime     {hms(v.runtime)}")
+        if v.progress is not None:
+            out(f"progress    {v.progress:.0f}%")
+        if run.exit_code is not None or run.signal is not None:
+            out(f"exit        code {run.exit_code if run.exit_code is not None else '-'}, "
+                f"signal {run.signal if run.signal is not None else '-'}")
+        if run.history:
+            out("")
+            out("history")
+            rows = [[h.attempt, when(h.started_at), when(h.finished_at),
+                     "-" if h.exit_code is None else h.exit_code, "-" if h.signal is None else h.signal,
+                     h.reason or "-"] for h in run.history]
+            for line in table(rows, ["ATTEMPT", "STARTED", "FINISHED", "EXIT", "SIGNAL", "REASON"]).splitlines():
+                out("  " + line)
+    out("")
+    out("files")
+    for name, path in _paths(ctx, sid, run).items():
+        out(f"  {name:<13}{path}" + ("" if path.exists() else "  (missing)"))
+    return OK
+
+
+def _paths(ctx: Context, sid: str, run: RunState | None) -> dict[str, Path]:
+    sp = ctx.spool
+    if run is None and not sp.run_dir(sid).is_dir():
+        return {"spec": sp.incoming_path(sid)}
+    paths = {"run dir": sp.run_dir(sid), "spec": sp.run_dir(sid) / "spec.json", "state": sp.run_dir(sid) / "state.json"}
+    if run is not None:
+        a = sp.attempt_dir(sid, run.attempt)
+        paths.update({"attempt dir": a, "stdout": a / STDOUT, "stderr": a / STDERR})
+        d = ctx.definitions().get(run.job)
+        for key, fname in (d.files.items() if d else ()):
+            paths[key] = a / fname
+    return paths
+
+
+def _origin() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers): the uid is still useful
+        user = f"uid{os.getuid()}"
+    return f"jobctl:{user}"
+
+
+def cmd_control(ctx: Context, args) -> int:
+    """kill and restart: check it applies, drop the command, wait to see it applied."""
+    verb = args.command
+    sid = ctx.require_job(args.id)
+    before = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+    state = before.state if before is not None else None
+    if verb == "kill" and state in TERMINAL:
+        raise CliError(f"{sid} already ended ({state.value}): nothing to kill")
+    if verb == "restart" and (state is None or state is JobState.QUEUED):
+        shown = "QUEUED" if state else "SUBMITTED"
+        raise CliError(f"{sid} is still {shown} and has not run yet: nothing to restart")
+    ctx.spool.ensure()
+    cmd_path = ctx.spool.send_command(sid, verb, _origin())
+    sent_at = time.time()
+    sup = supervisor_status(ctx.spool, None, ctx.cfg.reconcile_seconds)
+    if not sup.running:
+        note(f"supervisor is not running; the command is queued and will run when it starts ({cmd_path.name})")
+        return PENDING
+    if sup.hung:
+        note(f"warning: the supervisor (pid {sup.pid}) last wrote a heartbeat {sup.heartbeat_age:.0f}s ago; it may be hung")
+    if args.wait <= 0:
+        out(f"{verb} of {sid} queued ({cmd_path.name})")
+        return OK
+    old_attempt = before.attempt if before is not None else 0
+
+    def applied() -> RunState | str | None:
+        if cmd_path.exists():
+            return None
+        if _rejection(ctx.spool, cmd_path) is not None:
+            return "rejected"
+        run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+        if run is None:
+            return None
+        if verb == "kill":
+            return run if run.state in TERMINAL else None
+        if run.attempt > old_attempt and run.state is not JobState.STOPPING:
+            return run
+        if run.state is JobState.QUEUED and (run.updated_at or 0) >= sent_at - 1:
+            return run
+        return None
+
+    run = _poll(applied, args.wait)
+    if run == "rejected":
+        raise CliError(f"the supervisor rejected the {verb} command: {_rejection(ctx.spool, cmd_path)}")
+    if run is None:
+        now = ctx.read_run(sid)
+        shown = now.state.value if now else SUBMITTED
+        note(f"{verb} of {sid} is queued but not applied after {args.wait:g}s (state {shown}); "
+             f"check with `{PROG} show {sid}`")
+        return PENDING
+    if verb == "kill":
+        if run.state is JobState.ABORTED:
+            out(f"{sid}: ABORTED ({run.reason})")
+            return OK
+        out(f"{sid}: ended {run.state.value} before the kill took effect ({run.reason})")
+        return FAILED
+    out(f"{sid}: restarted, attempt {run.attempt} is {run.state.value} ({run.reason})")
+    return OK
+
+
+def _rejection(spool: Spool, cmd_path: Path) -> str | None:
+    """The supervisor moves a bad command to rejected/<time>-<name> with a .reason beside it."""
+    try:
+        found = sorted(spool.rejected.glob(f"*-{cmd_path.name}"))
+    except OSError:
+        return None
+    if not found:
+        return None
+    try:
+        return found[-1].with_name(found[-1].name + ".reason").read_text(errors="replace").strip() or "no reason given"
+    except OSError:
+        return "no reason given"
+
+
+def _poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def cmd_logs(ctx: Context, args) -> int:
+    sid = ctx.require_job(args.id)
+    name = STDERR if args.stderr else STDOUT
+    run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+    attempt = args.attempt if args.attempt is not None else (run.attempt if run else 1)
+    if args.attempt is not None and args.attempt < 1:
+        raise CliError("--attempt must be >= 1", USAGE)
+    path = ctx.spool.attempt_dir(sid, attempt) / name
+    if not args.follow:
+        if not path.exists():
+            state = run.state.value if run else SUBMITTED
+            raise CliError(f"no {name} for {sid} attempt {attempt} (state {state})")
+        with open(path, "rb") as f:
+            _copy(f, sys.stdout.buffer)
+        return OK
+    return _follow(ctx, sid, name, attempt, pinned=args.attempt is not None)
+
+
+def _copy(src, dst) -> int:
+    n = 0
+    while chunk := src.read(65536):
+        dst.write(chunk)
+        n += len(chunk)
+    dst.flush()
+    return n
+
+
+def _follow(ctx: Context, sid: str, name: str, attempt: int, pinned: bool, interval: float = 0.2) -> int:
+    """Print the log as it grows; end when the job (or a pinned attempt) is over."""
+    offset = 0
+    out_ = sys.stdout.buffer
+    waiting_noted = False
+    while True:
+        run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+        path = ctx.spool.attempt_dir(sid, attempt) / name
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                offset += _copy(f, out_)
+        except FileNotFoundError:
+            if not waiting_noted and (run is None or run.state is JobState.QUEUED):
+                note(f"{sid} is {run.state.value if run else SUBMITTED}; waiting for attempt {attempt} to start")
+                waiting_noted = True
+        if run is not None and run.attempt > attempt:
+            if pinned:
+                return OK
+            note(f"--- attempt {attempt} ended; following attempt {run.attempt} ---")
+            attempt, offset = run.attempt, 0
+            continue
+        if run is not None and run.state in TERMINAL:
+            # state.json is written after the program exited: one last read gets the rest.
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    _copy(f, out_)
+            except FileNotFoundError:
+                pass
+            return OK
+        time.sleep(interval)
+
+
+def _parse_assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise CliError(f"input {text!r}: expected NAME=VALUE", USAGE)
+    return name, value
+
+
+def _typed(d: Definition, name: str, value: str) -> Any:
+    """Command-line values are text; booleans need converting before validation."""
+    spec = next((i for i in d.inputs if i.name == name), None)
+    if spec is not None and spec.type == "boolean":
+        low = value.strip().lower()
+        if low in ("true", "yes", "1", "on"):
+            return True
+        if low in ("false", "no", "0", "off"):
+            return False
+        raise CliError(f"{name}: must be true or false, got {value!r}", USAGE)
+    return value
+
+
+def new_service_id(prefix: str = "manual") -> str:
+    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def cmd_submit(ctx: Context, args) -> int:
+    defs = ctx.definitions(required=True)
+    d = defs.get(args.job)
+    if d is None:
+        raise CliError(f"unknown job {args.job!r}; known jobs: {', '.join(sorted(defs))}", USAGE)
+    raw: dict[str, Any] = {}
+    for a in args.inputs:
+        k, v = _parse_assignment(a)
+        if k in raw:
+            raise CliError(f"input {k} given twice", USAGE)
+        raw[k] = _typed(d, k, v)
+    try:
+        inputs = d.validate_inputs(raw)
+    except SpecError as e:
+        raise CliError(f"job {d.name}: {e}", USAGE) from None
+    sid = args.id or new_service_id()
+    try:
+        validate_service_id(sid)
+    except SpecError as e:
+        raise CliError(str(e), USAGE) from None
+    spec = JobSpec(service_id=sid, job=d.name, inputs=inputs, auth_url=None,
+                   owner={"username": _origin(), "project": None})
+    ctx.spool.ensure()
+    if ctx.spool.exists(sid) or not ctx.spool.submit(spec.to_json(), sid):
+        raise CliError(f"serviceID {sid!r} already exists")
+    out(sid)
+    sup = supervisor_status(ctx.spool, None, ctx.cfg.reconcile_seconds)
+    if not sup.running:
+        note("supervisor is not running; the job will start when it does")
+    return OK
+
+
+def cmd_status(ctx: Context, args) -> int:
+    now = time.time()
+    sup = supervisor_status(ctx.spool, now, ctx.cfg.reconcile_seconds)
+    counts: dict[str, int] = {}
+    for v in ctx.views(now):
+        counts[v.state] = counts.get(v.state, 0) + 1
+    queue = ctx.spool.read_queue()
+    if args.json:
+        out(json.dumps({"supervisor": {"running": sup.running, "pid": sup.pid, "heartbeat_age": sup.heartbeat_age,
+                                       "started_at": sup.started_at, "problem": sup.problem},
+                        "spool": str(ctx.spool.root), "counts": counts, "queued": len(queue)}, indent=1))
+        return OK if sup.running else PENDING
+    if sup.running:
+        age = "unknown" if sup.heartbeat_age is None else f"{sup.heartbeat_age:.1f}s ago"
+        out(f"supervisor  running, pid {sup.pid}, heartbeat {age}" + (", started " + sup.started_at if sup.started_at else ""))
+        if sup.hung:
+            out(f"warning     heartbeat older than {sup.stale_after:.0f}s: the supervisor may be hung")
+    else:
+        out(f"supervisor  NOT RUNNING ({sup.problem})")
+    out(f"spool       {ctx.spool.root}")
+    order = [SUBMITTED] + [s.value for s in JobState]
+    shown = [f"{s} {counts[s]}" for s in order if counts.get(s)] + [f"{s} {n}" for s, n in counts.items() if s not in order]
+    out("jobs        " + (", ".join(shown) if shown else "none"))
+    if queue:
+        out(f"queue       {len(queue)} waiting for a slot")
+    return OK if sup.running else PENDING
+
+
+# -- argument parsing ------------------------------------------------------------
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError("must be between 0 and 86400 seconds")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line plus a hint instead of the full usage."""
+
+    def error(self, message: str):
+        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Inspect and control the jobs of the spool supervisor.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env-file", metavar="FILE", help="configuration file (default: $ENV_FILE or the project's env)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("list", help="list jobs (active ones and those finished in the last 24 h)",
+                       description="List jobs. Without options: unfinished jobs and jobs that ended in the "
+                                   "last 24 hours. SUBMITTED means the supervisor has not claimed the spec yet.")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--all", action="store_true", help="every job in the spool")
+    g.add_argument("--state", metavar="S[,S...]", help="only jobs in these states (e.g. RUNNING,QUEUED)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("show", help="spec, state, attempt history and file paths of one job")
+    s.add_argument("id", metavar="ID", help="serviceID")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_show)
+
+    for verb, text in (("kill", "stop a queued or running job; it ends ABORTED"),
+                       ("restart", "stop the job if running and run it again as a new attempt")):
+        s = sub.add_parser(verb, help=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description=f"{text[0].upper()}{text[1:]}. The command is handed to the supervisor "
+                                       "through the spool; jobctl then waits for the job's state to show it.")
+        s.add_argument("id", metavar="ID", help="serviceID")
+        s.add_argument("--wait", type=_wait_seconds, default=10.0, metavar="SECONDS",
+                       help="how long to wait for the supervisor to apply it (default 10; 0: do not wait)")
+        s.set_defaults(func=cmd_control)
+
+    s = sub.add_parser("logs", help="print a job's stdout (or stderr) log")
+    s.add_argument("id", metavar="ID", help="serviceID")
+    s.add_argument("--stderr", action="store_true", help="the stderr log instead of stdout")
+    s.add_argument("--attempt", type=int, metavar="N", help="attempt number (default: the current one)")
+    s.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing as the log grows, until the job ends (or Ctrl-C)")
+    s.set_defaults(func=cmd_logs)
+
+    s = sub.add_parser("submit", help="run a job by hand; prints its serviceID",
+                       description="Submit a job as the facade would. Inputs are NAME=VALUE; they are checked "
+                                   "against the job's definition now, not when the job starts.")
+    s.add_argument("job", metavar="JOB", help="job type (a definition file's name, e.g. waiter)")
+    s.add_argument("inputs", nargs="*", metavar="NAME=VALUE", help="job inputs; missing ones take their default")
+    s.add_argument("--id", metavar="SID", help="serviceID (default: manual-<UTC time>-<random>)")
+    s.set_defaults(func=cmd_submit)
+
+    s = sub.add_parser("status", help="is the supervisor running; how many jobs in each state",
+                       description="Exit status 0 if the supervisor is running, 3 if not.")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse cannot take `submit JOB --id X a=1` (positionals after an option) on its own.
+        if args.command == "submit" and all("=" in e and not e.startswith("-") for e in extra):
+            args.inputs = [*args.inputs, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        ctx = Context(args.env_file)
+        return args.func(ctx, args)
+    except CliError as e:
+        note(f"{PROG}: {e}")
+        return e.code
+    except (ConfigError, DefinitionError) as e:
+        note(f"{PROG}: configuration: {e}")
+        return USAGE
+    except SpecError as e:
+        note(f"{PROG}: {e}")
+        return USAGE
+    except JobsError as e:
+        note(f"{PROG}: {e}")
+        return FAILED
+    except KeyboardInterrupt:
+        note(f"{PROG}: interrupted")
+        return INTERRUPTED
+    except BrokenPipeError:
+        # `jobctl logs X | head`: the reader went away; that is not an error.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return OK
+    except OSError as e:
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        note(f"{PROG}: {e.strerror or e}{where}")
+        return FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
