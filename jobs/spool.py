@@ -107,25 +107,31 @@ class Spool:
         return self.run_dir(sid) / "attempts" / str(int(attempt))
 
     # -- atomic writes -----------------------------------------------------
-    def _stage(self, data: bytes) -> Path:
+    def _stage(self, data: bytes, durable: bool = True) -> Path:
         tmp = self.tmp / f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return tmp
 
-    def write_atomic(self, dest: Path, data: bytes) -> None:
-        """Stage in tmp/, fsync, rename over dest: readers see the old or the new file."""
-        tmp = self._stage(data)
+    def write_atomic(self, dest: Path, data: bytes, durable: bool = True) -> None:
+        """Stage in tmp/, fsync, rename over dest: readers see the old or the new file.
+
+        durable=False skips the fsyncs, for files whose loss after a power cut costs nothing
+        (the facade's last-page digest): still atomic, never half-written.
+        """
+        tmp = self._stage(data, durable)
         try:
             os.replace(tmp, dest)
         except BaseException:
             _unlink(tmp)
             raise
-        fsync_dir(dest.parent)
+        if durable:
+            fsync_dir(dest.parent)
 
     def create_atomic(self, dest: Path, data: bytes) -> bool:
         """Like write_atomic but never replaces: False if dest already exists."""

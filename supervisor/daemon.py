@@ -56,7 +56,12 @@ class Job:
 
 
 def make_executors(cfg: config_mod.Config) -> dict[str, Executor]:
-    return {"local": LocalExecutor()}
+    """Every executor a run may name; Slurm's commands are checked only when it is the default."""
+    from .slurm import SlurmExecutor
+    slurm = SlurmExecutor(cfg)
+    if cfg.executor == "slurm":
+        slurm.check()
+    return {"local": LocalExecutor(), "slurm": slurm}
 
 
 class Supervisor:
@@ -172,6 +177,8 @@ class Supervisor:
                 sid, verb = cmd.get("service_id"), cmd.get("verb")
                 if verb not in COMMAND_VERBS or not isinstance(sid, str) or not SERVICE_ID_RE.fullmatch(sid):
                     raise SpecError(f"command must name a valid service_id and a verb in {COMMAND_VERBS}")
+                if sid not in self.jobs and sid not in self.finished and self.spool.incoming_path(sid).exists():
+                    self.claim(f"{sid}.json", now)  # its spec arrived after this pass's intake
                 if sid not in self.jobs and sid not in self.finished:
                     raise SpecError(f"unknown serviceID {sid}")
             except FileNotFoundError:

@@ -108,11 +108,12 @@ def start_supervisor(env_file: Path, log: Path, **extra_env) -> Managed:
 
 
 def processes_with_arg(fragment: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line contains `fragment`."""
+    """Live (non-zombie) processes whose command line contains `fragment`; `.argv` holds it."""
     found = []
     for p in psutil.process_iter(["cmdline", "status"]):
         try:
             if p.info["status"] != psutil.STATUS_ZOMBIE and any(fragment in a for a in (p.info["cmdline"] or [])):
+                p.argv = p.info["cmdline"]  # as seen now: the process may be gone when the caller looks
                 found.append(p)
         except psutil.Error:
             pass

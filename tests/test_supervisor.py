@@ -77,7 +77,7 @@ def stack(tmp_path):
 def waiter_processes(stack: Stack) -> list[psutil.Process]:
     """The waiter programs themselves (not their shims) running on this stack's spool."""
     return [p for p in processes_with_arg(str(stack.spool.runs))
-            if "wait_a_while.py" in " ".join(p.cmdline()) and "shim.py" not in " ".join(p.cmdline())]
+            if "wait_a_while.py" in " ".join(p.argv) and "shim.py" not in " ".join(p.argv)]
 
 
 def test_full_lifecycle(stack):

@@ -1,0 +1,134 @@
+"""`make_app(config)`: the façade's WSGI callable, one SOAP service per job definition.
+
+Each service is mounted at `<CONTEXT_ROOT>/<definition.service>` (the waiter:
+`/demo-waiter/Waiter`, WSDL at `?wsdl`); every other path is a 404 that lists
+the services. `RequestGuard` sits in front of everything.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from html import escape
+from typing import Callable, Iterable
+
+import structlog
+from spyne import Application
+from spyne.protocol.soap import Soap11
+from spyne.server.wsgi import WsgiApplication
+
+from jobs.config import Config
+from jobs.definitions import Definition, load_definitions
+from jobs.spool import Spool
+
+from .auth import Authenticator
+from .guard import RequestGuard, soap_fault
+from .operations import Operations
+from .protocol import SafeSoap11
+from .service import build_service
+
+
+log = structlog.get_logger("facade.app")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+MAX_WSDL_VARIANTS = 16
+
+
+class HostAwareWsgiApplication(WsgiApplication):
+    """spyne pins the WSDL's soap:address to the URL of the first WSDL request ever made.
+
+    Behind a proxy, or after a health check on localhost, every client would
+    then be sent to the wrong address; so the WSDL is built for the URL the
+    client used (scheme, a well-formed Host header, path), a few variants kept.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._variants: dict[str, bytes] = {}
+        self._variants_lock = threading.Lock()
+        self._built: tuple[str, bytes] | None = None
+
+    def _wsdl_for(self, url: str) -> bytes:
+        # spyne builds a document once (a second build loses the service element), so the
+        # first build is the template and other URLs only change the address attribute.
+        if self._built is None:
+            self.doc.wsdl11.build_interface_document(url)
+            self._built = (url, self.doc.wsdl11.get_interface_document())
+        base_url, base = self._built
+        old = f'location="{escape(base_url, quote=True)}"'.encode()
+        return base.replace(old, f'location="{escape(url, quote=True)}"'.encode())
+
+    def handle_wsdl_request(self, req_env, start_response, url):
+        host = req_env.get("HTTP_HOST", "")
+        if not _HOST.fullmatch(host):
+            host = f"{req_env.get('SERVER_NAME', 'localhost')}:{req_env.get('SERVER_PORT', '80')}"
+        url = f"{req_env.get('wsgi.url_scheme', 'http')}://{host}{req_env.get('SCRIPT_NAME', '')}" \
+              f"{req_env.get('PATH_INFO', '')}"
+        with self._variants_lock:
+            wsdl = self._variants.get(url)
+            if wsdl is None:
+                wsdl = self._wsdl_for(url)
+                if len(self._variants) >= MAX_WSDL_VARIANTS:
+                    self._variants.clear()
+                self._variants[url] = wsdl
+            self._wsdl = wsdl
+            return super().handle_wsdl_request(req_env, start_response, url)
+
+
+class Router:
+    """Exact-path dispatch to the mounted services."""
+
+    def __init__(self, routes: dict[str, Callable]):
+        self.routes = routes
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        app = self.routes.get(path) or self.routes.get(path.rstrip("/"))
+        if app is not None:
+            return _last_resort(app, environ, start_response)
+        body = ("not found; services here: "
+                + ", ".join(f"{p}?wsdl" for p in sorted(self.routes)) + "\n").encode()
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def _last_resort(app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """A bug in spyne or below must still answer with a SOAP fault, and be logged once."""
+    started = []
+
+    def tracking_start_response(*args):
+        started.append(True)
+        return start_response(*args)
+    try:
+        return app(environ, tracking_start_response)
+    except Exception:
+        log.exception("unhandled_error", path=environ.get("PATH_INFO"))
+        if started:
+            raise
+        body = soap_fault("Server.InternalError",
+                          "internal error in the service; the operator will find the details in its log")
+        start_response("500 Internal Server Error", [("Content-Type", "text/xml; charset=utf-8"),
+                                                     ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def service_paths(config: Config, definitions: dict[str, Definition]) -> list[str]:
+    return [f"{config.context_root}/{d.service}" for d in definitions.values()]
+
+
+def make_app(config: Config, definitions: dict[str, Definition] | None = None) -> Callable:
+    """Build the WSGI application; raises DefinitionError for a bad definitions directory."""
+    # spyne logs every fault with a traceback; the façade logs its own faults, once.
+    logging.getLogger("spyne").setLevel(logging.CRITICAL)
+    definitions = definitions if definitions is not None else load_definitions(config.definitions_dir)
+    spool = Spool(config.spool_dir).ensure()
+    auth = Authenticator(timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds)
+    ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)
+    routes: dict[str, Callable] = {}
+    for d, path in zip(definitions.values(), service_paths(config, definitions)):
+        soap_app = Application([build_service(d, ops)], tns=d.namespace,
+                               in_protocol=SafeSoap11(), out_protocol=Soap11())
+        routes[path] = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes)
+    guard = RequestGuard(Router(routes), config.max_body_bytes)
+    guard.paths = list(routes)  # for the start-up banner
+    return guard

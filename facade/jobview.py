@@ -1,0 +1,218 @@
+"""What the spool says about one job, read the way the polling hot path needs it.
+
+Only the few files a state needs are opened: spec.json (owner and auth URL),
+state.json, then either queue.json (queued), the progress file and a tail of
+stdout.log (running), the output files (succeeded) or a tail of stderr.log
+(failed). Nothing here writes except `remember_page`, which keeps the digest
+of the last page sent in runs/<sid>/facade.json (the façade is its only writer).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from jobs.definitions import Definition
+from jobs.errors import SpecError
+from jobs.runstate import RunState
+from jobs.spec import JobSpec
+from jobs.spool import NOTIFICATIONS, STDERR, STDOUT, Spool, dump_json, read_json, tail_lines
+from jobs.states import JobState
+
+from .errors import InternalError, UnknownServiceID
+from .status_page import PageView
+
+FACADE_FILE = "facade.json"
+TAIL_LINES = 10
+_PROGRESS_BYTES = 64
+# XML 1.0 cannot carry these; a program's output must not break the SOAP response.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
+
+
+class JobFiles:
+    """The paths of one job's files as strings, built once per request.
+
+    pathlib costs more than the reads themselves on the polling hot path, and
+    the serviceID has been validated (jobs.spool.validate_service_id) before.
+    """
+    __slots__ = ("sid", "run_dir", "spec", "state", "facade", "incoming", "notifications")
+
+    def __init__(self, spool: Spool, sid: str):
+        self.sid = sid
+        self.run_dir = os.path.join(str(spool.runs), sid)
+        self.spec = os.path.join(self.run_dir, "spec.json")
+        self.state = os.path.join(self.run_dir, "state.json")
+        self.facade = os.path.join(self.run_dir, FACADE_FILE)
+        self.notifications = os.path.join(self.run_dir, NOTIFICATIONS)
+        self.incoming = os.path.join(str(spool.incoming), sid + ".json")
+
+    def attempt(self, attempt: int, name: str) -> str:
+        return os.path.join(self.run_dir, "attempts", str(int(attempt)), name)
+
+
+class SpecCache:
+    """Parsed specs of this worker, keyed by the file's identity: a spec never changes once written."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._specs: dict[str, tuple[tuple[int, int, int], JobSpec]] = {}
+
+    def get(self, path: str, definitions: dict[str, Definition]) -> JobSpec:
+        st = os.stat(path)  # FileNotFoundError: not there
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._specs.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        spec = JobSpec.parse(read_json(path), definitions)
+        if len(self._specs) >= self.size:
+            self._specs.clear()
+        self._specs[path] = (key, spec)
+        return spec
+
+
+def load_spec(files: JobFiles, definitions: dict[str, Definition], definition: Definition,
+              cache: SpecCache) -> JobSpec:
+    """The job's spec wherever it is now; UnknownServiceID if there is none for this service.
+
+    runs/ first (the common case), then incoming/, then runs/ again: the
+    supervisor claims by renaming incoming/<sid>.json to runs/<sid>/spec.json,
+    so one of the three reads sees it.
+    """
+    sid = files.sid
+    for path in (files.spec, files.incoming, files.spec):
+        try:
+            spec = cache.get(path, definitions)
+        except FileNotFoundError:
+            continue
+        except SpecError as e:
+            raise InternalError(f"the spec of job {sid} is unreadable or invalid ({e})") from None
+        if spec.job != definition.name or spec.service_id != sid:
+            break
+        return spec
+    raise UnknownServiceID(
+        f"no {definition.service} job with serviceID {sid!r}: it was never started here "
+        "(call the start method first) or it has been removed after its retention period")
+
+
+def read_run(files: JobFiles) -> RunState | None:
+    """The supervisor's state of the run, or None while the spec waits in incoming/."""
+    try:
+        return RunState.from_dict(read_json(files.state))
+    except FileNotFoundError:
+        return None
+    except SpecError as e:
+        raise InternalError(f"the state file of job {files.sid} is unreadable or invalid ({e})") from None
+
+
+def read_percent(path: str) -> float | None:
+    try:
+        with open(path, "rb") as f:
+            text = f.read(_PROGRESS_BYTES).decode("ascii", "replace").strip()
+        value = float(text)
+    except (FileNotFoundError, ValueError):
+        return None
+    if value != value:  # NaN
+        return None
+    return max(0.0, min(100.0, value))
+
+
+def read_output(path: str, max_bytes: int, placeholder: str) -> str:
+    """An output file's text: at most max_bytes, one trailing newline stripped."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes)
+    except FileNotFoundError:
+        return placeholder
+    text = data.decode("utf-8", "replace")
+    if text.endswith("\n"):
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    return xml_safe(text)
+
+
+def outputs(files: JobFiles, definition: Definition, run: RunState) -> tuple[str, ...]:
+    return tuple(read_output(files.attempt(run.attempt, definition.files[o.file]), o.max_bytes, o.placeholder)
+                 for o in definition.outputs)
+
+
+def placeholders(definition: Definition) -> tuple[str, ...]:
+    return tuple(o.placeholder for o in definition.outputs)
+
+
+def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | None,
+                headline: str | None = None) -> PageView:
+    queue = spool.read_queue()
+    ahead = queue.index(sid) if sid in queue else len(queue)
+    if run is None:
+        detail = "The job has been accepted and is being handed to the scheduler."
+    else:  # the supervisor's reason only when it says more than the headline (e.g. a retry delay)
+        detail = "" if run.reason in ("", "waiting for a free slot") else run.reason
+    return PageView(
+        state="queued", title=definition.service, service_id=sid,
+        headline=headline or (f"Waiting for a free slot, {ahead} ahead" if ahead else "Waiting for a free slot"),
+        detail=detail, percent=0.0 if headline else None, ahead=ahead,
+        attempt=run.attempt if run else 1,
+    )
+
+
+def running_view(files: JobFiles, definition: Definition, run: RunState) -> PageView:
+    percent = None
+    if definition.progress_file:
+        percent = read_percent(files.attempt(run.attempt, definition.files[definition.progress_file]))
+    stopping = run.state is JobState.STOPPING
+    return PageView(
+        state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
+        headline=("Stopping: " + (run.stop_reason or run.reason or "stop requested")) if stopping
+        else (f"Running, {percent:.0f} % done" if percent is not None else "Running"),
+        percent=percent, started_at=run.started_at, attempt=run.attempt,
+        log_title="Latest output",
+        log_lines=tuple(xml_safe(x) for x in tail_lines(files.attempt(run.attempt, STDOUT), TAIL_LINES)),
+    )
+
+
+def ended_view(files: JobFiles, definition: Definition, run: RunState) -> PageView:
+    lines = tuple(tail_lines(files.attempt(run.attempt, STDERR), TAIL_LINES))
+    title = "Last lines of the error output"
+    if not lines:
+        lines = tuple(tail_lines(files.attempt(run.attempt, STDOUT), TAIL_LINES))
+        title = "Last lines of the output"
+    aborted = run.state is JobState.ABORTED
+    return PageView(
+        state="aborted" if aborted else "failed", title=definition.service, service_id=files.sid,
+        headline="The job was aborted" if aborted else "The job failed",
+        detail=run.reason, started_at=run.started_at,
+        finished_at=run.finished_at if run.started_at is not None else None,
+        attempt=run.attempt, exit_code=run.exit_code, signal=run.signal,
+        log_title=title, log_lines=tuple(xml_safe(x) for x in lines),
+    )
+
+
+def failure_message(sid: str, view: PageView) -> str:
+    """The JobFailed faultstring: what ended the job and the last lines it wrote."""
+    what = "was aborted" if view.state == "aborted" else "failed"
+    parts = [f"job {sid} {what}: {view.detail or 'no reason recorded'}"]
+    if view.exit_code is not None:
+        parts.append(f"exit code {view.exit_code}")
+    if view.signal is not None:
+        parts.append(f"signal {view.signal}")
+    text = "; ".join(parts)
+    if view.log_lines:
+        text += f". {view.log_title}:\n" + "\n".join(view.log_lines[-5:])
+    return xml_safe(text)
+
+
+def last_page(files: JobFiles) -> str | None:
+    try:
+        with open(files.facade, "rb") as f:
+            return json.loads(f.read(4096)).get("page")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+
+
+def remember_page(spool: Spool, files: JobFiles, digest: str, now: float) -> None:
+    if os.path.isdir(files.run_dir):
+        spool.write_atomic(Path(files.facade), dump_json({"page": digest, "sent_at": now}), durable=False)

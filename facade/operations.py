@@ -1,0 +1,199 @@
+"""The four protocol operations in plain Python: validate, read or drop a file, answer.
+
+No spyne here (facade.service wraps these), no process and no job state: the
+spool is the only source of truth, so any worker can answer any call. Every
+error is a `facade.errors.FacadeError` that becomes a declared SOAP fault.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import structlog
+
+from jobs.definitions import Definition
+from jobs.errors import SpecError
+from jobs.spec import JobSpec
+from jobs.spool import Spool, validate_service_id
+from jobs.states import JobState
+
+from . import jobview
+from .auth import Authenticator, ExtraParameters, Identity
+from .errors import InvalidRequest, JobFailed, JobNotActive, TokenValidationFailed, WrongProject
+from .status_page import encode, render
+
+COMPLETED = "COMPLETED"
+UNCHANGED = "UNCHANGED"
+MAX_MESSAGE = 64 * 1024
+ABORT_POLL_SECONDS = 0.05
+
+log = structlog.get_logger("facade")  # lazy: configured later, by the entry point
+
+
+def checked_service_id(value: object) -> str:
+    if value is None or value == "":
+        raise InvalidRequest("serviceID: required")
+    try:
+        return validate_service_id(value)
+    except SpecError as e:
+        raise InvalidRequest(str(e)) from None
+
+
+class Operations:
+    """The protocol's operations over one spool, for any job definition."""
+
+    def __init__(self, spool: Spool, definitions: dict[str, Definition], auth: Authenticator,
+                 abort_wait_seconds: float, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.spool = spool
+        self.definitions = definitions
+        self.auth = auth
+        self.abort_wait_seconds = abort_wait_seconds
+        self.clock = clock
+        self.sleep = sleep
+        self.specs = jobview.SpecCache()
+
+    # -- start ---------------------------------------------------------------
+    def start(self, d: Definition, service_id: object, token: object, extra: object,
+              raw_inputs: dict[str, Any]) -> tuple[str, ...]:
+        """Submit a job (or, on a retry, report the existing one); never waits for it."""
+        sid = checked_service_id(service_id)
+        auth_url = ExtraParameters(extra).auth_url()
+        ident = self.auth.identify(token, auth_url)
+        try:
+            inputs = d.validate_inputs(raw_inputs)
+        except SpecError as e:
+            raise InvalidRequest(f"invalid input {e}") from None
+        files = jobview.JobFiles(self.spool, sid)
+        if os.path.isdir(files.run_dir) or os.path.exists(files.incoming):
+            return self._retried_start(d, files, token, ident, auth_url)
+        spec = JobSpec(service_id=sid, job=d.name, inputs=inputs, auth_url=auth_url,
+                       owner={"username": ident.username, "project": ident.project})
+        if not self.spool.submit(spec.to_json(), sid):
+            return self._retried_start(d, files, token, ident, auth_url)
+        log.info("job_submitted", job=d.name, inputs=inputs, username=ident.username, project=ident.project)
+        view = jobview.queued_view(self.spool, d, sid, None, headline="Job accepted")
+        return (encode(render(view, self.clock())),) + jobview.placeholders(d)
+
+    def _retried_start(self, d: Definition, files: jobview.JobFiles, token: object, ident: Identity,
+                       auth_url: str):
+        spec = jobview.load_spec(files, self.definitions, d, self.specs)
+        if spec.auth_url != auth_url:
+            ident = self._identify(spec, token)
+        self._check_project(spec, files.sid, ident)
+        log.info("start_repeated", job=d.name)
+        return self._answer(d, files, record=False)
+
+    # -- getServiceStatus ------------------------------------------------------
+    def status(self, d: Definition, service_id: object, token: object) -> tuple[str, ...]:
+        files = self._authorized(d, service_id, token)
+        return self._answer(d, files, record=True)
+
+    def _answer(self, d: Definition, files: jobview.JobFiles, record: bool) -> tuple[str, ...]:
+        """COMPLETED + outputs, UNCHANGED, a status page, or JobFailed (see facade.service)."""
+        sid = files.sid
+        run = jobview.read_run(files)
+        if run is not None and run.state is JobState.SUCCEEDED:
+            return (COMPLETED,) + jobview.outputs(files, d, run)
+        if run is None or run.state is JobState.QUEUED:
+            view = jobview.queued_view(self.spool, d, sid, run)
+        elif run.state in (JobState.RUNNING, JobState.STOPPING):
+            view = jobview.running_view(files, d, run)
+        else:
+            view = jobview.ended_view(files, d, run)
+        rest = jobview.placeholders(d)
+        if record and run is not None:
+            digest = view.digest()
+            if jobview.last_page(files) == digest:
+                if view.state in ("failed", "aborted"):
+                    log.info("job_failed_fault", state=view.state, reason=view.detail)
+                    raise JobFailed(jobview.failure_message(sid, view),
+                                    {"state": run.state.value, "reason": jobview.xml_safe(view.detail)})
+                return (UNCHANGED,) + rest
+            now = self.clock()
+            page = encode(render(view, now))
+            jobview.remember_page(self.spool, files, digest, now)
+            return (page,) + rest
+        return (encode(render(view, self.clock())),) + rest
+
+    # -- abortService ---------------------------------------------------------
+    def abort(self, d: Definition, service_id: object, token: object) -> bool:
+        """Ask the supervisor to kill the job; True only once it is ABORTED."""
+        files = self._authorized(d, service_id, token)
+        sid = files.sid
+        deadline = time.monotonic() + self.abort_wait_seconds
+        run = jobview.read_run(files)
+        while run is None and time.monotonic() < deadline:
+            # Not claimed yet: the supervisor refuses a kill for a serviceID it does not know.
+            self.sleep(ABORT_POLL_SECONDS)
+            run = jobview.read_run(files)
+        if run is None:
+            log.warning("abort_unclaimed", waited=self.abort_wait_seconds)
+            return False
+        if run.state in (JobState.SUCCEEDED, JobState.FAILED):
+            return False
+        if run.state is JobState.ABORTED:
+            return True
+        self.spool.send_command(sid, "kill", origin="facade")
+        log.info("abort_requested", state=run.state.value)
+        while True:
+            run = jobview.read_run(files)
+            if run is not None and run.terminal:
+                log.info("abort_result", state=run.state.value)
+                return run.state is JobState.ABORTED
+            if time.monotonic() >= deadline:
+                log.warning("abort_timeout", state=run.state.value if run else None,
+                            waited=self.abort_wait_seconds)
+                return False
+            self.sleep(ABORT_POLL_SECONDS)
+
+    # -- notifyService --------------------------------------------------------
+    def notify(self, d: Definition, service_id: object, token: object, message: object) -> str:
+        """Append the message to the job's notifications file for the program to read."""
+        sid = checked_service_id(service_id)
+        if not isinstance(message, str):
+            raise InvalidRequest("message: required")
+        if len(message) > MAX_MESSAGE:
+            raise InvalidRequest(f"message: longer than {MAX_MESSAGE} characters")
+        files = self._authorized(d, sid, token)
+        run = jobview.read_run(files)
+        if run is not None and run.terminal:
+            raise JobNotActive(f"job {sid} has already ended ({run.state.value}); the message was not delivered")
+        if not os.path.isdir(files.run_dir):
+            raise JobNotActive(f"job {sid} has not been picked up by the supervisor yet; "
+                               "the message was not delivered, try again in a moment")
+        self.spool.append_notification(sid, message)
+        count = _count_lines(files.notifications)
+        log.info("notification_delivered", number=count)
+        return f"message {count} delivered to {sid}"
+
+    # -- shared checks -------------------------------------------------------
+    def _authorized(self, d: Definition, service_id: object, token: object) -> jobview.JobFiles:
+        """The job's files, once the token is valid for the job's auth URL and project."""
+        files = jobview.JobFiles(self.spool, checked_service_id(service_id))
+        spec = jobview.load_spec(files, self.definitions, d, self.specs)
+        self._check_project(spec, files.sid, self._identify(spec, token))
+        return files
+
+    def _identify(self, spec: JobSpec, token: object) -> Identity:
+        if spec.auth_url is None:
+            raise TokenValidationFailed("this job was not submitted through SOAP; no authentication manager is on record for it")
+        return self.auth.identify(token, spec.auth_url)
+
+    @staticmethod
+    def _check_project(spec: JobSpec, sid: str, ident: Identity) -> None:
+        owner = spec.owner.get("project")
+        if owner != ident.project:
+            raise WrongProject(
+                f"job {sid} belongs to another project than this session token's "
+                f"({ident.project!r}); log in to the job's project to see it")
+
+
+def _count_lines(path) -> int:
+    count = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            count += chunk.count(b"\n")
+    return count
+

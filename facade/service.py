@@ -1,0 +1,153 @@
+"""One spyne SOAP service per job definition, generated; no per-job SOAP code.
+
+Each definition (jobs/definitions/*.toml) yields a ServiceBase subclass named
+`<service>Service` in the definition's namespace, wire-compatible with the
+platform's reference waiter (SOAP 1.1, document/literal, wrapped):
+
+    <start_method>(serviceID, sessionToken, extraParameters, <inputs...>)
+        -> (status_base64, <outputs...>)
+    getServiceStatus(serviceID, sessionToken) -> (status_base64, <outputs...>)
+    abortService(serviceID, sessionToken) -> success (boolean)
+    notifyService(serviceID, sessionToken, message) -> response (string)
+
+Inputs map integer/float/string/boolean to Integer/Double/Unicode/Boolean;
+every output is Unicode. Each facade.errors class becomes a declared fault of
+the same name (TokenValidationFailedFault keeps the reference's faultstring
+"Session-token validation failed"; the reason is in the fault's detail).
+
+What getServiceStatus answers, by the supervisor's state of the job:
+
+* not yet claimed, or QUEUED: a "waiting for a free slot, N ahead" page;
+* RUNNING / STOPPING: a progress page (percent from the definition's progress
+  file, elapsed time, estimated remaining time, last lines of stdout.log);
+* SUCCEEDED: `COMPLETED` (not encoded) and the outputs read from the attempt's
+  files (one trailing newline stripped, at most max_bytes);
+* FAILED / ABORTED: the first poll after the end returns a failure page
+  (reason, exit code or signal, last lines of stderr.log) so the workflow
+  manager shows the user what happened; the next poll raises `JobFailedFault`
+  carrying the same reason and output tail. Why both: the WFM keeps polling
+  until it gets `COMPLETED` or a fault, and answering `COMPLETED` would feed
+  placeholder outputs into the next workflow step as if they were results. A
+  page alone would leave the workflow polling forever; a fault alone would show
+  the user a stack trace instead of the reason. The page-then-fault order
+  falls out of the UNCHANGED rule: a terminal failure page that would be
+  "unchanged" is the fault.
+* `UNCHANGED` when the page would say the same as the last page sent for this
+  serviceID (its digest excludes clock-derived values; kept in facade.json).
+
+A repeated start call for a known serviceID answers like getServiceStatus but
+never UNCHANGED and never the fault, and records nothing.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import structlog
+from spyne import Boolean, Double, Fault, Integer, ServiceBase, Unicode, rpc
+
+from jobs.definitions import Definition
+
+from .errors import (ALL_ERRORS, AuthManagerUnavailable, FacadeError, InternalError, InvalidRequest,
+                     JobFailed, JobNotActive, TokenValidationFailed, UnknownServiceID, WrongProject)
+from .jobview import xml_safe
+from .operations import Operations
+
+SPYNE_TYPES = {"integer": Integer, "float": Double, "string": Unicode, "boolean": Boolean}
+COMMON_PARAMS = ("serviceID", "sessionToken")
+log = structlog.get_logger("facade.service")  # lazy: configured later, by the entry point
+
+_AUTHORIZED = (InvalidRequest, TokenValidationFailed, WrongProject, UnknownServiceID,
+               AuthManagerUnavailable, InternalError)
+THROWS = {
+    "start": (InvalidRequest, TokenValidationFailed, WrongProject, AuthManagerUnavailable, UnknownServiceID,
+              InternalError),
+    "getServiceStatus": _AUTHORIZED + (JobFailed,),
+    "abortService": _AUTHORIZED,
+    "notifyService": _AUTHORIZED + (JobNotActive,),
+}
+
+
+def make_faults(namespace: str) -> dict[type[FacadeError], type[Fault]]:
+    """One spyne Fault class per error, in the definition's namespace (so the WSDL declares it there)."""
+    return {
+        err: type(err.fault_name, (Fault,), {
+            "__namespace__": namespace, "__type_name__": err.fault_name, "__module__": __name__,
+            "__doc__": err.__doc__,
+        })
+        for err in ALL_ERRORS
+    }
+
+
+def _operation(name: str, fn: Callable[..., Any], faults: dict[type[FacadeError], type[Fault]]):
+    """Wrap an operation: bind the serviceID for logging, turn FacadeErrors into declared faults."""
+
+    def call(ctx, *args):
+        sid = args[0]
+        structlog.contextvars.bind_contextvars(
+            service_id=sid[:140] if isinstance(sid, str) else None, operation=name)
+        try:
+            return fn(*args)
+        except FacadeError as e:
+            log.info("fault", fault=e.fault_name, message=e.message)
+            raise faults[type(e)](faultcode=e.faultcode, faultstring=xml_safe(e.message),
+                                  detail=e.detail) from None
+        except Exception:
+            log.exception("internal_error")
+            raise faults[InternalError](
+                faultcode=InternalError.faultcode,
+                faultstring="internal error in the service; the operator will find the details in its log",
+            ) from None
+
+    call.__name__ = name
+    return call
+
+
+def build_service(d: Definition, ops: Operations) -> type[ServiceBase]:
+    """The ServiceBase subclass for one definition."""
+    faults = make_faults(d.namespace)
+    out_names = ("status_base64",) + tuple(o.name for o in d.outputs)
+    returns = dict(_returns=tuple(Unicode for _ in out_names), _out_variable_names=out_names)
+    if len(out_names) == 1:
+        returns = dict(_returns=Unicode, _out_variable_name=out_names[0])
+    input_names = tuple(i.name for i in d.inputs)
+
+    def throws(op: str) -> list[type[Fault]]:
+        return [faults[e] for e in THROWS[op]]
+
+    # spyne wants a bare value, not a 1-tuple, when status_base64 is the only output
+    shape = (lambda answer: answer[0]) if len(out_names) == 1 else (lambda answer: answer)
+
+    def start(service_id, token, extra, *inputs):
+        return shape(ops.start(d, service_id, token, extra, dict(zip(input_names, inputs))))
+
+    def status(service_id, token):
+        return shape(ops.status(d, service_id, token))
+
+    def abort(service_id, token):
+        return ops.abort(d, service_id, token)
+
+    def notify(service_id, token, message):
+        return ops.notify(d, service_id, token, message)
+
+    attrs = {
+        "__doc__": d.description or f"Asynchronous service for job {d.name}.",
+        "__module__": __name__,
+        "definition": d,
+        d.start_method: rpc(
+            Unicode, Unicode, Unicode, *(SPYNE_TYPES[i.type] for i in d.inputs),
+            _args=COMMON_PARAMS + ("extraParameters",) + input_names,
+            _throws=throws("start"), **returns,
+        )(_operation(d.start_method, start, faults)),
+        "getServiceStatus": rpc(
+            Unicode, Unicode, _args=COMMON_PARAMS, _throws=throws("getServiceStatus"), **returns,
+        )(_operation("getServiceStatus", status, faults)),
+        "abortService": rpc(
+            Unicode, Unicode, _args=COMMON_PARAMS, _returns=Boolean, _out_variable_name="success",
+            _throws=throws("abortService"),
+        )(_operation("abortService", abort, faults)),
+        "notifyService": rpc(
+            Unicode, Unicode, Unicode, _args=COMMON_PARAMS + ("message",), _returns=Unicode,
+            _out_variable_name="response", _throws=throws("notifyService"),
+        )(_operation("notifyService", notify, faults)),
+    }
+    return type(f"{d.service}Service", (ServiceBase,), attrs)

@@ -1,0 +1,293 @@
+"""Real processes for the façade tests: devauth, supervisor and the façade under gunicorn, plus SOAP clients.
+
+Test modules import the fixtures they use (`from facade_harness import ...`).
+Every component is the real one, started as `python -m ...` on free loopback
+ports, with its own spool under the test's temporary directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import ARTIFACTS, ROOT, Managed, free_port, processes_with_arg, start_supervisor, wait_for, write_env
+from jobs import config as jobs_config
+from jobs.config import Config
+
+PROGRAMS = ROOT / "tests" / "programs"
+AUTH_PATH = "/authManager/AuthManager"
+USERS = {  # username: (password, project)
+    "alice": ("alice-pw-1", "demo"),
+    "dave": ("dave-pw-4", "demo"),
+    "bob": ("bob-pw-2", "other"),
+}
+BARE_MAX_BODY = 64 * 1024
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+TNS = "waiter.sintef.no"
+
+
+def wait_http(url: str, proc: Managed, timeout: float = 30.0, what: str = "server") -> None:
+    def ready():
+        if not proc.alive():
+            raise AssertionError(f"{what} exited early:\n{proc.output()}")
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+    wait_for(ready, timeout, 0.1, what=f"{what} at {url}")
+
+
+@dataclass
+class DevAuth:
+    """A `python -m devauth serve` process with the USERS above."""
+    proc: Managed
+    port: int
+    users_file: Path
+
+    @property
+    def wsdl(self) -> str:
+        return f"http://127.0.0.1:{self.port}{AUTH_PATH}?wsdl"
+
+    def token(self, user: str = "alice") -> str:
+        password, project = USERS[user]
+        client = suds_client(self.wsdl)
+        return str(client.service.getSessionToken(user, password, project))
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start_devauth(directory: Path, token_ttl: float | None = None) -> DevAuth:
+    directory.mkdir(parents=True, exist_ok=True)
+    env_file = write_env(directory)
+    users_file = directory / "devauth" / "users.json"
+    users_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ENV_FILE": str(env_file)}
+    for user, (password, project) in USERS.items():
+        subprocess.run([sys.executable, "-m", "devauth", "adduser", user, "--project", project,
+                        "--password-stdin", "--replace", "--users-file", str(users_file)],
+                       input=password + "\n", text=True, env=env, cwd=ROOT, check=True, capture_output=True)
+    port = free_port()
+    argv = [sys.executable, "-m", "devauth", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--users-file", str(users_file)]
+    if token_ttl is not None:
+        argv += ["--token-ttl", str(token_ttl)]
+    proc = Managed(argv, directory / "devauth.log", {"ENV_FILE": str(env_file), "LOG_LEVEL": "warning"})
+    auth = DevAuth(proc, port, users_file)
+    wait_http(auth.wsdl, proc, what="devauth")
+    return auth
+
+
+@dataclass
+class Stack:
+    """A façade (and usually a supervisor) over one spool, with helpers to call it."""
+    directory: Path
+    env_file: Path
+    config: Config
+    facade: Managed
+    auth: DevAuth
+    supervisor: Managed | None = None
+    extras: list[Managed] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.facade_port}{self.config.context_root}/Waiter"
+
+    @property
+    def wsdl(self) -> str:
+        return self.base_url + "?wsdl"
+
+    @property
+    def spool(self) -> Path:
+        return self.config.spool_dir
+
+    def extra(self, auth_url: str | None = None) -> str:
+        """extraParameters as the WFM sends them, with '=' inside values and the trailing comma."""
+        return (f"gss=http://gss.example/gss?wsdl=1&x=2,auth={auth_url or self.auth.wsdl},"
+                f"WFM=http://wfm.example/wfm,newWorkflowUrl=http://x/new?a=b=c,")
+
+    def token(self, user: str = "alice") -> str:
+        return self.auth.token(user)
+
+    def spool_entries(self) -> list[str]:
+        """What incoming/ and runs/ hold (both empty after a refused request)."""
+        return sorted(os.listdir(self.spool / "incoming")) + sorted(os.listdir(self.spool / "runs"))
+
+    def state(self, sid: str) -> dict | None:
+        try:
+            return json.loads((self.spool / "runs" / sid / "state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def wait_state(self, sid: str, states: set[str], timeout: float = 30) -> dict:
+        return wait_for(lambda: (s := self.state(sid)) and s["state"] in states and s,
+                        timeout, what=f"{sid} in {states}")
+
+    def attempt_file(self, sid: str, name: str, attempt: int = 1) -> Path:
+        return self.spool / "runs" / sid / "attempts" / str(attempt) / name
+
+    def post(self, body: bytes | str, headers: dict | None = None) -> requests.Response:
+        data = body.encode() if isinstance(body, str) else body
+        return requests.post(self.base_url, data=data, timeout=30,
+                             headers={"Content-Type": "text/xml; charset=utf-8", **(headers or {})})
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.config.facade_port}{self.config.context_root}/{service}"
+
+    def stop(self) -> None:
+        for m in [self.facade, self.supervisor, *self.extras]:
+            if m is not None:
+                m.stop()
+        for p in processes_with_arg(str(self.directory)):  # never leave programs behind
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                p.kill()
+
+
+def start_facade(env_file: Path, log: Path, **extra_env) -> Managed:
+    cfg = jobs_config.load(env_file, {})
+    m = Managed([sys.executable, "-m", "facade"], log, {"ENV_FILE": str(env_file), **extra_env})
+    url = f"http://127.0.0.1:{cfg.facade_port}{cfg.context_root}/Waiter?wsdl"
+    wait_http(url, m, what="facade")
+    return m
+
+
+def definitions_dir(directory: Path) -> Path:
+    """The waiter plus the test programs Tree (a process tree) and ExitWith (fails on demand)."""
+    defs = directory / "definitions"
+    defs.mkdir(parents=True, exist_ok=True)
+    for src in (ROOT / "jobs" / "definitions" / "waiter.toml", PROGRAMS / "tree.toml", PROGRAMS / "exit_with.toml"):
+        (defs / src.name).symlink_to(src)
+    return defs
+
+
+def make_stack(directory: Path, auth: DevAuth, supervisor: bool = True, **overrides) -> Stack:
+    directory.mkdir(parents=True, exist_ok=True)
+    overrides.setdefault("DEFINITIONS_DIR", str(definitions_dir(directory)))
+    env_file = write_env(directory, **overrides)
+    cfg = jobs_config.load(env_file, {})
+    sup = start_supervisor(env_file, directory / "supervisor.log") if supervisor else None
+    try:
+        fac = start_facade(env_file, directory / "facade.log")
+    except BaseException:
+        if sup:
+            sup.stop()
+        raise
+    return Stack(directory, env_file, cfg, fac, auth, sup)
+
+
+def new_sid(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def suds_client(wsdl: str, timeout: float = 30):
+    """A client built the way clfpy builds its clients (no cache), plus a timeout."""
+    from suds.cache import NoCache
+    from suds.client import Client
+    return Client(wsdl, cache=NoCache(), timeout=timeout)
+
+
+def zeep_client(wsdl: str):
+    import zeep
+    from zeep.transports import Transport
+    return zeep.Client(wsdl, transport=Transport(timeout=30, operation_timeout=30))
+
+
+@dataclass
+class FaultInfo:
+    """A SOAP fault as either client library reports it."""
+    code: str
+    message: str
+    detail: str
+
+
+CLIENTS = ("zeep", "suds")
+
+
+class Soap:
+    """A zeep and a suds client for one WSDL, called the same way."""
+
+    def __init__(self, wsdl: str):
+        self.zeep = zeep_client(wsdl)
+        self.suds = suds_client(wsdl)
+
+    def call(self, kind: str, op: str, *args):
+        return getattr(getattr(self, kind).service, op)(*args)
+
+    def fault(self, kind: str, op: str, *args) -> FaultInfo:
+        """Call and return the fault; fail if the call succeeds."""
+        import suds
+        import zeep.exceptions
+        try:
+            result = self.call(kind, op, *args)
+        except zeep.exceptions.Fault as e:
+            detail = "" if e.detail is None else " ".join(e.detail.itertext())
+            return FaultInfo(str(e.code), str(e.message), detail)
+        except suds.WebFault as e:
+            return FaultInfo(str(e.fault.faultcode), str(e.fault.faultstring), str(getattr(e.fault, "detail", "")))
+        raise AssertionError(f"{kind} {op}{args!r} returned {result!r} instead of a fault")
+
+
+def soap_envelope(inner: str, ns: str = TNS) -> str:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_ENV}" '
+            f'xmlns:w="{ns}"><soapenv:Body>{inner}</soapenv:Body></soapenv:Envelope>')
+
+
+def fault_string(response: requests.Response) -> str:
+    from lxml import etree
+    doc = etree.fromstring(response.content)
+    return doc.findtext(f".//{{{SOAP_ENV}}}Fault/faultstring")
+
+
+# -- fixtures ----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def devauth(tmp_path_factory):
+    auth = start_devauth(tmp_path_factory.mktemp("devauth"))
+    yield auth
+    auth.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, devauth):
+    """devauth + supervisor + façade, shared by the tests of one module."""
+    s = make_stack(tmp_path_factory.mktemp("stack"), devauth, MAX_PARALLEL_JOBS="25")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_stack(tmp_path_factory, devauth):
+    """A façade without supervisor, for requests that must be refused before reaching the spool."""
+    s = make_stack(tmp_path_factory.mktemp("bare"), devauth, supervisor=False,
+                   AUTH_TIMEOUT_SECONDS="1.5", MAX_BODY_BYTES=str(BARE_MAX_BODY))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def wait_until(predicate, timeout: float = 30, what: str = "condition"):
+    return wait_for(predicate, timeout, 0.05, what)
+
+
+__all__ = [
+    "AUTH_PATH", "BARE_MAX_BODY", "CLIENTS", "SOAP_ENV", "TNS", "USERS",
+    "DevAuth", "FaultInfo", "Soap", "Stack",
+    "fault_string", "make_stack", "new_sid", "soap_envelope", "start_devauth", "start_facade", "suds_client",
+    "wait_until", "zeep_client",
+    "artifacts", "bare_stack", "devauth", "stack",
+]

@@ -1,0 +1,171 @@
+"""waiter-client as a real subprocess against the real stack: devauth, supervisor and façade."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from client import cli
+from facade_harness import USERS, devauth, new_sid, stack, suds_client  # noqa: F401  (fixtures)
+from harness import ROOT, free_port
+
+
+def client(stack, *args: str, token: str | None = None, stdin: str | None = None, timeout: float = 120,
+           env_file: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m client ARGS` pointed at the stack (env file for the façade, --auth for devauth)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SESSION_TOKEN", "ENV_FILE")}
+    if env_file:
+        env["ENV_FILE"] = str(stack.env_file)
+    if token is not None:
+        env["SESSION_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "client", *args], cwd=ROOT, env=env, input=stdin, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def auth_args(stack) -> list[str]:
+    return ["--auth", stack.auth.wsdl]
+
+
+def test_token_logs_in_and_prints_a_valid_token(stack):
+    """`token` prints a session token the authentication manager then validates."""
+    password, project = USERS["alice"]
+    r = client(stack, "token", "--user", "alice", "--project", project, "--password-stdin", *auth_args(stack),
+               stdin=password + "\n")
+    assert 0 == r.returncode, r.stderr
+    token = r.stdout.strip()
+    assert token and "\n" not in token
+    assert suds_client(stack.auth.wsdl).service.validateSessionToken(token) is True
+
+
+def test_token_with_a_wrong_password_says_login_failed(stack):
+    """A rejected login is one clear line with the authentication manager's reason, exit 1."""
+    r = client(stack, "token", "--user", "alice", "--project", "demo", "--password-stdin", *auth_args(stack),
+               stdin="not-the-password\n")
+    assert 1 == r.returncode
+    assert r.stderr.startswith("waiter-client: login of alice to project demo failed: ")
+    assert 1 == len(r.stderr.strip().splitlines())
+
+
+def test_run_follows_the_job_to_completed_and_prints_the_result(stack):
+    """`run` starts a job, polls until COMPLETED and prints the final output result=FINISHED."""
+    r = client(stack, "run", "--seconds", "2", "--interval", "0.5", *auth_args(stack), token=stack.token())
+    assert 0 == r.returncode, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    sid = lines[0].removeprefix("serviceID: ")
+    assert sid.startswith("client-")
+    assert "COMPLETED" in lines
+    assert "result: FINISHED" == lines[-1]
+    assert any(line.startswith("progress: ") for line in lines)
+    assert "SUCCEEDED" == stack.state(sid)["state"]
+
+
+def test_run_logs_in_with_user_and_project(stack):
+    """`run --user --project --password-stdin` fetches its own token and uses --id as the serviceID."""
+    sid = new_sid("cli")
+    password, project = USERS["alice"]
+    r = client(stack, "run", "--id", sid, "--seconds", "1", "--interval", "0.3", "--user", "alice",
+               "--project", project, "--password-stdin", *auth_args(stack), stdin=password + "\n")
+    assert 0 == r.returncode, r.stdout + r.stderr
+    assert f"serviceID: {sid}" == r.stdout.splitlines()[0]
+    assert "result: FINISHED" in r.stdout
+
+
+def test_start_status_notify_abort(stack):
+    """The single calls: start shows progress, status polls, notify delivers, abort stops the job."""
+    token = stack.token()
+    sid = new_sid("cli")
+    r = client(stack, "start", "--id", sid, "--seconds", "60", *auth_args(stack), token=token)
+    assert 0 == r.returncode, r.stderr
+    assert f"serviceID: {sid}" in r.stdout and "result: UNSET" in r.stdout
+    stack.wait_state(sid, {"RUNNING"})
+    s = client(stack, "status", "--id", sid, "--page", token=token)
+    assert 0 == s.returncode, s.stderr
+    assert "result: UNSET" in s.stdout
+    n = client(stack, "notify", "--id", sid, "hello there", token=token)
+    assert 0 == n.returncode, n.stderr
+    assert "delivered" in n.stdout
+    a = client(stack, "abort", "--id", sid, token=token)
+    assert 0 == a.returncode, a.stderr
+    assert f"aborted {sid}" in a.stdout
+    assert "ABORTED" == stack.state(sid)["state"]
+
+
+def test_status_of_an_unknown_id_shows_the_fault(stack):
+    """A SOAP fault is printed as its faultstring on one line, exit 1, no traceback."""
+    r = client(stack, "status", "--id", new_sid("nobody"), token=stack.token())
+    assert 1 == r.returncode
+    assert r.stderr.startswith("waiter-client: getServiceStatus: SOAP fault: ")
+    assert 1 == len(r.stderr.strip().splitlines())
+    assert "Traceback" not in r.stderr
+
+
+def test_a_bad_token_is_refused_with_the_services_message(stack):
+    """A token the authentication manager does not know gives the reference fault string."""
+    r = client(stack, "start", "--seconds", "1", *auth_args(stack), token="not-a-token")
+    assert 1 == r.returncode
+    assert "Session-token validation failed (" in r.stderr
+
+
+def test_connection_refused_says_what_to_do(stack):
+    """With nothing listening, the client names the URL and suggests bin/up, exit 3."""
+    url = f"http://127.0.0.1:{free_port()}/demo-waiter/Waiter?wsdl"
+    r = client(stack, "status", "--id", "x1", "--url", url, token="t", env_file=False)
+    assert cli.UNREACHABLE == r.returncode
+    assert f"waiter-client: cannot reach the waiter service at {url}: is it running? (bin/up)\n" == r.stderr
+
+
+def test_missing_token_is_a_usage_error(stack):
+    """Without --token, SESSION_TOKEN or --user/--project the client says how to get a token."""
+    r = client(stack, "status", "--id", "x1")
+    assert 2 == r.returncode
+    assert "no session token" in r.stderr
+
+
+def test_interrupt_with_abort_on_interrupt_aborts_the_job(stack):
+    """Ctrl-C during `run --abort-on-interrupt` aborts the job and exits 130."""
+    sid = new_sid("cli")
+    env = {k: v for k, v in os.environ.items() if k != "SESSION_TOKEN"}
+    env.update(ENV_FILE=str(stack.env_file), SESSION_TOKEN=stack.token())
+    p = subprocess.Popen([sys.executable, "-m", "client", "run", "--id", sid, "--seconds", "60", "--interval", "0.3",
+                          "--abort-on-interrupt", *auth_args(stack)], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        stack.wait_state(sid, {"RUNNING"})
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert cli.INTERRUPTED == p.returncode, out + err
+    assert f"aborted {sid}" in out
+    assert "ABORTED" == stack.state(sid)["state"]
+
+
+# -- pure parsing ---------------------------------------------------------------------
+
+def test_status_values_are_decoded():
+    """COMPLETED and UNCHANGED pass through; anything else is a base64 page with a percentage."""
+    import base64
+    page = base64.b64encode(b'<div class="bar" data-progress="37"><span>37 %</span></div>').decode()
+    assert (cli.Status("COMPLETED"), cli.Status("UNCHANGED")) == (cli.decode_status("COMPLETED"),
+                                                                  cli.decode_status("UNCHANGED"))
+    assert ("PAGE", 37.0) == (cli.decode_status(page).kind, cli.decode_status(page).percent)
+
+
+@pytest.mark.parametrize("percent", [0.0, 42.0, 99.0])
+def test_progress_is_read_from_the_facades_own_page(percent):
+    """The percentage drawn by the client is the one on the façade's status page, not its CSS."""
+    from facade.status_page import PageView, render
+    html = render(PageView("running", "Waiter", "sid", "Waiting", percent=percent, started_at=1.0), 100.0)
+    assert percent == cli.page_percent(html)
+
+
+def test_original_waiters_page_is_understood():
+    """The reference waiter's page (a bare NN% in an h1) still yields its percentage."""
+    page = '<html><head><title>Waiter status</title></head><body><div style="width: 800px"><h1>28%</h1></div></body>'
+    assert 28.0 == cli.page_percent(page)

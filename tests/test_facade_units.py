@@ -1,0 +1,448 @@
+"""The façade's parts without processes: extraParameters, the token cache, the guard, the spool reads, the answers.
+
+Why: these are the rules the end-to-end tests can only sample (which poll is
+UNCHANGED, when a failure becomes a fault, what the cache remembers), checked
+here directly and fast, with state.json files written by hand.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import types
+from pathlib import Path
+
+import clfpy
+import pytest
+import suds
+
+from facade import jobview
+from facade.auth import Authenticator, ExtraParameters, Identity, parse_extra_parameters
+from facade.errors import (AuthManagerUnavailable, InvalidRequest, JobFailed, JobNotActive, TokenValidationFailed,
+                           UnknownServiceID, WrongProject)
+from facade.guard import RequestGuard
+from facade.operations import COMPLETED, UNCHANGED, Operations
+from harness import ROOT
+from jobs.definitions import load_definitions
+from jobs.runstate import RunState
+from jobs.spec import JobSpec
+from jobs.spool import Spool
+from jobs.states import JobState
+
+AUTH = "http://auth.example/authManager/AuthManager?wsdl"
+DEFS = load_definitions(ROOT / "jobs" / "definitions")
+WAITER = DEFS["waiter"]
+
+
+# -- extraParameters ------------------------------------------------------------------
+
+def test_values_may_contain_equals_signs():
+    """Each pair splits on its first '=' only, unlike clfpy's own parser."""
+    raw = "gss=http://g/x?wsdl=1&a=b,auth=http://a/AuthManager?wsdl=1,"
+    assert {"gss": "http://g/x?wsdl=1&a=b", "auth": "http://a/AuthManager?wsdl=1"} == parse_extra_parameters(raw)
+    assert "http://a/AuthManager?wsdl" == clfpy.ExtraParameters(raw).get_auth_WSDL_URL()  # clfpy cuts it
+    assert "http://g/x?wsdl=1&a=b" == ExtraParameters(raw).get_GSS_WSDL_URL()
+
+
+def test_trailing_comma_is_optional_and_blanks_are_ignored():
+    """The WFM's trailing comma, a missing one, and spaces around pairs all parse the same."""
+    expected = {"auth": AUTH, "WFM": "http://w"}
+    for raw in (f"auth={AUTH},WFM=http://w,", f"auth={AUTH},WFM=http://w", f" auth={AUTH} , ,WFM=http://w ,"):
+        assert expected == parse_extra_parameters(raw)
+
+
+@pytest.mark.parametrize("raw,message", [
+    (None, "extraParameters: missing"), ("", "extraParameters: missing"), ("  ", "extraParameters: missing"),
+    ("auth", "malformed entry 'auth'"), ("=x,", "malformed entry '=x'"),
+    ("gss=http://g,", "no 'auth=' entry"), ("auth=,", "is not an http(s) URL"),
+    ("auth=javascript:alert(1),", "is not an http(s) URL"), ("x" * 20000, "longer than 16384"),
+])
+def test_bad_extra_parameters_name_the_problem(raw, message):
+    """Every way extraParameters can be wrong has its own message."""
+    with pytest.raises(InvalidRequest) as e:
+        ExtraParameters(raw).auth_url()
+    assert message in e.value.message
+
+
+# -- the authenticator ------------------------------------------------------------------
+
+class FakeAuthClient:
+    """Stands in for TimedAuthClient: answers from a dict and counts the calls."""
+
+    def __init__(self, tokens: dict, calls: list):
+        self.tokens, self.calls = tokens, calls
+
+    def call(self, name, method, token):
+        self.calls.append(name)
+        return method(token)
+
+    def validate_session_token(self, token):
+        answer = self.tokens.get(token, False)
+        return answer if not isinstance(answer, tuple) else True
+
+    def get_project(self, token):
+        return self.tokens[token][1]
+
+    def get_username(self, token):
+        return self.tokens[token][0]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make_auth(tokens: dict, cache_seconds: float = 30, built: list | None = None):
+    calls, clock = [], Clock()
+    built = built if built is not None else []
+
+    def factory(url, timeout):
+        built.append(url)
+        return FakeAuthClient(tokens, calls)
+    return Authenticator(timeout=1, cache_seconds=cache_seconds, clock=clock, client_factory=factory), calls, clock
+
+
+def test_valid_tokens_are_cached_for_auth_cache_seconds():
+    """A second validation within the cache period asks nobody; after it, the manager is asked again."""
+    auth, calls, clock = make_auth({"t": ("alice", "demo")})
+    assert Identity("alice", "demo") == auth.identify("t", AUTH)
+    assert ["validateSessionToken", "getProject", "getUsername"] == calls
+    clock.now += 29
+    auth.identify("t", AUTH)
+    assert 3 == len(calls)
+    clock.now += 2
+    auth.identify("t", AUTH)
+    assert 6 == len(calls)
+
+
+def test_cache_is_per_token_and_auth_url():
+    """The same token checked against another authentication manager is validated there."""
+    built = []
+    auth, calls, _ = make_auth({"t": ("alice", "demo")}, built=built)
+    auth.identify("t", AUTH)
+    auth.identify("t", "http://other/auth?wsdl")
+    auth.identify("t", AUTH)
+    assert 6 == len(calls)
+    assert [AUTH, "http://other/auth?wsdl"] == built  # one client per URL
+
+
+def test_invalid_tokens_are_never_cached():
+    """A rejected token is asked about every time (it may become valid by a new login? no: but never trust a miss)."""
+    auth, calls, _ = make_auth({})
+    for _ in range(2):
+        with pytest.raises(TokenValidationFailed) as e:
+            auth.identify("nope", AUTH)
+        assert "Session-token validation failed" == e.value.message
+        assert {"reason": "the token is unknown or expired"} == e.value.detail
+    assert ["validateSessionToken"] * 2 == calls
+
+
+def test_zero_cache_seconds_disables_the_cache():
+    """AUTH_CACHE_SECONDS=0 validates on every call."""
+    auth, calls, _ = make_auth({"t": ("a", "p")}, cache_seconds=0)
+    auth.identify("t", AUTH)
+    auth.identify("t", AUTH)
+    assert 6 == len(calls)
+
+
+@pytest.mark.parametrize("answer", ["true", 1, None, "True"])
+def test_only_a_real_true_validates(answer):
+    """clfpy hands back whatever suds returned; anything but True is a failed validation."""
+    auth, _, _ = make_auth({"t": answer})
+    with pytest.raises(TokenValidationFailed):
+        auth.identify("t", AUTH)
+
+
+def test_a_returned_webfault_is_a_failed_validation():
+    """clfpy returns (not raises) a suds WebFault; its faultstring goes into the fault's detail."""
+    fault = suds.WebFault(types.SimpleNamespace(faultstring="token malformed"), None)
+    auth, _, _ = make_auth({"t": fault})
+    auth._clients[AUTH] = FakeAuthClient({}, [])
+    auth._clients[AUTH].validate_session_token = lambda token: fault
+    with pytest.raises(TokenValidationFailed) as e:
+        auth.identify("t", AUTH)
+    assert "token malformed" in e.value.detail["reason"]
+
+
+def test_unavailable_auth_manager_is_not_cached():
+    """A failure to reach the manager is retried on the next call, not remembered."""
+    attempts = []
+
+    def factory(url, timeout):
+        attempts.append(url)
+        raise AuthManagerUnavailable("down")
+    auth = Authenticator(timeout=1, cache_seconds=30, client_factory=factory)
+    for _ in range(2):
+        with pytest.raises(AuthManagerUnavailable):
+            auth.identify("t", AUTH)
+    assert 2 == len(attempts)
+
+
+def test_real_client_to_a_closed_port_fails_fast():
+    """TimedAuthClient (clfpy's AuthClient with a timeout) turns a refused connection into AuthManagerUnavailable."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    auth = Authenticator(timeout=2, cache_seconds=30)
+    began = time.monotonic()
+    with pytest.raises(AuthManagerUnavailable) as e:
+        auth.identify("t", f"http://127.0.0.1:{port}/auth?wsdl")
+    assert time.monotonic() - began < 2
+    assert f"could not load its WSDL from http://127.0.0.1:{port}/auth?wsdl" in e.value.message
+
+
+@pytest.mark.parametrize("token", [None, "", "   ", "x" * 5000])
+def test_missing_or_absurd_tokens_never_reach_the_manager(token):
+    """An empty or oversized token fails at once."""
+    auth, calls, _ = make_auth({})
+    with pytest.raises(TokenValidationFailed):
+        auth.identify(token, AUTH)
+    assert [] == calls
+
+
+# -- the guard ---------------------------------------------------------------------
+
+def run_guard(body: bytes, limit: int = 4096, **environ):
+    seen = {}
+
+    def inner(env, start_response):
+        seen["body"] = env["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [b"ok"]
+    status = {}
+    env = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+           "CONTENT_TYPE": "text/xml", **environ}
+    out = b"".join(RequestGuard(inner, limit)(env, lambda s, h: status.setdefault("s", s)))
+    return status["s"], out, seen.get("body")
+
+
+def test_guard_replays_an_accepted_body_unchanged():
+    """A harmless body (with a UTF-8 byte-order mark) reaches the application byte for byte."""
+    body = "\ufeff<?xml version='1.0' encoding='utf-8'?><a>é</a>".encode("utf-8")
+    assert ("200 OK", b"ok", body) == run_guard(body)
+
+
+def test_guard_lets_get_through_untouched():
+    """GET (the WSDL) is not inspected."""
+    status, out, _ = run_guard(b"", REQUEST_METHOD="GET")
+    assert ("200 OK", b"ok") == (status, out)
+
+
+@pytest.mark.parametrize("body,environ,status,text", [
+    (b"<a/>", {"CONTENT_LENGTH": "abc"}, "400 Bad Request", "invalid Content-Length"),
+    (b"<a/>" * 2000, {}, "413 Request Entity Too Large", "larger than 4096 bytes"),
+    (b"<a/>" * 2000, {"CONTENT_LENGTH": ""}, "413 Request Entity Too Large", "larger than 4096 bytes"),
+    (b"<!DOCTYPE a><a/>", {}, "500 Internal Server Error", "are not accepted"),
+    (b"<a>\x00</a>", {}, "500 Internal Server Error", "not UTF-8"),
+    (b"<?xml version='1.0' encoding='ebcdic-cp-us'?><a/>", {}, "500 Internal Server Error", "'ebcdic-cp-us'"),
+])
+def test_guard_refusals(body, environ, status, text):
+    """Each rule answers with its HTTP status and a SOAP fault naming the rule; the app never runs."""
+    got_status, out, seen = run_guard(body, **environ)
+    assert status == got_status
+    assert text in out.decode() and b"<faultstring>" in out
+    assert seen is None
+
+
+# -- reading the spool ------------------------------------------------------------------
+
+def test_output_strips_one_newline_caps_and_cleans(tmp_path):
+    """Outputs lose one trailing newline, stop at max_bytes, and carry no characters XML cannot hold."""
+    f = tmp_path / "out.txt"
+    f.write_bytes(b"FINISHED\n\n")
+    assert "FINISHED\n" == jobview.read_output(str(f), 100, "UNSET")
+    f.write_bytes(b"a\x00b\x1bc\r\n")
+    assert "a\ufffdb\ufffdc" == jobview.read_output(str(f), 100, "UNSET")
+    f.write_bytes(b"x" * 500)
+    assert 10 == len(jobview.read_output(str(f), 10, "UNSET"))
+    assert "UNSET" == jobview.read_output(str(tmp_path / "missing"), 10, "UNSET")
+
+
+@pytest.mark.parametrize("text,percent", [("37", 37.0), (" 12.5\n", 12.5), ("150", 100.0), ("-3", 0.0),
+                                          ("", None), ("nan", None), ("abc", None)])
+def test_progress_is_clamped_or_unknown(tmp_path, text, percent):
+    """The progress file is read as 0-100; anything unreadable means 'unknown'."""
+    f = tmp_path / "status.txt"
+    f.write_text(text)
+    assert percent == jobview.read_percent(str(f))
+
+
+# -- the operations over a hand-made spool ----------------------------------------------
+
+class FixedAuth:
+    def __init__(self, project="demo"):
+        self.project, self.calls = project, []
+
+    def identify(self, token, url):
+        self.calls.append((token, url))
+        if token == "bad":
+            raise TokenValidationFailed("the token is unknown or expired")
+        return Identity("alice" if token != "bob" else "bob", "other" if token == "bob" else self.project)
+
+
+@pytest.fixture
+def ops(tmp_path):
+    spool = Spool(tmp_path / "spool").ensure()
+    return Operations(spool, DEFS, FixedAuth(), abort_wait_seconds=0.3, clock=lambda: 1_790_000_000.0)
+
+
+def claim(ops: Operations, sid: str, state: JobState, **fields) -> Path:
+    """Do what the supervisor does: move the spec into runs/<sid>/ and write state.json."""
+    run = ops.spool.run_dir(sid)
+    (run / "attempts" / "1").mkdir(parents=True)
+    incoming = ops.spool.incoming_path(sid)
+    if incoming.exists():
+        incoming.rename(run / "spec.json")
+    else:
+        spec = JobSpec(sid, "waiter", {"secondsToWait": 5}, AUTH, {"username": "alice", "project": "demo"})
+        (run / "spec.json").write_bytes(spec.to_json())
+    set_state(ops, sid, state, **fields)
+    return run / "attempts" / "1"
+
+
+def set_state(ops: Operations, sid: str, state: JobState, **fields) -> None:
+    rs = RunState(sid, "waiter", state=state, **fields)
+    (ops.spool.run_dir(sid) / "state.json").write_bytes(rs.to_json())
+
+
+def html(answer) -> str:
+    return base64.b64decode(answer[0]).decode()
+
+
+def test_start_drops_a_spec_with_owner_and_auth_url(ops):
+    """A start writes incoming/<sid>.json (inputs defaulted, owner from the token) and answers a 0 % page."""
+    answer = ops.start(WAITER, "s-1", "tok", f"auth={AUTH},", {"secondsToWait": None})
+    assert "UNSET" == answer[1]
+    assert "Job accepted" in html(answer) and "0 %" in html(answer)
+    spec = json.loads(ops.spool.incoming_path("s-1").read_text())
+    assert ({"secondsToWait": 60}, AUTH, {"username": "alice", "project": "demo"}) == (
+        spec["inputs"], spec["auth_url"], spec["owner"])
+
+
+def test_start_checks_in_order(ops):
+    """serviceID, then extraParameters, then the token, then the inputs: the first problem is the one reported."""
+    with pytest.raises(InvalidRequest, match="serviceID"):
+        ops.start(WAITER, "../x", "bad", None, {"secondsToWait": -1})
+    with pytest.raises(InvalidRequest, match="extraParameters"):
+        ops.start(WAITER, "ok", "bad", None, {"secondsToWait": -1})
+    with pytest.raises(TokenValidationFailed):
+        ops.start(WAITER, "ok", "bad", f"auth={AUTH},", {"secondsToWait": -1})
+    with pytest.raises(InvalidRequest, match="secondsToWait"):
+        ops.start(WAITER, "ok", "tok", f"auth={AUTH},", {"secondsToWait": -1})
+    assert [] == list(ops.spool.incoming.iterdir())
+
+
+def test_unclaimed_job_is_reported_as_queued(ops):
+    """Before the supervisor claims the spec, status says it is waiting, with the queue ahead of it."""
+    ops.spool.write_atomic(ops.spool.queue_file, json.dumps({"queued": ["a", "b"]}).encode())
+    ops.start(WAITER, "s-2", "tok", f"auth={AUTH},", {})
+    page = html(ops.status(WAITER, "s-2", "tok"))
+    assert "Waiting for a free slot, 2 ahead" in page
+    assert "Waiting for a free slot, 2 ahead" in html(ops.status(WAITER, "s-2", "tok"))  # no run dir: no UNCHANGED
+
+
+def test_unchanged_only_while_the_content_is_the_same(ops):
+    """Polls repeat UNCHANGED until percent or output change; the next page is sent once, then UNCHANGED again."""
+    adir = claim(ops, "s-3", JobState.RUNNING, started_at=1_789_999_990.0)
+    (adir / "status.txt").write_text("40")
+    (adir / "stdout.log").write_text("working\n")
+    assert "Running, 40 % done" in html(ops.status(WAITER, "s-3", "tok"))
+    assert UNCHANGED == ops.status(WAITER, "s-3", "tok")[0]
+    ops.clock = lambda: 1_790_000_100.0  # elapsed time and ETA change: still unchanged
+    assert UNCHANGED == ops.status(WAITER, "s-3", "tok")[0]
+    (adir / "status.txt").write_text("41")
+    assert "41 % done" in html(ops.status(WAITER, "s-3", "tok"))
+    assert UNCHANGED == ops.status(WAITER, "s-3", "tok")[0]
+    with (adir / "stdout.log").open("a") as f:
+        f.write("more\n")
+    assert "more" in html(ops.status(WAITER, "s-3", "tok"))
+
+
+def test_failure_is_a_page_once_then_a_fault(ops):
+    """FAILED: the first poll shows reason, exit code and stderr; every later poll raises JobFailed."""
+    adir = claim(ops, "s-4", JobState.FAILED, reason="exited with code 2", exit_code=2,
+                 started_at=1_789_999_990.0, finished_at=1_789_999_995.0)
+    (adir / "stderr.log").write_text("error: <mesh> is empty\n")
+    page = html(ops.status(WAITER, "s-4", "tok"))
+    assert "The job failed" in page and "exited with code 2" in page and "error: &lt;mesh&gt; is empty" in page
+    for _ in range(2):
+        with pytest.raises(JobFailed) as e:
+            ops.status(WAITER, "s-4", "tok")
+        assert e.value.message.startswith("job s-4 failed: exited with code 2; exit code 2")
+        assert "error: <mesh> is empty" in e.value.message
+        assert {"state": "FAILED", "reason": "exited with code 2"} == e.value.detail
+    assert "The job failed" in html(ops.start(WAITER, "s-4", "tok", f"auth={AUTH},", {}))  # a retried start: page
+
+
+def test_aborted_job_reads_aborted(ops):
+    """ABORTED: the page and then the fault say the job was aborted, and by whom."""
+    adir = claim(ops, "s-5", JobState.ABORTED, reason="aborted by facade", exit_code=143, started_at=1.0e9)
+    (adir / "stdout.log").write_text("aborted after 3 s\n")
+    assert "The job was aborted" in html(ops.status(WAITER, "s-5", "tok"))
+    with pytest.raises(JobFailed, match="job s-5 was aborted: aborted by facade"):
+        ops.status(WAITER, "s-5", "tok")
+
+
+def test_success_answers_completed_with_outputs(ops):
+    """SUCCEEDED: COMPLETED (not encoded) and the result file's text."""
+    adir = claim(ops, "s-6", JobState.SUCCEEDED, exit_code=0)
+    (adir / "result.txt").write_text("FINISHED\n")
+    assert (COMPLETED, "FINISHED") == ops.status(WAITER, "s-6", "tok")
+    assert (COMPLETED, "FINISHED") == ops.status(WAITER, "s-6", "tok")
+
+
+def test_other_project_and_unknown_ids(ops):
+    """Another project's token gets WrongProject; an unknown serviceID gets UnknownServiceID."""
+    claim(ops, "s-7", JobState.RUNNING, started_at=1.0e9)
+    with pytest.raises(WrongProject):
+        ops.status(WAITER, "s-7", "bob")
+    with pytest.raises(UnknownServiceID):
+        ops.status(WAITER, "s-404", "tok")
+    with pytest.raises(UnknownServiceID):  # a job of another definition is not this service's
+        ops.status(DEFS["waiter"].__class__(**{**WAITER.__dict__, "name": "other", "service": "Other"}),
+                   "s-7", "tok")
+
+
+def test_abort_without_a_supervisor_answers_false_in_bounded_time(ops):
+    """If nobody acts on the kill command within ABORT_WAIT_SECONDS, abortService answers false."""
+    claim(ops, "s-8", JobState.RUNNING, started_at=1.0e9)
+    began = time.monotonic()
+    assert ops.abort(WAITER, "s-8", "tok") is False
+    assert 0.25 < time.monotonic() - began < 2
+    commands = [json.loads(p.read_text()) for p in ops.spool.commands.iterdir()]
+    assert [("s-8", "kill", "facade")] == [(c["service_id"], c["verb"], c["origin"]) for c in commands]
+
+
+def test_abort_of_finished_jobs_sends_nothing(ops):
+    """SUCCEEDED and FAILED answer false, ABORTED true, and none of them writes a command."""
+    for sid, state, expected in (("a1", JobState.SUCCEEDED, False), ("a2", JobState.FAILED, False),
+                                 ("a3", JobState.ABORTED, True)):
+        claim(ops, sid, state)
+        assert expected is ops.abort(WAITER, sid, "tok")
+    assert [] == list(ops.spool.commands.iterdir())
+
+
+def test_notify_appends_numbered_messages(ops):
+    """Messages go to notifications.txt as JSON lines; the response counts them."""
+    claim(ops, "s-9", JobState.RUNNING, started_at=1.0e9)
+    assert "message 1 delivered to s-9" == ops.notify(WAITER, "s-9", "tok", "first")
+    assert "message 2 delivered to s-9" == ops.notify(WAITER, "s-9", "tok", "zwei\nlines")
+    lines = (ops.spool.run_dir("s-9") / "notifications.txt").read_text().splitlines()
+    assert ["first", "zwei\nlines"] == [json.loads(x)["message"] for x in lines]
+
+
+def test_notify_refuses_unclaimed_finished_and_empty(ops):
+    """No message for a job not yet claimed or already ended, and none without a message."""
+    ops.start(WAITER, "n-1", "tok", f"auth={AUTH},", {})
+    with pytest.raises(JobNotActive, match="not been picked up"):
+        ops.notify(WAITER, "n-1", "tok", "hi")
+    claim(ops, "n-2", JobState.SUCCEEDED)
+    with pytest.raises(JobNotActive, match=r"already ended \(SUCCEEDED\)"):
+        ops.notify(WAITER, "n-2", "tok", "hi")
+    with pytest.raises(InvalidRequest, match="message: required"):
+        ops.notify(WAITER, "n-2", "tok", None)
