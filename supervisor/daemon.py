@@ -9,6 +9,7 @@ and the shims record their exits, so a restart adopts or finalises them.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import secrets
@@ -231,6 +232,14 @@ class Supervisor:
         else:
             self.log.info("restart_ignored", service_id=rs.service_id, state=rs.state.value)
 
+    def requeue_all(self, now: float) -> bool:
+        """SUPERVISOR_ON_STOP=requeue (containers, whose processes die with them): stop every
+        running job through the restart path so it reruns as a new attempt when a daemon comes back."""
+        self.cfg = dataclasses.replace(self.cfg, max_parallel_jobs=0)  # start nothing new while draining
+        for job in [j for j in self.jobs.values() if j.rs.state == JobState.RUNNING]:
+            self.stop(job, now, JobState.QUEUED, "requeued: the supervisor is shutting down")
+        return True
+
     def requeue(self, job: Job, now: float, reason: str, delay: float = 0.0) -> None:
         """A new attempt from the same spec; the previous attempt's directory stays."""
         rs = job.rs
@@ -431,7 +440,7 @@ class Daemon:
     def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition]):
         self.sup = Supervisor(cfg, definitions)
         self.cfg = cfg
-        self.stopping = False
+        self.stopping = 0  # the signal that asked the daemon to stop
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.observer = None
 
@@ -452,7 +461,7 @@ class Daemon:
     def run(self) -> None:
         self.lock()
         signal.set_wakeup_fd(self.wake_w)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd carries it
         if self.cfg.supervisor_watch:
@@ -462,8 +471,16 @@ class Daemon:
         log.info("supervisor_started", pid=os.getpid(), spool=str(self.sup.spool.root),
                  max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch)
         tick = min(1.0, self.cfg.reconcile_seconds)
-        while not self.stopping:
+        draining = False
+        while True:
+            if self.stopping:
+                if self.stopping == signal.SIGHUP or self.cfg.supervisor_on_stop != "requeue":
+                    break  # leave: jobs keep running for the next daemon to adopt
+                if not draining:
+                    draining = self.sup.requeue_all(time.time())
             self.sup.step(time.time())
+            if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
+                break
             if select.select([self.wake_r], [], [], tick)[0]:
                 try:
                     while os.read(self.wake_r, 4096):
@@ -480,7 +497,8 @@ class Daemon:
         log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))
 
     def _on_stop_signal(self, signum, frame) -> None:
-        self.stopping = True  # recorded only; the loop acts on it
+        """Recorded only; the loop acts on it. SIGHUP always leaves jobs running (a restart in place)."""
+        self.stopping = self.stopping or signum
 
     def start_observer(self) -> None:
         from watchdog.events import FileSystemEventHandler

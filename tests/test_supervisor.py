@@ -171,6 +171,25 @@ def test_jobs_outlive_a_clean_supervisor_stop(stack):
     assert stack.wait_state("term-1", "SUCCEEDED")["exit_code"] == 0
 
 
+def test_requeue_on_stop_reruns_jobs_after_restart(tmp_path):
+    """SUPERVISOR_ON_STOP=requeue (containers): SIGTERM stops jobs gracefully as QUEUED, the next daemon reruns them."""
+    s = Stack(tmp_path, SUPERVISOR_ON_STOP="requeue")
+    try:
+        s.start()
+        s.submit("rq-1", secondsToWait=3)
+        wait_for(lambda: s.state("rq-1").get("pid"), 10, what="rq-1 spawned")
+        assert s.daemon.stop(signal.SIGTERM) == 0
+        st = s.state("rq-1")
+        assert (st["state"], st["attempt"]) == ("QUEUED", 2)
+        assert "shutting down" in st["history"][0]["reason"]
+        assert not waiter_processes(s)
+        s.start()
+        done = s.wait_state("rq-1", "SUCCEEDED")
+        assert done["attempt"] == 2 and done["exit_code"] == 0
+    finally:
+        s.stop()
+
+
 def test_abort_kills_the_grandchildren(stack):
     """kill sends TERM to the whole group and KILL after the grace period: the grandchild dies too."""
     stack.start()
