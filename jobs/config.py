@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -15,6 +16,11 @@ _SEMWES_ROOT = re.compile(r"/[a-z0-9-]{1,32}")
 _DEEP_ROOT = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 EXECUTORS = ("local", "slurm")
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,-]{0,127}")
+# sbatch options the slurm executor sets itself (supervisor/slurm.py); refused in SLURM_OPTIONS
+SBATCH_MANAGED = ("--job-name", "-J", "--chdir", "-D", "--output", "-o", "--error", "-e", "--input", "-i",
+                  "--export", "--open-mode", "--parsable", "--wrap", "--time", "-t", "--requeue",
+                  "--no-requeue", "--array", "-a", "--partition", "-p", "--account", "-A")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -71,6 +77,42 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
     return value
 
 
+def slurm_name_problem(value: str) -> str | None:
+    """A partition or account name as sbatch takes it (a partition may be a comma list)."""
+    return None if _SLURM_NAME.fullmatch(value) else "must be letters, digits, '_', '.', ',' or '-'"
+
+
+def sbatch_options_problem(options: list[str] | tuple[str, ...]) -> str | None:
+    """Extra sbatch options: each one argument starting with '-', none the executor sets itself."""
+    for opt in options:
+        if not opt.startswith("-") or opt in ("-", "--"):
+            return f"{opt!r}: each option must be one argument starting with '-' (write --mem=4G, not --mem 4G)"
+        for managed in SBATCH_MANAGED:
+            long_form = managed.startswith("--")
+            if opt == managed or (long_form and opt.startswith(managed + "=")) or \
+                    (not long_form and opt.startswith(managed) and not opt.startswith("--")):
+                return (f"{opt!r}: {managed} is set by the supervisor (use SLURM_PARTITION / SLURM_ACCOUNT, "
+                        "or the definition's [slurm] table and [limits] max_runtime_seconds)")
+    return None
+
+
+def _slurm_options(raw: str) -> tuple[str, ...]:
+    try:
+        options = shlex.split(raw)
+    except ValueError as e:
+        raise ConfigError(f"SLURM_OPTIONS={raw!r}: cannot split into arguments ({e})") from None
+    problem = sbatch_options_problem(options)
+    if problem:
+        raise ConfigError(f"SLURM_OPTIONS: {problem}")
+    return tuple(options)
+
+
+def _slurm_name(name: str, raw: str) -> str:
+    if raw and slurm_name_problem(raw):
+        raise ConfigError(f"{name}={raw!r}: {slurm_name_problem(raw)}, or empty for the cluster's default")
+    return raw
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
@@ -98,6 +140,13 @@ class Config:
     devauth_users_file: Path
     supervisor_watch: bool
     executor: str
+    supervisor_on_stop: str
+    slurm_partition: str
+    slurm_account: str
+    slurm_options: tuple[str, ...]
+    slurm_poll_seconds: float
+    slurm_jobcomp_log: Path | None
+    slurm_bin_dir: Path | None
     env_file: Path
 
     @property
@@ -125,6 +174,13 @@ _DEFAULTS = {
     "DEVAUTH_USERS_FILE": "var/devauth/users.json",
     "SUPERVISOR_WATCH": "true",
     "EXECUTOR": "local",
+    "SUPERVISOR_ON_STOP": "leave",
+    "SLURM_PARTITION": "",
+    "SLURM_ACCOUNT": "",
+    "SLURM_OPTIONS": "",
+    "SLURM_POLL_SECONDS": "2",
+    "SLURM_JOBCOMP_LOG": "",
+    "SLURM_BIN_DIR": "",
 }
 
 
@@ -167,6 +223,13 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         devauth_users_file=_path("DEVAUTH_USERS_FILE"),
         supervisor_watch=watch in ("true", "1", "yes"),
         executor=_choice("EXECUTOR", raw["EXECUTOR"], EXECUTORS),
+        supervisor_on_stop=_choice("SUPERVISOR_ON_STOP", raw["SUPERVISOR_ON_STOP"], ("leave", "requeue")),
+        slurm_partition=_slurm_name("SLURM_PARTITION", raw["SLURM_PARTITION"]),
+        slurm_account=_slurm_name("SLURM_ACCOUNT", raw["SLURM_ACCOUNT"]),
+        slurm_options=_slurm_options(raw["SLURM_OPTIONS"]),
+        slurm_poll_seconds=_float("SLURM_POLL_SECONDS", raw["SLURM_POLL_SECONDS"], 0.2, 600),
+        slurm_jobcomp_log=_path("SLURM_JOBCOMP_LOG") if raw["SLURM_JOBCOMP_LOG"] else None,
+        slurm_bin_dir=_path("SLURM_BIN_DIR") if raw["SLURM_BIN_DIR"] else None,
         env_file=path,
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EXECUTORS, PROJECT_ROOT
+from .config import EXECUTORS, PROJECT_ROOT, sbatch_options_problem, slurm_name_problem
 from .errors import DefinitionError, SpecError
 from .spool import RESERVED_FILES
 
@@ -92,6 +92,14 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class SlurmSettings:
+    """The definition's [slurm] table: used when the job runs on the slurm executor."""
+    partition: str | None = None  # None: SLURM_PARTITION
+    account: str | None = None    # None: SLURM_ACCOUNT
+    options: tuple[str, ...] = ()  # after SLURM_OPTIONS, e.g. ("--cpus-per-task=4", "--mem=8G")
+
+
+@dataclass(frozen=True)
 class Definition:
     name: str
     path: Path
@@ -111,6 +119,7 @@ class Definition:
     retry_backoff: float = 2.0
     env: dict[str, str] = field(default_factory=dict)
     executor: str | None = None  # None: the configured EXECUTOR
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
     def validate_inputs(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Apply defaults and bounds; unknown names are refused, never ignored."""
@@ -308,13 +317,21 @@ def load_definition(path: Path) -> Definition:
     retry_r.finish()
     env_r = r.sub("env", {})
     env = {k: env_r.get(k, str) for k in env_r.table}
+    slurm_r = r.sub("slurm", {})
+    slurm = SlurmSettings(
+        partition=slurm_r.get("partition", str, None, check=slurm_name_problem),
+        account=slurm_r.get("account", str, None, check=slurm_name_problem),
+        options=tuple(slurm_r.get("options", list, [], check=lambda v: (
+            "must be a list of strings" if not all(isinstance(o, str) for o in v) else sbatch_options_problem(v)))),
+    )
+    slurm_r.finish()
     r.finish()
     return Definition(
         name=name, path=path.resolve(), service=service, namespace=namespace, start_method=start_method,
         description=description, argv=tuple(argv), inputs=tuple(inputs), outputs=tuple(outputs),
         files=files, progress_file=progress_file, max_runtime_s=float(max_runtime), abort_grace_s=float(grace),
         retries=retries, retry_delay_s=float(retry_delay), retry_backoff=float(backoff), env=env,
-        executor=executor,
+        executor=executor, slurm=slurm,
     )
 
 
