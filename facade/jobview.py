@@ -168,6 +168,8 @@ def running_view(files: JobFiles, definition: Definition, run: RunState) -> Page
         state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
         headline=("Stopping: " + (run.stop_reason or run.reason or "stop requested")) if stopping
         else (f"Running, {percent:.0f} % done" if percent is not None else "Running"),
+        # a job handed to a cluster but not started there yet: say why it waits
+        detail=run.reason if run.started_at is None and not stopping else "",
         percent=percent, started_at=run.started_at, attempt=run.attempt,
         log_title="Latest output",
         log_lines=tuple(xml_safe(x) for x in tail_lines(files.attempt(run.attempt, STDOUT), TAIL_LINES)),

@@ -209,7 +209,7 @@ class Context:
         v = JobView(sid, run.job or job, run.state.value, attempt=run.attempt, reason=run.reason,
                     run=run, spec=spec, finished_at=run.finished_at)
         if run.state in ACTIVE:
-            v.pid = run.pid
+            v.pid = run.pid or (f"slurm:{run.executor_id}" if run.executor_id else None)
             if run.started_at:
                 v.runtime = max(0.0, now - run.started_at)
             v.progress = self.progress(sid, run, spec)
@@ -328,6 +328,8 @@ def cmd_show(ctx: Context, args) -> int:
         out(f"attempt     {run.attempt}")
         if run.pid:
             out(f"pid         {run.pid}")
+        if run.executor_id:
+            out(f"{run.executor} job   {run.executor_id}")
         out(f"started     {when(run.started_at)}")
         out(f"finished    {when(run.finished_at)}")
         if v.runtime is not None:

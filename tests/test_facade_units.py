@@ -446,3 +446,10 @@ def test_notify_refuses_unclaimed_finished_and_empty(ops):
         ops.notify(WAITER, "n-2", "tok", "hi")
     with pytest.raises(InvalidRequest, match="message: required"):
         ops.notify(WAITER, "n-2", "tok", None)
+
+
+def test_a_job_waiting_in_the_cluster_shows_why(ops):
+    """RUNNING without a start time (handed to Slurm, pending there) shows the executor's reason on the page."""
+    claim(ops, "s-slurm", JobState.RUNNING, executor="slurm", executor_id="42",
+          reason="pending in Slurm as job 42 (Resources)")
+    assert "pending in Slurm as job 42 (Resources)" in html(ops.status(WAITER, "s-slurm", "tok"))
