@@ -18,7 +18,7 @@ def configure(level: str = "info", stream=None) -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),  # one write per line: workers never interleave
         cache_logger_on_first_use=True,
     )
 
