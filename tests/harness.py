@@ -118,3 +118,61 @@ def processes_with_arg(fragment: str) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
+
+
+def kill_leftovers(directory: Path) -> None:
+    """Kill every process whose command line mentions directory (a test's programs)."""
+    for p in processes_with_arg(str(directory)):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
+class Stack:
+    """One spool, its env file (definitions: the waiter and tests/programs) and the daemon serving it."""
+
+    def __init__(self, tmp: Path, extra_definitions: dict[str, str] | None = None, **env):
+        programs = ROOT / "tests" / "programs"
+        defs = tmp / "definitions"
+        defs.mkdir(exist_ok=True)
+        (defs / "waiter.toml").write_text((ROOT / "jobs" / "definitions" / "waiter.toml").read_text())
+        for toml in programs.glob("*.toml"):
+            (defs / toml.name).write_text(toml.read_text().replace("{here}", str(programs)))
+        for name, text in (extra_definitions or {}).items():
+            (defs / name).write_text(text)
+        from jobs import config
+        from jobs.spool import Spool
+        self.tmp = tmp
+        self.env = write_env(tmp, DEFINITIONS_DIR=defs, **env)
+        self.cfg = config.load(self.env, {})
+        self.spool = Spool(self.cfg.spool_dir).ensure()
+        self.daemon: Managed | None = None
+        self.starts = 0
+
+    def start(self, **extra_env) -> Managed:
+        self.starts += 1
+        self.daemon = start_supervisor(self.env, self.tmp / f"supervisor-{self.starts}.log", **extra_env)
+        return self.daemon
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
+            self.daemon = None
+
+    def submit(self, sid: str, job: str = "waiter", **inputs) -> None:
+        from jobs.spec import JobSpec
+        assert self.spool.submit(JobSpec(sid, job, inputs).to_json(), sid)
+
+    def state(self, sid: str) -> dict:
+        return self.spool.read_state(sid) or {}
+
+    def wait_state(self, sid: str, *states: str, timeout: float = 30) -> dict:
+        wait_for(lambda: self.state(sid).get("state") in states, timeout, what=f"{sid} in {states}")
+        return self.state(sid)
+
+    def attempt_dir(self, sid: str, attempt: int = 1) -> Path:
+        return self.spool.attempt_dir(sid, attempt)

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool, validate_service_id
 from jobs.states import TRANSITIONS, IllegalTransition, JobState, check_transition
-from tests.harness import ROOT, write_env
+from tests.harness import ROOT
 
 DEFS = load_definitions(ROOT / "jobs" / "definitions")
 

@@ -3,38 +3,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from jobs import config
-from jobs.spool import Spool
 from supervisor import cli
-from tests.harness import ROOT, processes_with_arg, start_supervisor, wait_for, write_env
+from tests.harness import ROOT, Stack, kill_leftovers, processes_with_arg, wait_for
 
 
-class Ops:
-    """One spool with its env file, the daemon serving it, and jobctl pointed at it."""
-
-    def __init__(self, tmp: Path, **env):
-        self.tmp = tmp
-        self.env = write_env(tmp, **env)
-        self.spool = Spool(config.load(self.env, {}).spool_dir).ensure()
-        self.daemon = None
-        self.starts = 0
-
-    def start(self):
-        self.starts += 1
-        self.daemon = start_supervisor(self.env, self.tmp / f"supervisor-{self.starts}.log")
-        return self.daemon
-
-    def stop(self):
-        if self.daemon:
-            self.daemon.stop()
-            self.daemon = None
+class Ops(Stack):
+    """A Stack with jobctl pointed at it."""
 
     def jobctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, text=True,
@@ -54,13 +34,6 @@ class Ops:
         return wait_for(lambda: (lambda j: j if j.get("state") == state else None)(self.row(sid)),
                         timeout, interval=0.2, what=f"jobctl list showing {sid} {state}")
 
-    def state(self, sid: str) -> dict:
-        return self.spool.read_state(sid) or {}
-
-    def wait_state(self, sid: str, state: str, timeout: float = 30) -> dict:
-        wait_for(lambda: self.state(sid).get("state") == state, timeout, what=f"{sid} {state}")
-        return self.state(sid)
-
     def stdout_log(self, sid: str, attempt: int = 1) -> Path:
         return self.spool.attempt_dir(sid, attempt) / "stdout.log"
 
@@ -70,11 +43,7 @@ def ops(tmp_path):
     o = Ops(tmp_path)
     yield o
     o.stop()
-    for p in processes_with_arg(str(tmp_path)):  # never leave waiter programs behind
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            p.kill()
+    kill_leftovers(tmp_path)  # never leave waiter programs behind
 
 
 @pytest.fixture
@@ -269,7 +238,7 @@ def test_bad_inputs_name_the_field(ops, capsys):
     assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "colour=blue"])
     assert "colour: not an input" in capsys.readouterr().err
     assert 2 == cli.main(["--env-file", str(ops.env), "submit", "nosuchjob"])
-    assert "unknown job 'nosuchjob'; known jobs: waiter" in capsys.readouterr().err
+    assert "unknown job 'nosuchjob'; known jobs: exit_with, flaky, tree, waiter" in capsys.readouterr().err
     assert [] == list(ops.spool.incoming.iterdir())
 
 

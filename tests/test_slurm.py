@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from facade_harness import Soap, devauth, make_stack, new_sid, wait_http  # noqa: F401  (devauth: fixture)
-from harness import ARTIFACTS, ROOT, Managed, free_port, processes_with_arg, start_supervisor, wait_for, write_env
+from harness import (ARTIFACTS, ROOT, Managed, Stack, free_port, kill_leftovers, processes_with_arg, wait_for, write_env)
 from jobs import config
 from jobs.definitions import load_definition
 from jobs.errors import ConfigError, DefinitionError
@@ -122,64 +122,23 @@ def cancel_and_clean(spool_dir: Path, directory: Path) -> None:
             ids.append(st["executor_id"])
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
-    for p in processes_with_arg(str(directory)):
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+    kill_leftovers(directory)
 
 
-class SlurmStack:
-    """One spool with EXECUTOR=slurm, its env file and the supervisor serving it."""
+class SlurmStack(Stack):
+    """A Stack with EXECUTOR=slurm against the development cluster."""
 
     def __init__(self, tmp: Path, **env):
-        defs = tmp / "definitions"
-        defs.mkdir()
-        shutil.copy(ROOT / "jobs" / "definitions" / "waiter.toml", defs)
-        for toml in PROGRAMS.glob("*.toml"):
-            (defs / toml.name).write_text(toml.read_text().replace("{here}", str(PROGRAMS)))
-        for name, text in EXTRA_DEFINITIONS.items():
-            (defs / name).write_text(text % {"programs": PROGRAMS})
-        self.tmp = tmp
-        values = dict(DEFINITIONS_DIR=defs, EXECUTOR="slurm", SLURM_POLL_SECONDS="0.5",
-                      SLURM_JOBCOMP_LOG=SLURM_DIR / "jobcomp.log")
+        extra = {name: text % {"programs": PROGRAMS} for name, text in EXTRA_DEFINITIONS.items()}
+        values = dict(EXECUTOR="slurm", SLURM_POLL_SECONDS="0.5", SLURM_JOBCOMP_LOG=SLURM_DIR / "jobcomp.log")
         values.update(env)
-        self.env = write_env(tmp, **values)
-        self.cfg = config.load(self.env, {})
-        self.spool = Spool(self.cfg.spool_dir).ensure()
-        self.daemon = None
-        self.starts = 0
-
-    def start(self):
-        self.starts += 1
-        self.daemon = start_supervisor(self.env, self.tmp / f"supervisor-{self.starts}.log")
-        return self.daemon
-
-    def submit(self, sid: str, job: str = "waiter", **inputs) -> None:
-        assert self.spool.submit(JobSpec(sid, job, inputs).to_json(), sid)
-
-    def state(self, sid: str) -> dict:
-        return self.spool.read_state(sid) or {}
-
-    def wait_state(self, sid: str, *states: str, timeout: float = 30) -> dict:
-        wait_for(lambda: self.state(sid).get("state") in states, timeout, what=f"{sid} in {states}")
-        return self.state(sid)
+        super().__init__(tmp, extra_definitions=extra, **values)
 
     def wait_slurm_running(self, sid: str, timeout: float = 30) -> dict:
         """Until Slurm runs the job (the supervisor has seen it running: reason and Slurm's start time)."""
         wait_for(lambda: self.state(sid).get("reason", "").startswith("running in Slurm"), timeout,
                  what=f"{sid} running in Slurm")
         return self.state(sid)
-
-    def attempt_dir(self, sid: str, attempt: int = 1) -> Path:
-        return self.spool.attempt_dir(sid, attempt)
-
-    def stop(self):
-        if self.daemon:
-            self.daemon.stop()
 
 
 @pytest.fixture

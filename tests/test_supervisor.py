@@ -8,58 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-from jobs import config
 from jobs.spec import JobSpec
-from jobs.spool import Spool
-from tests.harness import ROOT, processes_with_arg, start_supervisor, wait_for, write_env
+from tests.harness import ROOT, Stack, kill_leftovers, processes_with_arg, wait_for, write_env
 
 PROGRAMS = ROOT / "tests" / "programs"
-
-
-class Stack:
-    """One spool, its env file and the daemon serving it."""
-
-    def __init__(self, tmp: Path, **env):
-        defs = tmp / "definitions"
-        defs.mkdir()
-        shutil.copy(ROOT / "jobs" / "definitions" / "waiter.toml", defs)
-        for toml in PROGRAMS.glob("*.toml"):
-            text = toml.read_text().replace("{here}", str(PROGRAMS))
-            (defs / toml.name).write_text(text)
-        self.tmp = tmp
-        self.env = write_env(tmp, DEFINITIONS_DIR=defs, **env)
-        self.cfg = config.load(self.env, {})
-        self.spool = Spool(self.cfg.spool_dir).ensure()
-        self.daemon = None
-        self.starts = 0
-
-    def start(self, **extra_env):
-        self.starts += 1
-        self.daemon = start_supervisor(self.env, self.tmp / f"supervisor-{self.starts}.log", **extra_env)
-        return self.daemon
-
-    def submit(self, sid: str, job: str = "waiter", **inputs) -> None:
-        spec = JobSpec(sid, job, inputs)
-        assert self.spool.submit(spec.to_json(), sid)
-
-    def state(self, sid: str) -> dict:
-        return self.spool.read_state(sid) or {}
-
-    def wait_state(self, sid: str, *states: str, timeout: float = 20) -> dict:
-        wait_for(lambda: self.state(sid).get("state") in states, timeout, what=f"{sid} in {states}")
-        return self.state(sid)
-
-    def attempt_dir(self, sid: str, attempt: int = 1) -> Path:
-        return self.spool.attempt_dir(sid, attempt)
-
-    def stop(self):
-        if self.daemon:
-            self.daemon.stop()
 
 
 @pytest.fixture
@@ -67,11 +23,7 @@ def stack(tmp_path):
     s = Stack(tmp_path)
     yield s
     s.stop()
-    for p in processes_with_arg(str(tmp_path)):  # never leave programs behind
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            p.kill()
+    kill_leftovers(tmp_path)  # never leave programs behind
 
 
 def waiter_processes(stack: Stack) -> list[psutil.Process]:
