@@ -57,24 +57,23 @@ def validate_context_root(value: str) -> str:
     return value
 
 
+def _number(name: str, raw: str, lo: float, hi: float, kind: type = float):
+    """Parse int or float `raw`, naming the key and its allowed range on error."""
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r}: must be {what} in [{lo}, {hi}]") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value}: must be in [{lo}, {hi}]")
+    return value
+
+
 def _int(name: str, raw: str, lo: int, hi: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: must be an integer in [{lo}, {hi}]") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value}: must be in [{lo}, {hi}]")
-    return value
+    return _number(name, raw, lo, hi, int)
 
 
-def _float(name: str, raw: str, lo: float, hi: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: must be a number in [{lo}, {hi}]") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value}: must be in [{lo}, {hi}]")
-    return value
+_float = _number
 
 
 def slurm_name_problem(value: str) -> str | None:
