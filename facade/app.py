@@ -22,10 +22,11 @@ from jobs.definitions import Definition, load_definitions
 from jobs.spool import Spool
 
 from .auth import Authenticator
+from .fastpath import StatusFastPath
 from .guard import RequestGuard, soap_fault
 from .operations import Operations
 from .protocol import SafeSoap11
-from .service import build_service
+from .service import build_service, status_operation
 
 
 log = structlog.get_logger("facade.app")
@@ -128,7 +129,8 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
         soap_app = Application([build_service(d, ops)], tns=d.namespace,
                                in_protocol=SafeSoap11(), out_protocol=Soap11())
-        routes[path] = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes)
+        spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes)
+        routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path)
     guard = RequestGuard(Router(routes), config.max_body_bytes)
     guard.paths = list(routes)  # for the start-up banner
     return guard

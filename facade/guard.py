@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 import structlog
 
+from .fastpath import BODY
 
 _FORBIDDEN = re.compile(rb"<!\s*(doctype|entity)", re.IGNORECASE)
 _XML_DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
@@ -72,6 +73,7 @@ class RequestGuard:
                 return [payload]
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
+            environ[BODY] = body  # checked: facade.fastpath may parse it without reading wsgi.input
         return self.app(environ, start_response)
 
     def _checked_body(self, environ: dict) -> bytes:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
-from jobs.spool import NOTIFICATIONS, STDERR, STDOUT, Spool, dump_json, read_json, tail_lines
+from jobs.spool import NOTIFICATIONS, STDERR, STDOUT, Spool, read_json, tail_lines
 from jobs.states import JobState
 
 from .errors import InternalError, UnknownServiceID
@@ -216,5 +215,6 @@ def last_page(files: JobFiles) -> str | None:
 
 
 def remember_page(spool: Spool, files: JobFiles, digest: str, now: float) -> None:
+    """facade.json: a fixed-width record, so that Spool.write_hint can overwrite it in place."""
     if os.path.isdir(files.run_dir):
-        spool.write_atomic(Path(files.facade), dump_json({"page": digest, "sent_at": now}), durable=False)
+        spool.write_hint(files.facade, b'{"page": "%s", "sent_at": %.6f}\n' % (digest.encode(), now))

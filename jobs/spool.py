@@ -121,8 +121,8 @@ class Spool:
     def write_atomic(self, dest: Path, data: bytes, durable: bool = True) -> None:
         """Stage in tmp/, fsync, rename over dest: readers see the old or the new file.
 
-        durable=False skips the fsyncs, for files whose loss after a power cut costs nothing
-        (the facade's last-page digest): still atomic, never half-written.
+        durable=False skips the fsyncs, for files whose loss after a power cut costs nothing:
+        still atomic, never half-written.
         """
         tmp = self._stage(data, durable)
         try:
@@ -132,6 +132,40 @@ class Spool:
             raise
         if durable:
             fsync_dir(dest.parent)
+
+    def write_hint(self, dest: Path | str, data: bytes) -> None:
+        """Replace a small hint file (the façade's last-page digest) at the least cost.
+
+        A hint may be lost or misread for free (the façade then sends the whole
+        page again instead of UNCHANGED), so it is never fsynced, and a record of
+        the same length as the file is written over it in place: one pwrite,
+        where a new file per poll costs an inode, two directory updates and a
+        writeback. A reader racing with that write may see a mix of the two
+        records, which matches neither digest: one page sent again. Any other
+        length is staged in tmp/ and renamed into place, dest removed first (a
+        rename that replaces a file makes ext4 write the new data out at once).
+        """
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                if os.fstat(fd).st_size == len(data):
+                    os.pwrite(fd, data, 0)
+                    return
+            finally:
+                os.close(fd)
+        tmp = self._stage(data, durable=False)
+        try:
+            try:
+                os.unlink(dest)
+            except FileNotFoundError:
+                pass
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(tmp)
+            raise
 
     def create_atomic(self, dest: Path, data: bytes) -> bool:
         """Like write_atomic but never replaces: False if dest already exists."""

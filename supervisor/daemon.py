@@ -79,6 +79,7 @@ class Supervisor:
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
         self.create_time = psutil.Process().create_time()
+        self.uses_local = cfg.executor == "local" or any(d.executor == "local" for d in definitions.values())
 
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
@@ -326,7 +327,11 @@ class Supervisor:
             self.launch(job, now)
 
     def launch(self, job: Job, now: float) -> None:
-        """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn."""
+        """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn.
+
+        With a spare shim (supervisor.runner) the state written first already
+        names the process that will run the job, and no second write is needed.
+        """
         rs, d, sid = job.rs, job.definition, job.sid
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
@@ -334,19 +339,35 @@ class Supervisor:
         env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": str(job.run_dir),
                "JOB_ATTEMPT_DIR": str(job.attempt_dir), "JOB_ATTEMPT": str(rs.attempt),
                "JOB_NOTIFICATIONS_FILE": str(job.run_dir / "notifications.txt")}
+        ex = self.executor(job)
+        reserve = getattr(ex, "reserve", None)  # local: a shim started ahead, its pid known now
+        warm = False
         try:
             job.attempt_dir.mkdir(parents=True, exist_ok=True)
+            warm = bool(reserve and reserve(job))
             self.save(job)
-            self.executor(job).start(job, argv, env)
+            ex.start(job, argv, env)
         except OSError as e:
+            if warm:
+                ex.release(job)
             rs.history.append(Attempt(rs.attempt, now, now, None, None, f"spawn failed: {e}"))
             rs.move(JobState.FAILED, f"spawn failed: {e}", now)  # RUNNING -> FAILED
             self.finish(job, now)
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             return
-        self.save(job)
+        if not warm:
+            self.save(job)  # the pid of the shim just spawned
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
+
+    def prepare(self) -> None:
+        """Between passes: let executors get ready for the next job (the local one's spare shim)."""
+        if not self.uses_local:
+            return
+        for ex in self.executors.values():
+            prepare = getattr(ex, "prepare", None)
+            if prepare is not None:
+                prepare()
 
     # -- persistence -----------------------------------------------------
     def save(self, job: Job) -> None:
@@ -481,6 +502,8 @@ class Daemon:
             self.sup.step(time.time())
             if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
                 break
+            if not draining and not select.select([self.wake_r], [], [], 0)[0]:
+                self.sup.prepare()  # only when nothing is waiting: work first, then get ready
             if select.select([self.wake_r], [], [], tick)[0]:
                 try:
                     while os.read(self.wake_r, 4096):

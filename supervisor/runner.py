@@ -1,9 +1,22 @@
-"""The local executor: the supervisor's one seam to this machine's processes."""
+"""The local executor: the supervisor's one seam to this machine's processes.
+
+Each job runs under its own shim (supervisor/shim.py). Starting a Python
+interpreter for it takes ~8 ms, longer than everything else between a spec's
+arrival and the program's start, so the executor keeps one *spare* shim
+started ahead of need (`prepare`, called by the daemon's loop when it has
+nothing else to do). `reserve` gives a job that spare's pid before the job's
+RUNNING state is written, and `start` then hands it the job through its
+stdin pipe: RUNNING, with the pid that will run the job, is durable before
+anything runs. A spare that never got its job (the daemon died in between)
+exits without touching anything; `adopt` tells that case (no output files in
+the attempt directory, no process) so the job is requeued, not failed.
+"""
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +24,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from .executor import ExitRecord, read_exit
+from .shim import encode_job
 
 if TYPE_CHECKING:
     from .daemon import Job
@@ -30,18 +44,93 @@ def shim_argv(attempt_dir: Path, argv: list[str]) -> list[str]:
     return [sys.executable, "-S", SHIM, str(attempt_dir), "--", *argv]
 
 
+SPARE_ARGV = [sys.executable, "-S", SHIM, "--spare"]
+_SIGDEF = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to exit
+
+
+@dataclass(frozen=True)
+class Spare:
+    """A shim started ahead of need, waiting for a job on the pipe whose writing end is `fd`."""
+    handle: Handle
+    fd: int
+
+
 class LocalExecutor:
     """Runs each job's shim as leader of a new session on this machine."""
 
     name = "local"
 
-    def __init__(self):
+    def __init__(self, spares: bool = True):
         self.handles: dict[str, Handle] = {}
+        self.spares = spares
+        self.spare: Spare | None = None
+        self.reserved: dict[str, Spare] = {}
 
+    # -- the spare shim ------------------------------------------------------
+    def prepare(self) -> None:
+        """Start a spare shim if there is none (a failure only means the next job starts cold)."""
+        if not self.spares or self.spare is not None:
+            return
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.posix_spawn(sys.executable, SPARE_ARGV, os.environ, setsid=True, setsigdef=_SIGDEF,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)] + [
+                                     (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
+        except OSError:
+            os.close(w)
+            return
+        finally:
+            os.close(r)
+        try:
+            create_time = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            os.close(w)
+            return
+        self.spare = Spare(Handle(pid, create_time, True), w)
+
+    def reserve(self, job: "Job") -> bool:
+        """Give the job the spare's identity (before its RUNNING state is written); False: none ready."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return False
+        try:
+            gone = os.waitpid(spare.handle.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            gone = True
+        if gone:
+            os.close(spare.fd)
+            return False
+        self.reserved[job.sid] = spare
+        job.rs.pid, job.rs.create_time = spare.handle.pid, spare.handle.create_time
+        return True
+
+    def release(self, job: "Job") -> None:
+        """A reserved spare that will not get its job: it exits on end of file."""
+        spare = self.reserved.pop(job.sid, None)
+        if spare is not None:
+            os.close(spare.fd)
+
+    def close(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare.fd)
+            self.spare = None
+
+    # -- the executor --------------------------------------------------------
     def start(self, job: "Job", argv: list[str], env: dict[str, str]) -> None:
+        spare = self.reserved.pop(job.sid, None)
+        if spare is not None:  # hand the job to the reserved spare: it runs it at our end of file
+            try:
+                view = memoryview(encode_job(str(job.attempt_dir), argv, env))
+                while view:
+                    view = view[os.write(spare.fd, view):]
+            finally:
+                os.close(spare.fd)
+            self.handles[job.sid] = spare.handle
+            return
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
         pid = os.posix_spawn(sys.executable, shim_argv(job.attempt_dir, argv), env, setsid=True, file_actions=quiet,
-                             setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
+                             setsigdef=_SIGDEF)
         try:
             create_time = psutil.Process(pid).create_time()
         except psutil.NoSuchProcess:  # already gone: its exit file (or the lack of one) tells
@@ -56,11 +145,33 @@ class LocalExecutor:
             if found is None:
                 return read_exit(job.attempt_dir) is not None
             rs.pid, rs.create_time = found.pid, found.create_time
+        elif not self._got_job(job):
+            return False  # a spare's pid, but the daemon died before handing it the job: nothing ran
         self.handles[job.sid] = Handle(rs.pid, rs.create_time or 0.0, False)
+        return True
+
+    def _got_job(self, job: "Job") -> bool:
+        """Whether the shim with the recorded pid ever started on this attempt.
+
+        Every shim opens the attempt's stdout.log before it runs the program. A
+        spare that never got its job exits as soon as its daemon is gone, so an
+        empty attempt and no process means it never started.
+        """
+        marks = (job.attempt_dir / "stdout.log", job.attempt_dir / "exit.json")
+        h = Handle(job.rs.pid, job.rs.create_time or 0.0, False)
+        deadline = time.monotonic() + NEVER_STARTED_WAIT
+        while not any(m.exists() for m in marks):
+            if not self._alive(h):
+                return any(m.exists() for m in marks)
+            if time.monotonic() > deadline:
+                return True  # alive and silent: never run it a second time
+            time.sleep(0.01)
         return True
 
     def ended(self, jobs: list["Job"], full: bool) -> list[tuple["Job", ExitRecord | None]]:
         reaped = set(self._reap())
+        if self.spare is not None and self.spare.handle.pid in reaped:
+            self.close()  # the spare died (killed): prepare() starts another
         done = []
         for job in jobs:
             h = self.handles.get(job.sid)

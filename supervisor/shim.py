@@ -8,6 +8,14 @@ atomically. It imports only the standard library and runs without site (-S)
 to keep the spool->spawn path short. It ignores SIGTERM/SIGINT itself (the
 program gets them from the group signal) so it lives to record the exit; a
 SIGKILL of the group ends it too, which the daemon accounts for.
+
+Spare mode (local executor):  python -S shim.py --spare
+The daemon keeps one shim started ahead of need, so a job does not wait for
+an interpreter to start. A spare reads one job from stdin (a pipe from the
+daemon), sent only once the job's RUNNING state, with this spare's pid, is
+durable; it runs it from the daemon's end-of-file. If the pipe closes before
+a whole job arrived (the daemon stopped or died), the spare exits at once
+and has touched nothing.
 """
 import os
 import sys
@@ -44,23 +52,66 @@ def write_exit(attempt_dir, record):
         os.close(dfd)
 
 
-def main(argv):
-    attempt_dir, sep, program = argv[0], argv[1], argv[2:]
-    if sep != "--" or not program:
-        print("usage: shim.py ATTEMPT_DIR -- PROGRAM [ARGS...]", file=sys.stderr)
-        return 2
+JOB_MAGIC = b"spoolsoap-job-1"
+
+
+def encode_job(attempt_dir, program, env):
+    """The message a spare reads: NUL-separated fields, closed by the daemon's end of file."""
+    fields = [JOB_MAGIC, os.fsencode(attempt_dir), str(len(program)).encode()]
+    fields += [os.fsencode(a) for a in program]
+    fields.append(str(len(env)).encode())
+    fields += [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    return b"\0".join(fields + [b"end", b""])
+
+
+def decode_job(data):
+    """(attempt_dir, program, env) from a whole message, or None."""
+    fields = data.split(b"\0")
+    try:
+        if fields[0] != JOB_MAGIC or fields[-2:] != [b"end", b""]:
+            return None
+        attempt_dir = os.fsdecode(fields[1])
+        n = int(fields[2])
+        program = [os.fsdecode(a) for a in fields[3:3 + n]]
+        m = int(fields[3 + n])
+        items = fields[4 + n:4 + n + m]
+        if len(program) != n or not program or len(items) != m or 4 + n + m != len(fields) - 2:
+            return None
+        env = {}
+        for item in items:
+            key, sep, value = item.partition(b"=")
+            env[os.fsdecode(key)] = os.fsdecode(value)
+        return attempt_dir, program, env
+    except (IndexError, ValueError):
+        return None
+
+
+def read_job(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return decode_job(b"".join(chunks))
+        chunks.append(chunk)
+
+
+def _ignore_stop_signals():
+    # Handlers (not SIG_IGN) so the program starts with default dispositions.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+
+
+def run(attempt_dir, program, env):
+    """Run the program with the attempt's logs, wait, record its exit; returns the shim's exit status."""
     run_dir = os.path.dirname(os.path.dirname(attempt_dir))
     started = time.time()
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     out = os.open(os.path.join(attempt_dir, "stdout.log"), flags, 0o644)
     err = os.open(os.path.join(attempt_dir, "stderr.log"), flags, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
-    # Handlers (not SIG_IGN) so the program starts with default dispositions.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: None)
     try:
         os.chdir(run_dir)
-        pid = os.posix_spawnp(program[0], program, os.environ, file_actions=[
+        pid = os.posix_spawnp(program[0], program, env, file_actions=[
             (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2),
         ], setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     except OSError as e:
@@ -74,6 +125,25 @@ def main(argv):
               "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
     write_exit(attempt_dir, record)
     return code if code >= 0 else 128 - code
+
+
+def main(argv):
+    _ignore_stop_signals()
+    if argv == ["--spare"]:
+        job = read_job(0)
+        if job is None:
+            return 0  # the daemon stopped before handing over a job: nothing was started
+        attempt_dir, program, env = job  # fd 0 stays open (at end of file): new fds must not land on 0-2
+        # posix_spawnp looks the program up in this process's PATH: the job's, as for a shim started for it
+        if "PATH" in env:
+            os.environ["PATH"] = env["PATH"]
+        else:
+            os.environ.pop("PATH", None)
+        return run(attempt_dir, program, env)
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: shim.py ATTEMPT_DIR -- PROGRAM [ARGS...]  |  shim.py --spare", file=sys.stderr)
+        return 2
+    return run(argv[0], argv[2:], os.environ)
 
 
 if __name__ == "__main__":

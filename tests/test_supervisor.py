@@ -177,7 +177,7 @@ def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
     stack.submit("q-run", secondsToWait=5)
     stack.submit("q-wait", secondsToWait=5)
     stack.wait_state("q-run", "RUNNING")
-    assert stack.state("q-wait")["state"] == "QUEUED"
+    stack.wait_state("q-wait", "QUEUED")
     assert json.loads(stack.spool.queue_file.read_text())["queued"] == ["q-wait"]
     stack.spool.send_command("q-wait", "kill", origin="operator")
     st = stack.wait_state("q-wait", "ABORTED")
