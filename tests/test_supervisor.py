@@ -112,6 +112,25 @@ def test_crash_between_state_write_and_spawn_requeues(stack):
     assert (stack.attempt_dir("window-1") / "result.txt").read_text() == "FINISHED"
 
 
+def test_spare_shim_that_never_got_its_job_requeues(stack):
+    """RUNNING with a recorded pid that is gone and an empty attempt (a spare never handed its job) runs again."""
+    stack.start()
+    stack.submit("spare-1", secondsToWait=0)
+    stack.wait_state("spare-1", "SUCCEEDED")
+    stack.daemon.stop()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    state_file = stack.spool.run_dir("spare-1") / "state.json"
+    st = json.loads(state_file.read_text())
+    st.update(state="RUNNING", pid=gone.pid, create_time=1.0, exit_code=None, finished_at=None, history=[])
+    shutil.rmtree(stack.attempt_dir("spare-1"))
+    stack.attempt_dir("spare-1").mkdir(parents=True)
+    state_file.write_text(json.dumps(st))
+    stack.start()
+    done = stack.wait_state("spare-1", "SUCCEEDED")
+    assert done["attempt"] == 1 and done["exit_code"] == 0 and done["pid"] != gone.pid
+
+
 def test_jobs_outlive_a_clean_supervisor_stop(stack):
     """SIGTERM stops the daemon cleanly and leaves running jobs running for the next one."""
     stack.start()
