@@ -1,4 +1,4 @@
-"""`python -m facade`: serve every job definition's SOAP service under gunicorn."""
+"""`python -m facade`: serve every job definition's SOAP service under granian."""
 import sys
 
 from .server import main

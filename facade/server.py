@@ -1,27 +1,30 @@
-"""`python -m facade`: the façade under gunicorn, configured from the env file (ENV_FILE).
+"""`python -m facade`: the façade under granian, configured from the env file (ENV_FILE).
 
-gunicorn is driven from code (BaseApplication) so there is one entry point
-and every setting comes from jobs.config. Workers are gthread: a request that
-waits (abortService polls for up to ABORT_WAIT_SECONDS; a slow authentication
-manager costs up to AUTH_TIMEOUT_SECONDS per call) blocks one thread, not the
-whole worker, so polls keep being answered. The app is built before forking
-(preload), so a bad configuration or definition stops start-up with its message.
+granian (a Rust HTTP server) is driven from code so there is one entry point
+and every setting comes from jobs.config. It was chosen on bench/ figures
+(README "Performance", S9): connections are handled asynchronously, so slow
+or idle clients cost no thread and are timed out (facade.bridge), and polls
+are answered at a higher rate than under gunicorn's gthread workers. The app
+is built in the master before the workers fork (a bad configuration or
+definition stops start-up with its message), and each worker inherits it.
 """
 from __future__ import annotations
 
-import logging
+import os
 import sys
 
 import structlog
-from gunicorn import glogging
 
 from jobs import config as config_mod
 from jobs import logs
 from jobs.errors import JobsError
 
 from .app import make_app
+from .bridge import WsgiOverRsgi
 
-THREADS_PER_WORKER = 8
+HEADER_BUFFER_BYTES = 64 * 1024  # request line + headers; hyper also caps them at 100 fields
+
+_app: WsgiOverRsgi | None = None  # built by main() before the workers fork
 
 
 def _url_host(host: str) -> str:
@@ -29,7 +32,7 @@ def _url_host(host: str) -> str:
 
 
 def _logconfig(level: str) -> dict:
-    """gunicorn's and spyne's stdlib records as JSON lines on stderr, like our structlog events."""
+    """granian's and spyne's stdlib records as JSON lines on stderr, like our structlog events."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -43,80 +46,70 @@ def _logconfig(level: str) -> dict:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
-            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            "_granian": {"level": level.upper(), "handlers": [], "propagate": True},
+            "granian.access": {"level": "WARNING", "handlers": [], "propagate": True},
             # spyne logs each fault with a traceback and malformed bodies in full; we log faults ourselves
             "spyne": {"level": "CRITICAL", "handlers": [], "propagate": True},
         },
     }
 
 
-class FacadeLogger(glogging.Logger):
-    """gunicorn's logger, minus the per-request cost of an access log that is configured off.
-
-    gunicorn builds every request's access-log entry whenever a logconfig_dict
-    is set, even with gunicorn.access at WARNING as here (~2 % of a poll).
-    """
-
-    def access(self, resp, req, environ, request_time):
-        if self.access_log.isEnabledFor(logging.INFO):
-            super().access(resp, req, environ, request_time)
+def worker_app() -> WsgiOverRsgi:
+    """granian's factory, called in each worker: the app main() built before the fork."""
+    global _app
+    if _app is None:  # a worker started without fork: build it here
+        cfg = config_mod.load()
+        logs.configure(cfg.log_level)
+        _app = rsgi_app(cfg, make_app(cfg), parent_pid=os.getppid())
+    return _app
 
 
-def gunicorn_options(cfg: config_mod.Config) -> dict:
-    """Everything but the start-up hook; request limits keep hostile headers small."""
-    return {
-        "bind": [f"{_url_host(cfg.facade_host)}:{cfg.facade_port}"],
-        "workers": cfg.facade_workers,
-        "worker_class": "gthread",
-        "threads": THREADS_PER_WORKER,
-        "preload_app": True,
-        "proc_name": "facade",
+def rsgi_app(cfg: config_mod.Config, wsgi_app, parent_pid: int | None) -> WsgiOverRsgi:
+    return WsgiOverRsgi(wsgi_app, cfg.max_body_bytes, cfg.facade_read_timeout_seconds, cfg.facade_threads,
+                        parent_pid=parent_pid)
+
+
+def granian_server(cfg: config_mod.Config, target: str = "facade.server:worker_app"):
+    """The granian server for the façade's settings (the benchmark serves its baselines with it too)."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server import Server
+
+    return Server(
+        target, factory=True, interface=Interfaces.RSGI,
+        address=cfg.facade_host, port=cfg.facade_port, workers=cfg.facade_workers,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=int(cfg.facade_read_timeout_seconds * 1000),
+                                     keep_alive=True, max_buffer_size=HEADER_BUFFER_BYTES),
+        backlog=2048,
+        log_dictconfig=_logconfig(cfg.log_level),
+        respawn_failed_workers=True,
         # a request is bounded by the auth timeout (a few calls) and the abort wait
-        "timeout": int(max(30, 6 * cfg.auth_timeout_seconds + cfg.abort_wait_seconds + 10)),
-        "graceful_timeout": 10,
-        "keepalive": 5,
-        "limit_request_line": 8190,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
-        "loglevel": cfg.log_level,
-        "logconfig_dict": _logconfig(cfg.log_level),
-        "accesslog": None,
-        "logger_class": FacadeLogger,
-        "control_socket_disable": True,
-    }
+        workers_kill_timeout=int(max(10, 3 * cfg.auth_timeout_seconds + cfg.abort_wait_seconds + 2)),
+        process_name="facade",
+    )
 
 
 def main() -> int:
     """Load the configuration (ENV_FILE), build the app, serve; 2 on a configuration error."""
+    global _app
     try:
         cfg = config_mod.load()
         logs.configure(cfg.log_level)
-        app = make_app(cfg)
+        wsgi_app = make_app(cfg)
     except JobsError as e:
         print(f"facade: error: {e}", file=sys.stderr)
         return 2
-    from gunicorn.app.base import BaseApplication
-
-    paths = app.paths
+    _app = rsgi_app(cfg, wsgi_app, parent_pid=os.getpid())
+    server = granian_server(cfg)
     log = structlog.get_logger("facade.server")
 
-    def when_ready(server):
-        for listener in server.LISTENERS:
-            host, port = listener.sock.getsockname()[:2]
-            for p in paths:
-                print(f"facade: WSDL at http://{_url_host(host)}:{port}{p}?wsdl", flush=True)
-        log.info("ready", services=paths, workers=cfg.facade_workers, spool=str(cfg.spool_dir))
+    @server.on_startup
+    def listening():
+        for p in wsgi_app.paths:
+            print(f"facade: WSDL at http://{_url_host(cfg.facade_host)}:{cfg.facade_port}{p}?wsdl", flush=True)
+        log.info("ready", services=wsgi_app.paths, workers=cfg.facade_workers, threads=cfg.facade_threads,
+                 spool=str(cfg.spool_dir))
 
-    options = {**gunicorn_options(cfg), "when_ready": when_ready}
-
-    class FacadeServer(BaseApplication):
-        def load_config(self):
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self):
-            return app
-
-    FacadeServer().run()
+    server.serve()
     return 0

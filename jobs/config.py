@@ -130,6 +130,8 @@ class Config:
     facade_host: str
     facade_port: int
     facade_workers: int
+    facade_threads: int
+    facade_read_timeout_seconds: float
     auth_cache_seconds: float
     auth_timeout_seconds: float
     abort_wait_seconds: float
@@ -164,6 +166,8 @@ _DEFAULTS = {
     "FACADE_HOST": "127.0.0.1",
     "FACADE_PORT": "8080",
     "FACADE_WORKERS": "2",
+    "FACADE_THREADS": "8",
+    "FACADE_READ_TIMEOUT_SECONDS": "10",
     "AUTH_CACHE_SECONDS": "30",
     "AUTH_TIMEOUT_SECONDS": "5",
     "ABORT_WAIT_SECONDS": "4",
@@ -213,6 +217,8 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         facade_host=raw["FACADE_HOST"],
         facade_port=_int("FACADE_PORT", raw["FACADE_PORT"], 0, 65535),
         facade_workers=_int("FACADE_WORKERS", raw["FACADE_WORKERS"], 1, 64),
+        facade_threads=_int("FACADE_THREADS", raw["FACADE_THREADS"], 1, 256),
+        facade_read_timeout_seconds=_float("FACADE_READ_TIMEOUT_SECONDS", raw["FACADE_READ_TIMEOUT_SECONDS"], 1, 60),
         auth_cache_seconds=_float("AUTH_CACHE_SECONDS", raw["AUTH_CACHE_SECONDS"], 0, 3600),
         auth_timeout_seconds=_float("AUTH_TIMEOUT_SECONDS", raw["AUTH_TIMEOUT_SECONDS"], 0.1, 60),
         abort_wait_seconds=_float("ABORT_WAIT_SECONDS", raw["ABORT_WAIT_SECONDS"], 0, 30),
