@@ -22,6 +22,7 @@ Layout (every file has exactly one writer, see README "Spool layout"):
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -116,6 +117,8 @@ class Spool:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if durable:
+            _verify_staged(tmp, data)
         return tmp
 
     def write_atomic(self, dest: Path, data: bytes, durable: bool = True) -> None:
@@ -246,6 +249,24 @@ def tail_lines(path: Path, n: int = 10, max_bytes: int = 8192) -> list[str]:
     if size > max_bytes and lines:
         lines = lines[1:]
     return lines[-n:]
+
+
+def _verify_staged(path: Path, data: bytes) -> None:
+    """Check that a staged file holds exactly what was written, before it is published.
+
+    A thread that writes through a descriptor number it already closed lands in
+    whatever file now has that number: gunicorn's gthread worker, exiting after
+    its master died, wrote its wake-up NUL bytes into a spec being staged by
+    another thread, which was then acknowledged and published. Once our
+    descriptor is closed nothing can reach this file through it, so what is
+    read back now is what a reader will see.
+    """
+    with open(path, "rb") as f:
+        landed = f.read(len(data) + 1)
+    if landed != data:
+        _unlink(path)
+        raise OSError(errno.EIO, f"staged file {path.name} does not hold what was written "
+                                 f"({len(landed)} bytes read back, {len(data)} written); nothing was published")
 
 
 def _write_all(fd: int, data: bytes) -> None:
