@@ -16,18 +16,17 @@ Deviations, each needed to run it at all and none making it slower:
 * the program's argv comes from BASELINE_PROGRAM (a JSON list, with
   {seconds}, {status}, {result} substituted) instead of `python wait_a_while.py`.
 
-Served with exactly the façade's gunicorn settings (facade.server.gunicorn_options):
+Served like the façade, by bench.servers (same server, workers and threads):
 
-    python -m bench.baseline_waiter --port P --log-folder DIR   (ENV_FILE as for the façade)
-    python -m bench.baseline_waiter --port P --floor
+    python -m bench.servers --app waiter --port P --log-folder DIR   (ENV_FILE as for the façade)
+    python -m bench.servers --app floor --port P
 
---floor serves the HTTP floor instead: a WSGI app that reads the request and
-answers a fixed small SOAP envelope without parsing anything, under the same
-gunicorn settings; no SOAP service on this server can be faster.
+`floor_app` is the HTTP floor: a WSGI app that reads the request and answers a
+fixed small SOAP envelope without parsing anything; no SOAP service on the
+same server can be faster.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import logging
@@ -138,42 +137,3 @@ def make_app():
     return WsgiApplication(application)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.baseline_waiter")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--log-folder", default="/tmp/waiter")
-    p.add_argument("--floor", action="store_true", help="serve the HTTP floor, not the waiter")
-    args = p.parse_args(argv)
-    global WAITER_LOG_FOLDER
-    WAITER_LOG_FOLDER = args.log_folder
-
-    from gunicorn.app.base import BaseApplication
-
-    from facade.server import gunicorn_options
-    from jobs import config as config_mod
-
-    cfg = config_mod.load()
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("spyne").setLevel(logging.CRITICAL)
-    logging.getLogger("suds").setLevel(logging.CRITICAL)
-    app = floor_app if args.floor else make_app()
-    options = {**gunicorn_options(cfg), "bind": [f"127.0.0.1:{args.port}"],
-               "proc_name": "http-floor" if args.floor else "baseline-waiter",
-               "logconfig_dict": {"version": 1, "disable_existing_loggers": False,
-                                  "root": {"level": "WARNING"}}}
-
-    class BaselineServer(BaseApplication):
-        def load_config(self):
-            for key, value in options.items():
-                if key in self.cfg.settings:
-                    self.cfg.set(key, value)
-
-        def load(self):
-            return app
-
-    BaselineServer().run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,8 +5,8 @@
     S3 start latency                        S7 spool size independence
     S4 spool -> spawn                       S8 spool -> running on Slurm (optional)
 
-They share one real stack (devauth, supervisor, façade under gunicorn, the
-baseline under the same gunicorn settings) and run in an order that keeps
+They share one real stack (devauth, supervisor, façade under granian, the
+baseline under the same server settings) and run in an order that keeps
 the quiet measurements (S4, S5, S3) before the machine is loaded with
 1,000 running jobs (S6, S1, S2). S7 uses two small stacks of its own.
 """
@@ -16,11 +16,11 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,8 @@ class Plan:
     base_tp_sweep: tuple[int, ...] = (4, 16)
     base_tp_repeats: int = 3
     base_tp_seconds: float = 4
+    slow_conns: int = 500
+    slow_seconds: float = 8
 
     @classmethod
     def quick_plan(cls) -> "Plan":
@@ -80,7 +82,8 @@ class Plan:
                    start_each=1, base_start_seq=5, base_start_clients=5, s7_finished=300, s7_running=4,
                    s7_blocks=2, s7_polls=60, idle_seconds=2, jobs=40, poll_ns=(10, 40), poll_seconds=6,
                    poll_windows=3, base_poll_seconds=(4, 3), tp_sweep=(8,), tp_sweep_seconds=1, tp_repeats=2,
-                   tp_seconds=1, base_tp_sweep=(4,), base_tp_repeats=1, base_tp_seconds=1)
+                   tp_seconds=1, base_tp_sweep=(4,), base_tp_repeats=1, base_tp_seconds=1,
+                   slow_conns=60, slow_seconds=1.5)
 
 
 def log(msg: str) -> None:
@@ -145,7 +148,7 @@ class Bench:
         return (env or self.env).spool / "runs" / sid / "attempts" / "1" / name
 
     def server_pids(self, proc: Proc) -> list[psutil.Process]:
-        """A gunicorn master and its workers."""
+        """A server master and its workers."""
         p = psutil.Process(proc.pid)
         return [p] + p.children()
 
@@ -306,16 +309,16 @@ def s3_start_latency(b: Bench) -> None:
                         value_of(c, scale=MS), value_of(bc, scale=MS), "tutorial waiter", "{:.2f}",
                         ratio=c["median"] / bc["median"]))
     b.report.add(Figure("S3", f"start latency, {plan.start_clients} concurrent clients, p50, vs the HTTP floor", "ms",
-                        value_of(c, scale=MS), value_of(fl, scale=MS), "no-op WSGI app, same gunicorn", "{:.2f}",
+                        value_of(c, scale=MS), value_of(fl, scale=MS), "no-op WSGI app, same server", "{:.2f}",
                         ratio=c["median"] / fl["median"]))
     b.report.add(Figure("S3", f"start latency, {plan.start_clients} concurrent clients, p50, supervisor paused "
                               "(the façade alone) vs the HTTP floor", "ms",
-                        value_of(al, scale=MS), value_of(fl, scale=MS), "no-op WSGI app, same gunicorn", "{:.2f}",
+                        value_of(al, scale=MS), value_of(fl, scale=MS), "no-op WSGI app, same server", "{:.2f}",
                         ratio=al["median"] / fl["median"]))
     b.report.notes.append(
         f"S3: {plan.start_clients} clients each send {plan.start_each} starts back to back ({n_conc} jobs, each "
         f"spawned by the supervisor meanwhile): {conc.rate:.0f} starts/s; the HTTP floor (a WSGI app that answers "
-        f"without parsing, same gunicorn settings) does {floor.rate:.0f} requests/s with p50 "
+        f"without parsing, same server settings) does {floor.rate:.0f} requests/s with p50 "
         f"{fl['median'] * MS:.1f} ms at the same concurrency: with {plan.start_clients} requests in flight, "
         f"p50 ≈ {plan.start_clients} / throughput (Little's law)")
     b.report.target(Target("S3", "start p50, sequential (auth cached)", s["median"] * MS, 5, "<=", "ms",
@@ -682,7 +685,7 @@ def s2_throughput(b: Bench) -> None:
     b.report.add(Figure("S2", f"polls/s, closed loop, {best_c} keep-alive connections (baseline {base_c})", "polls/s",
                         value_of_runs(rates), value_of_runs(base_rates), "tutorial waiter", "{:,.0f}", ratio=ratio))
     b.report.add(Figure("S2", f"polls/s vs the HTTP floor, {best_c} connections", "polls/s", value_of_runs(rates),
-                        value_of_runs(floor_rates), "no-op WSGI app, same gunicorn", "{:,.0f}",
+                        value_of_runs(floor_rates), "no-op WSGI app, same server", "{:,.0f}",
                         ratio=statistics.median(rates) / statistics.median(floor_rates)))
     lat = summary([x for r in runs for x in r["latencies"]])
     b.report.add(Figure("S2", "poll latency p50 at that load", "ms", value_of(lat, scale=MS), None, "", "{:.2f}"))
@@ -726,6 +729,102 @@ def _repeat(b: Bench, port: int, reqs, c: int, repeats: int, seconds: float, che
     return runs
 
 
+# == S9 slow clients, and the server choice =======================================
+
+def _hold_slow(port: int, path: str, count: int) -> list[socket.socket]:
+    """`count` connections that send half a request (headers or body) or nothing, and wait."""
+    half_headers = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Ty".encode()
+    half_body = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n<soapenv:Env".encode()
+    held = []
+    for i in range(count):
+        s = socket.create_connection((HOST, port))
+        s.sendall((half_headers, half_body, b"")[i % 3])
+        held.append(s)
+    return held
+
+
+def _paced_polls(port: int, body: bytes, seconds: float, period: float = 0.05, timeout: float = 5.0):
+    """One poll every `period` on a new connection; a poll with no answer within `timeout` is an error."""
+    latencies, errors = [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            with socket.create_connection((HOST, port), timeout=timeout) as c:
+                c.sendall(body)
+                data = b""
+                while b"</soap11env:Envelope>" not in data and b"</soapenv:Envelope>" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            if b" 200 " not in data[:20]:
+                raise OSError(data[:40])
+            latencies.append(time.perf_counter() - t0)
+        except OSError:
+            errors += 1
+        time.sleep(max(0.0, period - (time.perf_counter() - t0)))
+    return latencies, errors
+
+
+def s9_slow_clients(b: Bench) -> None:
+    """Polls with N slow connections held, against the same server without them; ours vs the previous server."""
+    plan = b.plan
+    sid = "slow-clients"
+    body = b.ours(LIGHT, soap.start_body(LIGHT[0], "startBenchLight", sid, b.token(0), b.auth.extra(),
+                                         [("seconds", 600)]))
+    httpload.request_once(HOST, b.env.port, body)
+    wait_for(lambda: b.attempt_file(sid, "status.txt").exists(), 30, f"{sid} running", 0.05)
+    gproc, gport = b.stack.gunicorn_facade(b.env)
+    path = f"{b.env.context_root}/{LIGHT[1]}"
+    poll = soap.status_body(LIGHT[0], sid, b.token(0))
+    results = {}
+    for name, port in (("granian", b.env.port), ("gunicorn", gport)):
+        req = httpload.post(HOST, port, path, poll, keep_alive=False)
+        log(f"S9 slow clients: {name}, polls for {plan.slow_seconds:g} s without, then with {plan.slow_conns} held")
+        _paced_polls(port, req, 0.3)  # warm-up: the worker's first token validation
+        free = _paced_polls(port, req, plan.slow_seconds)
+        held = _hold_slow(port, path, plan.slow_conns)
+        try:
+            time.sleep(0.5)
+            slow = _paced_polls(port, req, plan.slow_seconds)
+        finally:
+            for c in held:
+                c.close()
+        tp = httpload.closed_loop(HOST, port, [httpload.post(HOST, port, path, poll)], 16, plan.slow_seconds,
+                                  soap.status_kind, warmup=0.3)
+        results[name] = (free, slow, tp)
+        log(f"  p99 {percentile(free[0], 99) * MS if free[0] else float('nan'):.1f} ms without, "
+            f"{percentile(slow[0], 99) * MS if slow[0] else float('nan'):.1f} ms with ({slow[1]} errors); "
+            f"{tp.rate:,.0f} polls/s closed loop")
+    gproc.stop()
+    b.stack.procs.remove(gproc)
+    n = plan.slow_conns
+
+    def p99(lat):
+        return Value(percentile(lat, 99) * MS, percentile(lat, 99) * MS, percentile(lat, 99) * MS, "", len(lat))
+    (free, slow, tp), (gfree, gslow, gtp) = results["granian"], results["gunicorn"]
+    b.report.add(Figure("S9", f"poll p99, {n} slow connections held (granian, ours)", "ms", p99(slow[0]),
+                        p99(free[0]), "same server, none held", "{:.2f}",
+                        ratio=percentile(slow[0], 99) / percentile(free[0], 99)))
+    if gslow[0]:
+        b.report.add(Figure("S9", f"poll p99, {n} slow connections held (gunicorn gthread, previous)", "ms",
+                            p99(gslow[0]), p99(gfree[0]), "same server, none held", "{:.2f}",
+                            ratio=percentile(gslow[0], 99) / percentile(gfree[0], 99)))
+    b.report.add(Figure("S9", "polls/s, closed loop, 16 connections: granian vs gunicorn gthread", "polls/s",
+                        Value(tp.rate, tp.rate, tp.rate, "", len(tp.latencies)),
+                        Value(gtp.rate, gtp.rate, gtp.rate, "", len(gtp.latencies)), "gunicorn gthread (previous)",
+                        "{:,.0f}", ratio=tp.rate / gtp.rate if gtp.rate else None))
+    b.report.notes.append(
+        f"S9: one poll every 50 ms on a new connection, 5 s timeout; with {n} connections held (a third half "
+        f"headers, a third half a body, a third nothing): granian answered {len(slow[0])} with {slow[1]} "
+        f"errors, gunicorn gthread (2 workers x 8 threads) {len(gslow[0])} with {gslow[1]} errors")
+    b.report.target(Target("S9", f"poll p99 with {n} slow connections held", percentile(slow[0], 99) * MS
+                           if slow[0] else float("inf"), 50, "<=", "ms", f"{slow[1]} polls without an answer"))
+    b.report.target(Target("S9", f"polls without an answer with {n} slow connections held", slow[1], 0, "<=",
+                           "polls", f"gunicorn gthread: {gslow[1]}"))
+
+
 # == S8 Slurm (optional) ============================================================
 
 def slurm_up() -> bool:
@@ -761,7 +860,7 @@ def s8_slurm(b: Bench) -> None:
                         value_of(floor, scale=MS) if floor else None, "local executor (S4)", "{:.0f}"))
 
 
-SCENARIOS = ("S4", "S5", "S3", "S7", "S6", "S1", "S2", "S8")
+SCENARIOS = ("S4", "S5", "S3", "S7", "S6", "S1", "S2", "S9", "S8")
 
 
 def run_all(b: Bench, only: set[str] | None = None) -> None:
@@ -793,5 +892,7 @@ def run_all(b: Bench, only: set[str] | None = None) -> None:
                 attempt("S1/S6", s1_and_s6, b, idle)
             if want("S2"):
                 attempt("S2", s2_throughput, b)
+    if want("S9"):
+        attempt("S9", s9_slow_clients, b)
     if want("S8"):
         attempt("S8", s8_slurm, b)

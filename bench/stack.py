@@ -196,7 +196,7 @@ class Stack:
     def baseline(self, env: Env, log_folder: Path, auth_wsdl: str, program: list[str]) -> tuple[Proc, int]:
         port = free_port()
         log_folder.mkdir(parents=True, exist_ok=True)
-        proc = self._start("baseline", [sys.executable, "-m", "bench.baseline_waiter", "--port", str(port),
+        proc = self._start("baseline", [sys.executable, "-m", "bench.servers", "--app", "waiter", "--port", str(port),
                                         "--log-folder", str(log_folder)],
                            env.path.parent / "baseline.log",
                            {"ENV_FILE": str(env.path), "BASELINE_AUTH_WSDL": auth_wsdl,
@@ -205,11 +205,20 @@ class Stack:
         return proc, port
 
     def floor(self, env: Env) -> tuple[Proc, int]:
-        """The HTTP floor: a no-op WSGI app under the façade's gunicorn settings."""
+        """The HTTP floor: a no-op WSGI app served like the façade."""
         port = free_port()
-        proc = self._start("floor", [sys.executable, "-m", "bench.baseline_waiter", "--port", str(port), "--floor"],
+        proc = self._start("floor", [sys.executable, "-m", "bench.servers", "--app", "floor", "--port", str(port)],
                            env.path.parent / "floor.log", {"ENV_FILE": str(env.path)})
         wait_http_post(port, proc)
+        return proc, port
+
+    def gunicorn_facade(self, env: Env, service: str = "BenchLight") -> tuple[Proc, int]:
+        """The façade's own app under the server it used before granian (S9's comparison)."""
+        port = free_port()
+        proc = self._start("facade-gunicorn", [sys.executable, "-m", "bench.servers", "--app", "facade",
+                                               "--server", "gunicorn", "--port", str(port)],
+                           env.path.parent / "facade-gunicorn.log", {"ENV_FILE": str(env.path)})
+        wait_http(f"http://127.0.0.1:{port}{env.context_root}/{service}?wsdl", proc)
         return proc, port
 
     def _start(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> Proc:
