@@ -9,9 +9,11 @@ keep-alive connections, and the body on the worker's event loop under
 FACADE_READ_TIMEOUT_SECONDS and MAX_BODY_BYTES. Only a complete request
 reaches one of FACADE_THREADS threads, where spyne runs as before.
 
-A worker dies with its master (a parent-death signal), so a façade restarted
+A worker dies with its master (a parent-death KILL), so a façade restarted
 after its master was killed binds the port at once instead of meeting
-orphaned workers that still hold it.
+orphaned workers that still hold it. A request cut short that way was never
+answered, so its client retries it; what a start wrote is durable before the
+answer is sent (jobs.spool), so nothing acknowledged is lost.
 """
 from __future__ import annotations
 
@@ -37,10 +39,10 @@ log = structlog.get_logger("facade.bridge")
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to TERM this process when its parent dies; exit now if it already has."""
+    """Ask the kernel to KILL this process when its parent dies; exit now if it already has."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: orphans then end at their next restart
         return
     if os.getppid() != parent_pid:
