@@ -27,7 +27,8 @@ from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
-from jobs.spool import SERVICE_ID_RE, STDERR, STDOUT, Spool, read_json, validate_service_id
+from jobs.spool import (SERVICE_ID_RE, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_bytes, read_json,
+                        validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
 
 PROG = "jobctl"
@@ -190,8 +191,8 @@ class Context:
             return None
         path = self.spool.attempt_dir(sid, run.attempt) / d.files[d.progress_file]
         try:
-            value = float(path.read_text(encoding="utf-8", errors="replace").strip())
-        except (OSError, ValueError):
+            value = float(read_bytes(path, 64).decode("utf-8", "replace").strip())
+        except (OSError, SpecError, ValueError):
             return None
         return max(0.0, min(100.0, value))
 
@@ -445,8 +446,9 @@ def _rejection(spool: Spool, cmd_path: Path) -> str | None:
     if not found:
         return None
     try:
-        return found[-1].with_name(found[-1].name + ".reason").read_text(errors="replace").strip() or "no reason given"
-    except OSError:
+        reason = read_bytes(found[-1].with_name(found[-1].name + ".reason"), 4096)
+        return reason.decode("utf-8", "replace").strip() or "no reason given"
+    except (OSError, SpecError):
         return "no reason given"
 
 
@@ -471,7 +473,7 @@ def cmd_logs(ctx: Context, args) -> int:
         if not path.exists():
             state = run.state.value if run else SUBMITTED
             raise CliError(f"no {name} for {sid} attempt {attempt} (state {state})")
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             _copy(f, sys.stdout.buffer)
         return OK
     return _follow(ctx, sid, name, attempt, pinned=args.attempt is not None)
@@ -495,7 +497,7 @@ def _follow(ctx: Context, sid: str, name: str, attempt: int, pinned: bool, inter
         run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
         path = ctx.spool.attempt_dir(sid, attempt) / name
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 f.seek(offset)
                 offset += _copy(f, out_)
         except FileNotFoundError:
@@ -511,7 +513,7 @@ def _follow(ctx: Context, sid: str, name: str, attempt: int, pinned: bool, inter
         if run is not None and run.state in TERMINAL:
             # state.json is written after the program exited: one last read gets the rest.
             try:
-                with open(path, "rb") as f:
+                with open_regular(path) as f:
                     f.seek(offset)
                     _copy(f, out_)
             except FileNotFoundError:
@@ -694,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DefinitionError) as e:
         note(f"{PROG}: configuration: {e}")
         return USAGE
+    except NotRegularFile as e:  # a spool file someone replaced by a FIFO, symlink ...
+        note(f"{PROG}: {e}")
+        return FAILED
     except SpecError as e:
         note(f"{PROG}: {e}")
         return USAGE

@@ -30,7 +30,8 @@ from jobs.definitions import Definition, load_definitions
 from jobs.errors import JobsError, SpecError
 from jobs.runstate import Attempt, RunState, iso
 from jobs.spec import JobSpec
-from jobs.spool import COMMAND_VERBS, SERVICE_ID_RE, Spool, dump_json, fsync_dir, read_json
+from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, fsync_dir, read_bytes,
+                        read_json)
 from jobs.states import ACTIVE, JobState
 
 from .executor import ExitRecord, Executor
@@ -120,9 +121,8 @@ class Supervisor:
         sid = name[:-5] if name.endswith(".json") else ""
         log = self.log.bind(service_id=sid or None, file=name)
         try:
-            if not path.is_file() or path.is_symlink():
-                raise SpecError("not a regular file")
-            raw = path.read_bytes()
+            check_regular(path)  # a FIFO, symlink, directory ... is moved aside unopened
+            raw = read_bytes(path)
             spec = JobSpec.parse_bytes(raw, self.defs)
             if spec.service_id != sid:
                 raise SpecError(f"file name {name!r} does not match serviceID {spec.service_id!r}")
@@ -134,8 +134,8 @@ class Supervisor:
         run = self.spool.runs / sid
         if run.exists():
             try:
-                same = (run / "spec.json").read_bytes() == raw
-            except OSError:
+                same = read_bytes(run / "spec.json") == raw
+            except (OSError, SpecError):
                 same = False
             if same:
                 path.unlink(missing_ok=True)  # we claimed it before a crash; the run is already there
@@ -175,6 +175,7 @@ class Supervisor:
             path = self.spool.commands / name
             log = self.log.bind(file=name)
             try:
+                check_regular(path)  # a FIFO, symlink, directory ... is moved aside unopened
                 cmd = read_json(path, 4096)
                 sid, verb = cmd.get("service_id"), cmd.get("verb")
                 if verb not in COMMAND_VERBS or not isinstance(sid, str) or not SERVICE_ID_RE.fullmatch(sid):

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from jobs.errors import SpecError
+from jobs.spool import read_bytes
+
 if TYPE_CHECKING:
     from .daemon import Job
 
@@ -37,15 +40,14 @@ class ExitRecord:
 def read_exit(attempt_dir: Path) -> ExitRecord | None:
     """The shim's exit.json, validated; None if the shim has not written it."""
     try:
-        with open(attempt_dir / "exit.json", "rb") as f:
-            data = json.loads(f.read(4096))
+        data = json.loads(read_bytes(attempt_dir / "exit.json", 4096))
         code, sig = data.get("exit_code"), data.get("signal")
         if not (code is None or isinstance(code, int)) or not (sig is None or isinstance(sig, int)):
             raise ValueError("bad types")
         return ExitRecord(code, sig, data.get("error"))
     except FileNotFoundError:
         return None
-    except (ValueError, AttributeError, OSError) as e:
+    except (ValueError, AttributeError, OSError, SpecError) as e:
         return ExitRecord(None, None, f"unreadable exit.json ({e})")
 
 

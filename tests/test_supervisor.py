@@ -282,6 +282,37 @@ def test_malformed_specs_are_rejected_and_the_daemon_lives(stack):
     stack.wait_state("after-bad", "SUCCEEDED")
 
 
+def test_odd_files_in_incoming_and_commands_are_rejected_unopened(stack, tmp_path):
+    """FIFOs, symlinks (to files outside the spool) and directories in incoming/ and commands/
+    go to rejected/ with what they were, unopened; the daemon keeps claiming and heartbeating."""
+    stack.start()
+    sp, outside = stack.spool, tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.json"
+    secret.write_text(json.dumps({"service_id": "after-odd", "verb": "kill"}))
+    os.utime(secret, (time.time() - 1000, secret.stat().st_mtime))  # relatime: any read would move atime
+    atime = secret.stat().st_atime_ns
+    os.mkfifo(outside / "fifo")
+    for d in (sp.commands, sp.incoming):
+        os.mkfifo(d / "1-odd-kill.json")
+        os.symlink(secret, d / "2-odd-kill.json")
+        os.symlink(outside / "fifo", d / "3-odd-kill.json")
+        (d / "4-odd-kill.json").mkdir()
+    time.sleep(0.5)
+    beat = sp.read_supervisor()["heartbeat"]
+    stack.submit("after-odd", secondsToWait=0)
+    stack.wait_state("after-odd", "SUCCEEDED", timeout=15)
+    wait_for(lambda: sp.read_supervisor()["heartbeat"] != beat, 10, what="a new heartbeat")
+    wait_for(lambda: not list(sp.commands.iterdir()) and not list(sp.incoming.iterdir()), 10, what="drained")
+    reasons = sorted(r.name.split("-", 1)[1] + " " + r.read_text().strip() for r in sp.rejected.glob("*.reason"))
+    what = ["FIFO", "symlink", "symlink", "directory"]
+    assert reasons == sorted(f"{i}-odd-kill.json.reason {i}-odd-kill.json: not a regular file: {w}"
+                             for _ in range(2) for i, w in enumerate(what, 1))
+    assert secret.stat().st_atime_ns == atime  # the symlinks' target was never read
+    assert os.path.islink(next(sp.rejected.glob("*-2-odd-kill.json")))
+    assert stack.state("after-odd")["state"] == "SUCCEEDED" and stack.daemon.alive()
+
+
 def test_second_spec_for_a_known_service_id_starts_nothing(stack):
     """A different spec for a serviceID that already has a run is rejected as a duplicate."""
     stack.start()
