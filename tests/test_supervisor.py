@@ -282,6 +282,24 @@ def test_malformed_specs_are_rejected_and_the_daemon_lives(stack):
     stack.wait_state("after-bad", "SUCCEEDED")
 
 
+def test_spec_fields_of_the_wrong_type_are_rejected(stack):
+    """owner null, inputs null, schema_version true: each field is type-checked, nothing runs."""
+    stack.start()
+    wrong = {"owner-null": {"owner": None}, "inputs-null": {"inputs": None},
+             "version-true": {"schema_version": True}, "version-float": {"schema_version": 1.0}}
+    for sid, fields in wrong.items():
+        spec = {**json.loads(JobSpec(sid, "waiter", {"secondsToWait": 0}).to_json()), **fields}
+        (stack.spool.tmp / sid).write_text(json.dumps(spec))
+        os.replace(stack.spool.tmp / sid, stack.spool.incoming_path(sid))
+    wait_for(lambda: not list(stack.spool.incoming.iterdir()), 10, what="incoming drained")
+    reasons = {r.name.split("-", 1)[1]: r.read_text() for r in stack.spool.rejected.glob("*.reason")}
+    assert sorted(reasons) == sorted(f"{sid}.json.reason" for sid in wrong)
+    assert "owner must be an object" in reasons["owner-null.json.reason"]
+    assert "inputs must be an object" in reasons["inputs-null.json.reason"]
+    assert "schema_version" in reasons["version-true.json.reason"] + reasons["version-float.json.reason"]
+    assert not list(stack.spool.runs.iterdir())
+
+
 def test_odd_files_in_incoming_and_commands_are_rejected_unopened(stack, tmp_path):
     """FIFOs, symlinks (to files outside the spool) and directories in incoming/ and commands/
     go to rejected/ with what they were, unopened; the daemon keeps claiming and heartbeating."""
