@@ -41,13 +41,14 @@ PENDING = 3      # command queued but not (yet) applied: supervisor down or --wa
 INTERRUPTED = 130
 
 SUBMITTED = "SUBMITTED"   # a spec in incoming/ the supervisor has not claimed yet
-STALE_HEARTBEAT_S = 30.0  # a live pid whose heartbeat is older than this (or 3 reconcile periods) looks hung
+STALE_HEARTBEAT_S = 5.0   # a live pid whose heartbeat is older than 3 reconcile periods (and this) is hung
 RECENT_S = 24 * 3600.0    # `list` without --all shows terminal jobs this recent
 
 EPILOG = f"""\
 exit codes:
   {OK}    done
-  {FAILED}    refused or failed (unknown serviceID, nothing to kill, serviceID taken, ...)
+  {FAILED}    refused or failed (unknown serviceID, nothing to kill, serviceID taken, ...);
+       status: the supervisor runs but is hung (its heartbeat is stale)
   {USAGE}    usage error: bad arguments, malformed serviceID, invalid input, bad configuration
   {PENDING}    kill/restart: the command is queued but not applied yet, because the
        supervisor is not running (it runs when the supervisor starts) or --wait
@@ -87,7 +88,7 @@ def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds:
     """Running means: supervisor.json names a live pid whose create time matches.
 
     The daemon refreshes its heartbeat once per reconcile period, so a heartbeat
-    is stale only when it is older than a few of those (and at least 30 s).
+    is stale only when it is older than three of those (and at least 5 s).
     """
     now = time.time() if now is None else now
     stale_after = max(STALE_HEARTBEAT_S, 3 * reconcile_seconds)
@@ -585,16 +586,20 @@ def cmd_status(ctx: Context, args) -> int:
     for v in ctx.views(now):
         counts[v.state] = counts.get(v.state, 0) + 1
     queue = ctx.spool.read_queue()
+    code = (FAILED if sup.hung else OK) if sup.running else PENDING
     if args.json:
-        out(json.dumps({"supervisor": {"running": sup.running, "pid": sup.pid, "heartbeat_age": sup.heartbeat_age,
-                                       "started_at": sup.started_at, "problem": sup.problem},
+        out(json.dumps({"supervisor": {"running": sup.running, "hung": sup.hung, "pid": sup.pid,
+                                       "heartbeat_age": sup.heartbeat_age, "started_at": sup.started_at,
+                                       "problem": sup.problem},
                         "spool": str(ctx.spool.root), "counts": counts, "queued": len(queue)}, indent=1))
-        return OK if sup.running else PENDING
+        return code
     if sup.running:
         age = "unknown" if sup.heartbeat_age is None else f"{sup.heartbeat_age:.1f}s ago"
-        out(f"supervisor  running, pid {sup.pid}, heartbeat {age}" + (", started " + sup.started_at if sup.started_at else ""))
+        out(f"supervisor  {'HUNG' if sup.hung else 'running'}, pid {sup.pid}, heartbeat {age}"
+            + (", started " + sup.started_at if sup.started_at else ""))
         if sup.hung:
-            out(f"warning     heartbeat older than {sup.stale_after:.0f}s: the supervisor may be hung")
+            out(f"warning     no heartbeat for more than {sup.stale_after:.0f}s: the supervisor process "
+                "is alive but hung; it claims nothing and applies no command")
     else:
         out(f"supervisor  NOT RUNNING ({sup.problem})")
     out(f"spool       {ctx.spool.root}")
@@ -603,7 +608,7 @@ def cmd_status(ctx: Context, args) -> int:
     out("jobs        " + (", ".join(shown) if shown else "none"))
     if queue:
         out(f"queue       {len(queue)} waiting for a slot")
-    return OK if sup.running else PENDING
+    return code
 
 
 # -- argument parsing ------------------------------------------------------------
@@ -672,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_submit)
 
     s = sub.add_parser("status", help="is the supervisor running; how many jobs in each state",
-                       description="Exit status 0 if the supervisor is running, 3 if not.")
+                       description="Exit status 0 if the supervisor is running, 1 if it runs but is hung "
+                                   "(no heartbeat for 3 reconcile periods), 3 if it is not running.")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
     return p
