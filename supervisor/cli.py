@@ -341,6 +341,10 @@ def cmd_show(ctx: Context, args) -> int:
         if run.exit_code is not None or run.signal is not None:
             out(f"exit        code {run.exit_code if run.exit_code is not None else '-'}, "
                 f"signal {run.signal if run.signal is not None else '-'}")
+        d = ctx.definitions().get(run.job)
+        how = run.stopped_how(d.abort_grace_s if d else None)
+        if how:
+            out(f"stop        {how}")
         if run.history:
             out("")
             out("history")

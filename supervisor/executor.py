@@ -7,12 +7,12 @@ the exit status is always first taken from the attempt's exit.json.
 from __future__ import annotations
 
 import json
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from jobs.errors import SpecError
+from jobs.runstate import signal_name
 from jobs.spool import read_bytes
 
 if TYPE_CHECKING:
@@ -29,11 +29,7 @@ class ExitRecord:
         if self.error:
             return f"could not start: {self.error}"
         if self.signal is not None:
-            try:
-                name = signal.Signals(self.signal).name
-            except ValueError:
-                name = f"signal {self.signal}"
-            return f"killed by {name}"
+            return f"killed by {signal_name(self.signal)}"
         return f"exit code {self.exit_code}"
 
 

@@ -133,7 +133,10 @@ def test_kill_ends_a_running_job_aborted(running):
     r = running.jobctl("kill", sid)
     assert 0 == r.returncode, r.stderr
     assert f"{sid}: ABORTED" in r.stdout
-    assert "ABORTED" == running.state(sid)["state"]
+    st = running.state(sid)
+    assert ("ABORTED", 15, 143, False) == (st["state"], st["signal"], st["exit_code"], st["killed"])
+    assert (15, False) == (st["history"][0]["signal"], st["history"][0]["killed"])
+    assert "stop        stopped by SIGTERM" in running.jobctl("show", sid).stdout
     assert "ABORTED" == running.row(sid)["state"]
     again = running.jobctl("kill", sid)
     assert 1 == again.returncode

@@ -189,6 +189,27 @@ def test_abort_of_a_waiter_records_its_result(stack):
     assert not waiter_processes(stack)
 
 
+def test_kill_of_a_program_that_ignores_term_records_sigkill(tmp_path):
+    """A program that ignores TERM is KILLed after its grace period: the state says signal 9 and killed."""
+    stubborn = ('service = "Stubborn"\nnamespace = "stubborn.test"\nstart_method = "startStubborn"\n'
+                'argv = ["/bin/sh", "-c", "trap \'\' TERM; echo started; sleep 300 & wait; wait"]\n'
+                '[limits]\nabort_grace_seconds = 1\n')
+    s = Stack(tmp_path, {"stubborn.toml": stubborn})
+    try:
+        s.start()
+        s.submit("stub-1", "stubborn")
+        s.wait_state("stub-1", "RUNNING")
+        wait_for(lambda: "started" in (s.attempt_dir("stub-1") / "stdout.log").read_text(), 10, what="output")
+        s.spool.send_command("stub-1", "kill", origin="operator")
+        done = s.wait_state("stub-1", "ABORTED", timeout=15)
+        assert (done["reason"], done["signal"], done["killed"]) == ("aborted by operator", signal.SIGKILL, True)
+        assert done["history"][0]["killed"] is True
+        assert "had to be killed (SIGKILL after 1 s)" in done["history"][0]["reason"]
+    finally:
+        s.stop()
+        kill_leftovers(tmp_path)
+
+
 def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
     """A kill for a job still waiting for a slot ends it at once, without a process."""
     stack.env = write_env(tmp_path, DEFINITIONS_DIR=tmp_path / "definitions", MAX_PARALLEL_JOBS=1)
