@@ -199,7 +199,8 @@ def test_kill_of_a_program_that_ignores_term_records_sigkill(tmp_path):
         s.start()
         s.submit("stub-1", "stubborn")
         s.wait_state("stub-1", "RUNNING")
-        wait_for(lambda: "started" in (s.attempt_dir("stub-1") / "stdout.log").read_text(), 10, what="output")
+        out = s.attempt_dir("stub-1") / "stdout.log"
+        wait_for(lambda: out.exists() and "started" in out.read_text(), 10, what="the program's trap set")
         s.spool.send_command("stub-1", "kill", origin="operator")
         done = s.wait_state("stub-1", "ABORTED", timeout=15)
         assert (done["reason"], done["signal"], done["killed"]) == ("aborted by operator", signal.SIGKILL, True)
