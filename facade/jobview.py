@@ -188,7 +188,8 @@ def ended_view(files: JobFiles, definition: Definition, run: RunState) -> PageVi
         detail=run.reason, started_at=run.started_at,
         finished_at=run.finished_at if run.started_at is not None else None,
         attempt=run.attempt, exit_code=run.exit_code, signal=run.signal,
-        stopped=run.stopped_how(definition.abort_grace_s) or "", log_title=title, log_lines=tuple(xml_safe(x) for x in lines),
+        stopped=run.stopped_how(definition.abort_grace_s) or "",
+        log_title=title, log_lines=tuple(xml_safe(x) for x in lines),
     )
 
 
