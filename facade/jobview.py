@@ -16,7 +16,7 @@ from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
-from jobs.spool import NOTIFICATIONS, STDERR, STDOUT, Spool, read_json, tail_lines
+from jobs.spool import NOTIFICATIONS, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_json, tail_lines
 from jobs.states import JobState
 
 from .errors import InternalError, UnknownServiceID
@@ -110,10 +110,10 @@ def read_run(files: JobFiles) -> RunState | None:
 
 def read_percent(path: str) -> float | None:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             text = f.read(_PROGRESS_BYTES).decode("ascii", "replace").strip()
         value = float(text)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, NotRegularFile, ValueError):
         return None
     if value != value:  # NaN
         return None
@@ -123,9 +123,9 @@ def read_percent(path: str) -> float | None:
 def read_output(path: str, max_bytes: int, placeholder: str) -> str:
     """An output file's text: at most max_bytes, one trailing newline stripped."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read(max_bytes)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotRegularFile):
         return placeholder
     text = data.decode("utf-8", "replace")
     if text.endswith("\n"):
@@ -188,6 +188,7 @@ def ended_view(files: JobFiles, definition: Definition, run: RunState) -> PageVi
         detail=run.reason, started_at=run.started_at,
         finished_at=run.finished_at if run.started_at is not None else None,
         attempt=run.attempt, exit_code=run.exit_code, signal=run.signal,
+        stopped=run.stopped_how(definition.abort_grace_s) or "",
         log_title=title, log_lines=tuple(xml_safe(x) for x in lines),
     )
 
@@ -208,9 +209,9 @@ def failure_message(sid: str, view: PageView) -> str:
 
 def last_page(files: JobFiles) -> str | None:
     try:
-        with open(files.facade, "rb") as f:
+        with open_regular(files.facade) as f:
             return json.loads(f.read(4096)).get("page")
-    except (FileNotFoundError, ValueError, AttributeError):
+    except (FileNotFoundError, NotRegularFile, ValueError, AttributeError):
         return None
 
 

@@ -15,7 +15,7 @@ import structlog
 from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.spec import JobSpec
-from jobs.spool import Spool, validate_service_id
+from jobs.spool import Spool, open_regular, validate_service_id
 from jobs.states import JobState
 
 from . import jobview
@@ -192,7 +192,7 @@ class Operations:
 
 def _count_lines(path) -> int:
     count = 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 16):
             count += chunk.count(b"\n")
     return count

@@ -36,6 +36,7 @@ class PageView:
     ahead: int | None = None
     exit_code: int | None = None
     signal: int | None = None
+    stopped: str = ""  # how the supervisor's stop ended it: SIGTERM, or SIGKILL after the grace period
     log_title: str = ""
     log_lines: tuple[str, ...] = ()
 
@@ -86,7 +87,9 @@ def _facts(view: PageView, now: float) -> list[tuple[str, str]]:
         facts.append(("Attempt", str(view.attempt)))
     if view.exit_code is not None:
         facts.append(("Exit code", str(view.exit_code)))
-    if view.signal is not None:
+    if view.stopped:
+        facts.append(("Stopped", view.stopped))
+    elif view.signal is not None:
         facts.append(("Stopped by signal", str(view.signal)))
     facts.append(("Service ID", view.service_id))
     return facts

@@ -1,6 +1,7 @@
 """The supervisor's record of one run (state.json), and how readers decode it."""
 from __future__ import annotations
 
+import signal as _signal
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -20,6 +21,20 @@ def from_iso(value: str | None) -> float | None:
     return None if value is None else datetime.fromisoformat(value).timestamp()
 
 
+def signal_name(number: int) -> str:
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def stop_note(sig: int | None, killed: bool, grace_s: float | None) -> str:
+    """How the supervisor's stop (kill, restart, timeout) ended an attempt, for people."""
+    if killed:
+        return "had to be killed (SIGKILL" + ("" if grace_s is None else f" after {grace_s:g} s") + ")"
+    return f"stopped by {signal_name(sig)}" if sig is not None else "stopped"
+
+
 @dataclass
 class Attempt:
     """What one attempt ended with; kept so the final failure names every attempt."""
@@ -29,6 +44,7 @@ class Attempt:
     exit_code: int | None = None
     signal: int | None = None
     reason: str = ""
+    killed: bool = False  # the supervisor's stop needed SIGKILL: SIGTERM's grace period ran out
 
 
 @dataclass
@@ -53,6 +69,7 @@ class RunState:
     stop_target: str | None = None
     stop_reason: str | None = None
     kill_at: float | None = None
+    killed: bool = False  # this attempt's stop needed SIGKILL (signal is then 9)
     retries_used: int = 0  # automatic retries since the last start or operator restart
     history: list[Attempt] = field(default_factory=list)
 
@@ -61,6 +78,12 @@ class RunState:
         self.state = check_transition(self.state, new)
         self.reason = reason
         self.updated_at = now
+
+    def stopped_how(self, grace_s: float | None) -> str | None:
+        """For a run that ended by the supervisor's stop: SIGTERM was enough, or SIGKILL was needed."""
+        if self.stop_target is None or not self.terminal or (self.signal is None and not self.killed):
+            return None
+        return stop_note(self.signal, self.killed, grace_s)
 
     @property
     def terminal(self) -> bool:

@@ -37,21 +37,24 @@ class JobSpec:
         extra = sorted(set(data) - _FIELDS)
         if extra:
             raise SpecError(f"spec: unknown field {extra[0]}")
-        if data["schema_version"] != SCHEMA_VERSION:
-            raise SpecError(f"spec: schema_version {data['schema_version']!r} is not {SCHEMA_VERSION}")
+        version = data["schema_version"]
+        if type(version) is not int or version != SCHEMA_VERSION:  # true == 1 and 1.0 == 1 in Python
+            raise SpecError(f"spec: schema_version {str(version)[:16]!r} is not the integer {SCHEMA_VERSION}")
         sid = validate_service_id(data["service_id"])
         job = data["job"]
         if not isinstance(job, str) or job not in definitions:
             raise SpecError(f"spec: unknown job type {str(job)[:64]!r}")
+        if not isinstance(data["inputs"], dict):
+            raise SpecError("spec: inputs must be an object")
         inputs = definitions[job].validate_inputs(data["inputs"])
         auth_url = data.get("auth_url")
         if auth_url is not None and (not isinstance(auth_url, str) or len(auth_url) > 2048
                                      or not auth_url.startswith(("http://", "https://"))):
             raise SpecError("spec: auth_url must be an http(s) URL of at most 2048 characters")
-        owner = data.get("owner") or {}
+        owner = data.get("owner", {})  # may be left out, but if given it is an object (never null)
         if not isinstance(owner, dict) or set(owner) - {"username", "project"} or not all(
                 v is None or (isinstance(v, str) and len(v) <= 256) for v in owner.values()):
-            raise SpecError("spec: owner must be {username, project} strings")
+            raise SpecError("spec: owner must be an object {username, project} of strings or nulls")
         ts = data["submitted_at"]
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 < ts < 1e11:
             raise SpecError("spec: submitted_at must be a UNIX time")

@@ -27,9 +27,10 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import SpecError
 
@@ -63,16 +64,74 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
-    """Read a small JSON file; raise SpecError if it is oversized or not JSON."""
-    with open(path, "rb") as f:
+class NotRegularFile(SpecError):
+    """A spool path that is a symlink, FIFO, directory, socket or device: it is never read."""
+
+
+_KINDS = ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "directory"),
+          (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def file_kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "regular file" if stat.S_ISREG(mode) else "unknown")
+
+
+def _odd(path: Path | str, mode: int | None) -> NotRegularFile:
+    return NotRegularFile(f"{Path(path).name}: not a regular file: {'unknown' if mode is None else file_kind(mode)}")
+
+
+def check_regular(path: Path | str) -> None:
+    """Refuse anything but a regular file by lstat alone: the odd file is never opened."""
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _odd(path, mode)
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """Open a spool file to read it; every reader of the spool goes through here.
+
+    Anyone who can write to the spool could leave a symlink (we would read its
+    target with our rights) or a FIFO (open() would block the reader forever),
+    so a symlink is not followed, the open never blocks, and only a regular
+    file is handed back; anything else raises NotRegularFile (a SpecError).
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP):  # symlink, socket
+            raise
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = None
+        raise _odd(path, mode) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _odd(path, mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: Path | str, limit: int = MAX_JSON_BYTES) -> bytes:
+    """A small spool file's bytes; SpecError if it is larger than limit or not a regular file."""
+    with open_regular(path) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise SpecError(f"{path.name}: larger than {limit} bytes")
+        raise SpecError(f"{Path(path).name}: larger than {limit} bytes")
+    return data
+
+
+def read_json(path: Path | str, limit: int = MAX_JSON_BYTES) -> Any:
+    """Read a small JSON file; raise SpecError if it is oversized, not a regular file or not JSON."""
+    data = read_bytes(path, limit)
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SpecError(f"{path.name}: not valid JSON ({e})") from None
+        raise SpecError(f"{Path(path).name}: not valid JSON ({e})") from None
 
 
 def dump_json(obj: Any) -> bytes:
@@ -238,12 +297,12 @@ class Spool:
 def tail_lines(path: Path, n: int = 10, max_bytes: int = 8192) -> list[str]:
     """Last n lines of a log without reading the whole file."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotRegularFile):
         return []
     lines = data.decode("utf-8", "replace").splitlines()
     if size > max_bytes and lines:

@@ -27,7 +27,8 @@ from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
-from jobs.spool import SERVICE_ID_RE, STDERR, STDOUT, Spool, read_json, validate_service_id
+from jobs.spool import (SERVICE_ID_RE, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_bytes, read_json,
+                        validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
 
 PROG = "jobctl"
@@ -40,13 +41,14 @@ PENDING = 3      # command queued but not (yet) applied: supervisor down or --wa
 INTERRUPTED = 130
 
 SUBMITTED = "SUBMITTED"   # a spec in incoming/ the supervisor has not claimed yet
-STALE_HEARTBEAT_S = 30.0  # a live pid whose heartbeat is older than this (or 3 reconcile periods) looks hung
+STALE_HEARTBEAT_S = 5.0   # a live pid whose heartbeat is older than 3 reconcile periods (and this) is hung
 RECENT_S = 24 * 3600.0    # `list` without --all shows terminal jobs this recent
 
 EPILOG = f"""\
 exit codes:
   {OK}    done
-  {FAILED}    refused or failed (unknown serviceID, nothing to kill, serviceID taken, ...)
+  {FAILED}    refused or failed (unknown serviceID, nothing to kill, serviceID taken, ...);
+       status: the supervisor runs but is hung (its heartbeat is stale)
   {USAGE}    usage error: bad arguments, malformed serviceID, invalid input, bad configuration
   {PENDING}    kill/restart: the command is queued but not applied yet, because the
        supervisor is not running (it runs when the supervisor starts) or --wait
@@ -86,7 +88,7 @@ def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds:
     """Running means: supervisor.json names a live pid whose create time matches.
 
     The daemon refreshes its heartbeat once per reconcile period, so a heartbeat
-    is stale only when it is older than a few of those (and at least 30 s).
+    is stale only when it is older than three of those (and at least 5 s).
     """
     now = time.time() if now is None else now
     stale_after = max(STALE_HEARTBEAT_S, 3 * reconcile_seconds)
@@ -190,8 +192,8 @@ class Context:
             return None
         path = self.spool.attempt_dir(sid, run.attempt) / d.files[d.progress_file]
         try:
-            value = float(path.read_text(encoding="utf-8", errors="replace").strip())
-        except (OSError, ValueError):
+            value = float(read_bytes(path, 64).decode("utf-8", "replace").strip())
+        except (OSError, SpecError, ValueError):
             return None
         return max(0.0, min(100.0, value))
 
@@ -339,6 +341,10 @@ def cmd_show(ctx: Context, args) -> int:
         if run.exit_code is not None or run.signal is not None:
             out(f"exit        code {run.exit_code if run.exit_code is not None else '-'}, "
                 f"signal {run.signal if run.signal is not None else '-'}")
+        d = ctx.definitions().get(run.job)
+        how = run.stopped_how(d.abort_grace_s if d else None)
+        if how:
+            out(f"stop        {how}")
         if run.history:
             out("")
             out("history")
@@ -445,8 +451,9 @@ def _rejection(spool: Spool, cmd_path: Path) -> str | None:
     if not found:
         return None
     try:
-        return found[-1].with_name(found[-1].name + ".reason").read_text(errors="replace").strip() or "no reason given"
-    except OSError:
+        reason = read_bytes(found[-1].with_name(found[-1].name + ".reason"), 4096)
+        return reason.decode("utf-8", "replace").strip() or "no reason given"
+    except (OSError, SpecError):
         return "no reason given"
 
 
@@ -471,7 +478,7 @@ def cmd_logs(ctx: Context, args) -> int:
         if not path.exists():
             state = run.state.value if run else SUBMITTED
             raise CliError(f"no {name} for {sid} attempt {attempt} (state {state})")
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             _copy(f, sys.stdout.buffer)
         return OK
     return _follow(ctx, sid, name, attempt, pinned=args.attempt is not None)
@@ -495,7 +502,7 @@ def _follow(ctx: Context, sid: str, name: str, attempt: int, pinned: bool, inter
         run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
         path = ctx.spool.attempt_dir(sid, attempt) / name
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 f.seek(offset)
                 offset += _copy(f, out_)
         except FileNotFoundError:
@@ -511,7 +518,7 @@ def _follow(ctx: Context, sid: str, name: str, attempt: int, pinned: bool, inter
         if run is not None and run.state in TERMINAL:
             # state.json is written after the program exited: one last read gets the rest.
             try:
-                with open(path, "rb") as f:
+                with open_regular(path) as f:
                     f.seek(offset)
                     _copy(f, out_)
             except FileNotFoundError:
@@ -583,16 +590,20 @@ def cmd_status(ctx: Context, args) -> int:
     for v in ctx.views(now):
         counts[v.state] = counts.get(v.state, 0) + 1
     queue = ctx.spool.read_queue()
+    code = (FAILED if sup.hung else OK) if sup.running else PENDING
     if args.json:
-        out(json.dumps({"supervisor": {"running": sup.running, "pid": sup.pid, "heartbeat_age": sup.heartbeat_age,
-                                       "started_at": sup.started_at, "problem": sup.problem},
+        out(json.dumps({"supervisor": {"running": sup.running, "hung": sup.hung, "pid": sup.pid,
+                                       "heartbeat_age": sup.heartbeat_age, "started_at": sup.started_at,
+                                       "problem": sup.problem},
                         "spool": str(ctx.spool.root), "counts": counts, "queued": len(queue)}, indent=1))
-        return OK if sup.running else PENDING
+        return code
     if sup.running:
         age = "unknown" if sup.heartbeat_age is None else f"{sup.heartbeat_age:.1f}s ago"
-        out(f"supervisor  running, pid {sup.pid}, heartbeat {age}" + (", started " + sup.started_at if sup.started_at else ""))
+        out(f"supervisor  {'HUNG' if sup.hung else 'running'}, pid {sup.pid}, heartbeat {age}"
+            + (", started " + sup.started_at if sup.started_at else ""))
         if sup.hung:
-            out(f"warning     heartbeat older than {sup.stale_after:.0f}s: the supervisor may be hung")
+            out(f"warning     no heartbeat for more than {sup.stale_after:.0f}s: the supervisor process "
+                "is alive but hung; it claims nothing and applies no command")
     else:
         out(f"supervisor  NOT RUNNING ({sup.problem})")
     out(f"spool       {ctx.spool.root}")
@@ -601,7 +612,7 @@ def cmd_status(ctx: Context, args) -> int:
     out("jobs        " + (", ".join(shown) if shown else "none"))
     if queue:
         out(f"queue       {len(queue)} waiting for a slot")
-    return OK if sup.running else PENDING
+    return code
 
 
 # -- argument parsing ------------------------------------------------------------
@@ -670,7 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_submit)
 
     s = sub.add_parser("status", help="is the supervisor running; how many jobs in each state",
-                       description="Exit status 0 if the supervisor is running, 3 if not.")
+                       description="Exit status 0 if the supervisor is running, 1 if it runs but is hung "
+                                   "(no heartbeat for 3 reconcile periods), 3 if it is not running.")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
     return p
@@ -694,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DefinitionError) as e:
         note(f"{PROG}: configuration: {e}")
         return USAGE
+    except NotRegularFile as e:  # a spool file someone replaced by a FIFO, symlink ...
+        note(f"{PROG}: {e}")
+        return FAILED
     except SpecError as e:
         note(f"{PROG}: {e}")
         return USAGE

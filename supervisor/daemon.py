@@ -28,9 +28,10 @@ from jobs import config as config_mod
 from jobs import logs
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import JobsError, SpecError
-from jobs.runstate import Attempt, RunState, iso
+from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
-from jobs.spool import COMMAND_VERBS, SERVICE_ID_RE, Spool, dump_json, fsync_dir, read_json
+from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, fsync_dir, read_bytes,
+                        read_json)
 from jobs.states import ACTIVE, JobState
 
 from .executor import ExitRecord, Executor
@@ -120,9 +121,8 @@ class Supervisor:
         sid = name[:-5] if name.endswith(".json") else ""
         log = self.log.bind(service_id=sid or None, file=name)
         try:
-            if not path.is_file() or path.is_symlink():
-                raise SpecError("not a regular file")
-            raw = path.read_bytes()
+            check_regular(path)  # a FIFO, symlink, directory ... is moved aside unopened
+            raw = read_bytes(path)
             spec = JobSpec.parse_bytes(raw, self.defs)
             if spec.service_id != sid:
                 raise SpecError(f"file name {name!r} does not match serviceID {spec.service_id!r}")
@@ -134,8 +134,8 @@ class Supervisor:
         run = self.spool.runs / sid
         if run.exists():
             try:
-                same = (run / "spec.json").read_bytes() == raw
-            except OSError:
+                same = read_bytes(run / "spec.json") == raw
+            except (OSError, SpecError):
                 same = False
             if same:
                 path.unlink(missing_ok=True)  # we claimed it before a crash; the run is already there
@@ -175,6 +175,7 @@ class Supervisor:
             path = self.spool.commands / name
             log = self.log.bind(file=name)
             try:
+                check_regular(path)  # a FIFO, symlink, directory ... is moved aside unopened
                 cmd = read_json(path, 4096)
                 sid, verb = cmd.get("service_id"), cmd.get("verb")
                 if verb not in COMMAND_VERBS or not isinstance(sid, str) or not SERVICE_ID_RE.fullmatch(sid):
@@ -248,6 +249,7 @@ class Supervisor:
         rs.attempt += 1
         rs.pid = rs.create_time = rs.executor_id = rs.exit_code = rs.signal = rs.finished_at = rs.started_at = None
         rs.stop_target = rs.stop_reason = rs.kill_at = None
+        rs.killed = False
         rs.queued_at, rs.not_before = now, (now + delay if delay else None)
         self.save(job)
 
@@ -268,7 +270,7 @@ class Supervisor:
                 self.stop(job, now, JobState.FAILED, f"timeout: ran longer than {job.definition.max_runtime_s:g} s")
             elif rs.state == JobState.STOPPING and rs.kill_at is not None and now >= rs.kill_at:
                 self.executor(job).signal(job, signal.SIGKILL)
-                rs.kill_at = None
+                rs.kill_at, rs.killed = None, True
                 self.save(job)
                 self.log.warning("job_killed", service_id=rs.service_id, reason="grace period over")
 
@@ -279,7 +281,19 @@ class Supervisor:
         rs.exit_code = rec.exit_code if rec else None
         rs.signal = rec.signal if rec else None
         outcome = rec.describe() if rec else "process vanished without recording an exit status"
-        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome))
+        if rs.state == JobState.STOPPING and rs.started_at is not None and (
+                rs.killed or (rec is not None and rec.exit_code != 0)):
+            # The shim sees only how the program ended: a program that handles TERM exits with a code
+            # (the waiter: 143), and SIGKILL to the group kills the shim too, before it can write
+            # exit.json. What ended the attempt is then the signal we sent last.
+            if rs.signal is None:
+                rs.signal = int(signal.SIGKILL if rs.killed else signal.SIGTERM)
+            note = stop_note(rs.signal, rs.killed, job.definition.abort_grace_s)
+            if rec is None:
+                outcome = note
+            elif rec.signal is None or rs.killed:
+                outcome = f"{note}, {outcome}"
+        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed))
         if rs.state == JobState.STOPPING:
             target, reason = JobState(rs.stop_target), rs.stop_reason or ""
             rs.history[-1].reason = f"{reason} ({outcome})"

@@ -7,10 +7,13 @@ the exit status is always first taken from the attempt's exit.json.
 from __future__ import annotations
 
 import json
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from jobs.errors import SpecError
+from jobs.runstate import signal_name
+from jobs.spool import read_bytes
 
 if TYPE_CHECKING:
     from .daemon import Job
@@ -26,26 +29,21 @@ class ExitRecord:
         if self.error:
             return f"could not start: {self.error}"
         if self.signal is not None:
-            try:
-                name = signal.Signals(self.signal).name
-            except ValueError:
-                name = f"signal {self.signal}"
-            return f"killed by {name}"
+            return f"killed by {signal_name(self.signal)}"
         return f"exit code {self.exit_code}"
 
 
 def read_exit(attempt_dir: Path) -> ExitRecord | None:
     """The shim's exit.json, validated; None if the shim has not written it."""
     try:
-        with open(attempt_dir / "exit.json", "rb") as f:
-            data = json.loads(f.read(4096))
+        data = json.loads(read_bytes(attempt_dir / "exit.json", 4096))
         code, sig = data.get("exit_code"), data.get("signal")
         if not (code is None or isinstance(code, int)) or not (sig is None or isinstance(sig, int)):
             raise ValueError("bad types")
         return ExitRecord(code, sig, data.get("error"))
     except FileNotFoundError:
         return None
-    except (ValueError, AttributeError, OSError) as e:
+    except (ValueError, AttributeError, OSError, SpecError) as e:
         return ExitRecord(None, None, f"unreadable exit.json ({e})")
 
 

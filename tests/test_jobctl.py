@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -132,7 +133,10 @@ def test_kill_ends_a_running_job_aborted(running):
     r = running.jobctl("kill", sid)
     assert 0 == r.returncode, r.stderr
     assert f"{sid}: ABORTED" in r.stdout
-    assert "ABORTED" == running.state(sid)["state"]
+    st = running.state(sid)
+    assert ("ABORTED", 15, 143, False) == (st["state"], st["signal"], st["exit_code"], st["killed"])
+    assert (15, False) == (st["history"][0]["signal"], st["history"][0]["killed"])
+    assert "stop        stopped by SIGTERM" in running.jobctl("show", sid).stdout
     assert "ABORTED" == running.row(sid)["state"]
     again = running.jobctl("kill", sid)
     assert 1 == again.returncode
@@ -208,6 +212,22 @@ def test_status_reports_the_daemon_and_counts(running):
     down = running.jobctl("status")
     assert cli.PENDING == down.returncode
     assert "NOT RUNNING" in down.stdout
+
+
+def test_status_reports_a_hung_daemon(running):
+    """A daemon that is alive but makes no progress (SIGSTOP) is reported HUNG with exit 1 once its
+    heartbeat is older than 3 reconcile periods (at least 5 s)."""
+    os.kill(running.daemon.pid, signal.SIGSTOP)
+    try:
+        r = wait_for(lambda: (lambda r: r if r.returncode != 0 else None)(running.jobctl("status")),
+                     20, interval=0.5, what="status noticing the stopped daemon")
+        assert cli.FAILED == r.returncode
+        assert f"HUNG, pid {running.daemon.pid}" in r.stdout and "hung" in r.stdout
+        data = json.loads(running.jobctl("status", "--json").stdout)
+        assert (True, True) == (data["supervisor"]["running"], data["supervisor"]["hung"])
+    finally:
+        os.kill(running.daemon.pid, signal.SIGCONT)
+    wait_for(lambda: running.jobctl("status").returncode == 0, 15, interval=0.5, what="status healthy again")
 
 
 # -- errors ---------------------------------------------------------------------------

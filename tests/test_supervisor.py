@@ -189,6 +189,28 @@ def test_abort_of_a_waiter_records_its_result(stack):
     assert not waiter_processes(stack)
 
 
+def test_kill_of_a_program_that_ignores_term_records_sigkill(tmp_path):
+    """A program that ignores TERM is KILLed after its grace period: the state says signal 9 and killed."""
+    stubborn = ('service = "Stubborn"\nnamespace = "stubborn.test"\nstart_method = "startStubborn"\n'
+                'argv = ["/bin/sh", "-c", "trap \'\' TERM; echo started; sleep 300 & wait; wait"]\n'
+                '[limits]\nabort_grace_seconds = 1\n')
+    s = Stack(tmp_path, {"stubborn.toml": stubborn})
+    try:
+        s.start()
+        s.submit("stub-1", "stubborn")
+        s.wait_state("stub-1", "RUNNING")
+        out = s.attempt_dir("stub-1") / "stdout.log"
+        wait_for(lambda: out.exists() and "started" in out.read_text(), 10, what="the program's trap set")
+        s.spool.send_command("stub-1", "kill", origin="operator")
+        done = s.wait_state("stub-1", "ABORTED", timeout=15)
+        assert (done["reason"], done["signal"], done["killed"]) == ("aborted by operator", signal.SIGKILL, True)
+        assert done["history"][0]["killed"] is True
+        assert "had to be killed (SIGKILL after 1 s)" in done["history"][0]["reason"]
+    finally:
+        s.stop()
+        kill_leftovers(tmp_path)
+
+
 def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
     """A kill for a job still waiting for a slot ends it at once, without a process."""
     stack.env = write_env(tmp_path, DEFINITIONS_DIR=tmp_path / "definitions", MAX_PARALLEL_JOBS=1)
@@ -280,6 +302,55 @@ def test_malformed_specs_are_rejected_and_the_daemon_lives(stack):
     assert stack.daemon.alive()
     stack.submit("after-bad", secondsToWait=0)
     stack.wait_state("after-bad", "SUCCEEDED")
+
+
+def test_spec_fields_of_the_wrong_type_are_rejected(stack):
+    """owner null, inputs null, schema_version true: each field is type-checked, nothing runs."""
+    stack.start()
+    wrong = {"owner-null": {"owner": None}, "inputs-null": {"inputs": None},
+             "version-true": {"schema_version": True}, "version-float": {"schema_version": 1.0}}
+    for sid, fields in wrong.items():
+        spec = {**json.loads(JobSpec(sid, "waiter", {"secondsToWait": 0}).to_json()), **fields}
+        (stack.spool.tmp / sid).write_text(json.dumps(spec))
+        os.replace(stack.spool.tmp / sid, stack.spool.incoming_path(sid))
+    wait_for(lambda: not list(stack.spool.incoming.iterdir()), 10, what="incoming drained")
+    reasons = {r.name.split("-", 1)[1]: r.read_text() for r in stack.spool.rejected.glob("*.reason")}
+    assert sorted(reasons) == sorted(f"{sid}.json.reason" for sid in wrong)
+    assert "owner must be an object" in reasons["owner-null.json.reason"]
+    assert "inputs must be an object" in reasons["inputs-null.json.reason"]
+    assert "schema_version" in reasons["version-true.json.reason"] + reasons["version-float.json.reason"]
+    assert not list(stack.spool.runs.iterdir())
+
+
+def test_odd_files_in_incoming_and_commands_are_rejected_unopened(stack, tmp_path):
+    """FIFOs, symlinks (to files outside the spool) and directories in incoming/ and commands/
+    go to rejected/ with what they were, unopened; the daemon keeps claiming and heartbeating."""
+    stack.start()
+    sp, outside = stack.spool, tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.json"
+    secret.write_text(json.dumps({"service_id": "after-odd", "verb": "kill"}))
+    os.utime(secret, (time.time() - 1000, secret.stat().st_mtime))  # relatime: any read would move atime
+    atime = secret.stat().st_atime_ns
+    os.mkfifo(outside / "fifo")
+    for d in (sp.commands, sp.incoming):
+        os.mkfifo(d / "1-odd-kill.json")
+        os.symlink(secret, d / "2-odd-kill.json")
+        os.symlink(outside / "fifo", d / "3-odd-kill.json")
+        (d / "4-odd-kill.json").mkdir()
+    time.sleep(0.5)
+    beat = sp.read_supervisor()["heartbeat"]
+    stack.submit("after-odd", secondsToWait=0)
+    stack.wait_state("after-odd", "SUCCEEDED", timeout=15)
+    wait_for(lambda: sp.read_supervisor()["heartbeat"] != beat, 10, what="a new heartbeat")
+    wait_for(lambda: not list(sp.commands.iterdir()) and not list(sp.incoming.iterdir()), 10, what="drained")
+    reasons = sorted(r.name.split("-", 1)[1] + " " + r.read_text().strip() for r in sp.rejected.glob("*.reason"))
+    what = ["FIFO", "symlink", "symlink", "directory"]
+    assert reasons == sorted(f"{i}-odd-kill.json.reason {i}-odd-kill.json: not a regular file: {w}"
+                             for _ in range(2) for i, w in enumerate(what, 1))
+    assert secret.stat().st_atime_ns == atime  # the symlinks' target was never read
+    assert os.path.islink(next(sp.rejected.glob("*-2-odd-kill.json")))
+    assert stack.state("after-odd")["state"] == "SUCCEEDED" and stack.daemon.alive()
 
 
 def test_second_spec_for_a_known_service_id_starts_nothing(stack):
