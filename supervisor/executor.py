@@ -38,7 +38,7 @@ def read_exit(attempt_dir: Path) -> ExitRecord | None:
     """The shim's exit.json, validated; None if the shim has not written it."""
     try:
         with open(attempt_dir / "exit.json", "rb") as f:
-            data = json.loads(f.read(4096))
+            data = json.loads(f.read(4096))  # the record is padded with blanks to a fixed size (shim.py)
         code, sig = data.get("exit_code"), data.get("signal")
         if not (code is None or isinstance(code, int)) or not (sig is None or isinstance(sig, int)):
             raise ValueError("bad types")
