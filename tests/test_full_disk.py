@@ -81,6 +81,8 @@ def fill(spool) -> None:
 
 
 def events(stack, name: str) -> list[dict]:
+    """The supervisor's log events of this name (which it must have lived to write)."""
+    assert stack.supervisor.alive(), f"the supervisor died:\n{stack.supervisor.output()[-3000:]}"
     found = []
     for line in stack.supervisor.output().splitlines():
         try:
