@@ -72,6 +72,13 @@ class JobNotActive(FacadeError):
     faultcode = "Client.JobNotActive"
 
 
+class ServiceUnavailable(FacadeError):
+    """The spool's storage refuses writes (full, read-only, failing): nothing was recorded; retry later."""
+
+    fault_name = "ServiceUnavailableFault"
+    faultcode = "Server.ServiceUnavailable"
+
+
 class InternalError(FacadeError):
     """A bug or an unreadable spool file; details go to the log, not to the caller."""
 
@@ -81,5 +88,5 @@ class InternalError(FacadeError):
 
 ALL_ERRORS: tuple[type[FacadeError], ...] = (
     InvalidRequest, TokenValidationFailed, WrongProject, UnknownServiceID,
-    AuthManagerUnavailable, JobFailed, JobNotActive, InternalError,
+    AuthManagerUnavailable, JobFailed, JobNotActive, ServiceUnavailable, InternalError,
 )

@@ -16,7 +16,8 @@ from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
-from jobs.spool import NOTIFICATIONS, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_json, tail_lines
+from jobs.spool import (NOTIFICATIONS, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_json,
+                        storage_refused, tail_lines)
 from jobs.states import JobState
 
 from .errors import InternalError, UnknownServiceID
@@ -216,6 +217,14 @@ def last_page(files: JobFiles) -> str | None:
 
 
 def remember_page(spool: Spool, files: JobFiles, digest: str, now: float) -> None:
-    """facade.json: a fixed-width record, so that Spool.write_hint can overwrite it in place."""
+    """facade.json: a fixed-width record, so that Spool.write_hint can overwrite it in place.
+
+    A hint is free to lose (the next page is sent whole): a full or read-only
+    disk must not cost the caller its answer.
+    """
     if os.path.isdir(files.run_dir):
-        spool.write_hint(files.facade, b'{"page": "%s", "sent_at": %.6f}\n' % (digest.encode(), now))
+        try:
+            spool.write_hint(files.facade, b'{"page": "%s", "sent_at": %.6f}\n' % (digest.encode(), now))
+        except OSError as e:
+            if storage_refused(e) is None:
+                raise

@@ -46,9 +46,11 @@ import structlog
 from spyne import Boolean, Double, Fault, Integer, ServiceBase, Unicode, rpc
 
 from jobs.definitions import Definition
+from jobs.spool import storage_refused
 
 from .errors import (ALL_ERRORS, AuthManagerUnavailable, FacadeError, InternalError, InvalidRequest,
-                     JobFailed, JobNotActive, TokenValidationFailed, UnknownServiceID, WrongProject)
+                     JobFailed, JobNotActive, ServiceUnavailable, TokenValidationFailed, UnknownServiceID,
+                     WrongProject)
 from .fastpath import precomputed
 from .jobview import xml_safe
 from .operations import Operations
@@ -58,10 +60,10 @@ COMMON_PARAMS = ("serviceID", "sessionToken")
 log = structlog.get_logger("facade.service")  # lazy: configured later, by the entry point
 
 _AUTHORIZED = (InvalidRequest, TokenValidationFailed, WrongProject, UnknownServiceID,
-               AuthManagerUnavailable, InternalError)
+               AuthManagerUnavailable, ServiceUnavailable, InternalError)
 THROWS = {
     "start": (InvalidRequest, TokenValidationFailed, WrongProject, AuthManagerUnavailable, UnknownServiceID,
-              InternalError),
+              ServiceUnavailable, InternalError),
     "getServiceStatus": _AUTHORIZED + (JobFailed,),
     "abortService": _AUTHORIZED,
     "notifyService": _AUTHORIZED + (JobNotActive,),
@@ -98,15 +100,22 @@ def _operation(name: str, fn: Callable[..., Any], faults: dict[type[FacadeError]
                 return done.value
             return fn(*args)
         except FacadeError as e:
-            log.info("fault", fault=e.fault_name, message=e.message)
-            raise faults[type(e)](faultcode=e.faultcode, faultstring=xml_safe(e.message),
-                                  detail=e.detail) from None
-        except Exception:
+            raise declared(e) from None
+        except Exception as e:
+            if (errno_name := storage_refused(e)) is not None:
+                log.warning("storage_refused", errno=errno_name, error=str(e))
+                raise declared(ServiceUnavailable(
+                    f"the service cannot accept work right now: its storage refuses writes ({errno_name}); "
+                    "nothing was recorded, try again later")) from None
             log.exception("internal_error")
             raise faults[InternalError](
                 faultcode=InternalError.faultcode,
                 faultstring="internal error in the service; the operator will find the details in its log",
             ) from None
+
+    def declared(e: FacadeError) -> Fault:
+        log.info("fault", fault=e.fault_name, message=e.message)
+        return faults[type(e)](faultcode=e.faultcode, faultstring=xml_safe(e.message), detail=e.detail)
 
     call.__name__ = name
     return call

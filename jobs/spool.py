@@ -37,6 +37,9 @@ from .errors import SpecError
 SERVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 COMMAND_VERBS = ("kill", "restart")
 MAX_JSON_BYTES = 64 * 1024
+# The storage refused a write (full, over quota, read-only, failing, not permitted): a
+# condition of the machine that passes, never a reason to die or to fail a job.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
 
 NOTIFICATIONS = "notifications.txt"
 EXIT_FILE = "exit.json"
@@ -54,6 +57,13 @@ def validate_service_id(value: object) -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def storage_refused(e: BaseException) -> str | None:
+    """The errno name (e.g. "ENOSPC") if e is the storage refusing a write, else None."""
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+        return errno.errorcode[e.errno]
+    return None
 
 
 def fsync_dir(path: Path) -> None:
@@ -171,11 +181,15 @@ class Spool:
         tmp = self.tmp / f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            _write_all(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                _write_all(fd, data)
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink(tmp)  # a full disk must not leave staging files behind
+            raise
         if durable:
             _verify_staged(tmp, data)
         return tmp
@@ -282,13 +296,25 @@ class Spool:
             return None
 
     def append_notification(self, sid: str, message: str) -> int:
-        """Append one JSON line; O_APPEND keeps concurrent writers' lines whole and ordered."""
+        """Append one JSON line; O_APPEND keeps concurrent writers' lines whole and ordered.
+
+        A write cut short (a full disk) is taken back if no one appended after
+        it, so the reader never gets half a line.
+        """
         line = (json.dumps({"at": time.time(), "message": message}) + "\n").encode()
         path = self.run_dir(sid) / NOTIFICATIONS
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            _write_all(fd, line)
-            os.fsync(fd)
+            written = 0
+            try:
+                while written < len(line):
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except OSError:
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+                if 0 < written < len(line) and os.fstat(fd).st_size == end:
+                    os.ftruncate(fd, end - written)
+                raise
             return os.fstat(fd).st_size
         finally:
             os.close(fd)

@@ -31,7 +31,7 @@ from jobs.errors import JobsError, SpecError
 from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
 from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, fsync_dir, read_bytes,
-                        read_json)
+                        read_json, storage_refused)
 from jobs.states import ACTIVE, JobState
 
 from .executor import ExitRecord, Executor
@@ -76,6 +76,8 @@ class Supervisor:
         self.log = structlog.get_logger("supervisor")
         self.jobs: dict[str, Job] = {}
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
+        self.unsaved: dict[str, Job] = {}  # state.json the storage refused: written again every pass
+        self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -85,6 +87,8 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
         """One pass; everything the daemon does happens here, in this order."""
+        for job in list(self.unsaved.values()):
+            self.save(job)
         self.take_incoming(now)
         self.take_commands(now)
         full = now >= self.next_reconcile
@@ -146,6 +150,14 @@ class Supervisor:
         rs = RunState(sid, spec.job, queued_at=now, updated_at=now,
                       executor=definition.executor or self.cfg.executor)
         stage = self.spool.tmp / f"claim-{sid}-{secrets.token_hex(4)}"
+        if not self.write("claim", sid, self._make_run, stage, run, raw, rs):
+            shutil.rmtree(stage, ignore_errors=True)  # the spec stays in incoming/: claimed on a later pass
+            return
+        path.unlink(missing_ok=True)
+        self.jobs[sid] = Job(spec, definition, rs, run)
+        log.info("job_queued", job=spec.job, executor=rs.executor)
+
+    def _make_run(self, stage: Path, run: Path, raw: bytes, rs: RunState) -> None:
         (stage / "attempts").mkdir(parents=True)
         for fname, data in (("spec.json", raw), ("state.json", rs.to_json())):
             with open(stage / fname, "wb") as f:
@@ -155,19 +167,18 @@ class Supervisor:
         fsync_dir(stage)
         os.rename(stage, run)
         fsync_dir(self.spool.runs)
-        path.unlink(missing_ok=True)
-        self.jobs[sid] = Job(spec, definition, rs, run)
-        log.info("job_queued", job=spec.job, executor=rs.executor)
 
     def reject(self, path: Path, reason: str, log) -> None:
         """Move a bad file aside with a reason file; the daemon carries on."""
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name)[:150]
         dest = self.spool.rejected / f"{time.time_ns()}-{safe}"
         try:
-            os.replace(path, dest)
+            if not self.write("reject", None, os.replace, path, dest):
+                return  # tried again on a later pass
         except FileNotFoundError:
             return
-        self.spool.write_atomic(dest.with_name(dest.name + ".reason"), (reason + "\n").encode())
+        self.write("reject", None, self.spool.write_atomic, dest.with_name(dest.name + ".reason"),
+                   (reason + "\n").encode())
         log.warning("rejected", reason=reason, moved_to=str(dest))
 
     def take_commands(self, now: float) -> None:
@@ -193,7 +204,7 @@ class Supervisor:
             job = self.jobs.get(sid) or self.load_run(sid, now)
             if job is not None:
                 (self.kill if verb == "kill" else self.restart)(job, now, origin)
-            path.unlink(missing_ok=True)
+            self.write("command", sid, path.unlink, missing_ok=True)
 
     # -- the one path that stops a job -----------------------------------
     def stop(self, job: Job, now: float, target: JobState, reason: str) -> None:
@@ -334,7 +345,7 @@ class Supervisor:
         free = self.cfg.max_parallel_jobs - running
         if free <= 0:
             return
-        ready = sorted((j for j in self.jobs.values() if j.rs.state == JobState.QUEUED
+        ready = sorted((j for j in self.jobs.values() if j.rs.state == JobState.QUEUED and j.sid not in self.unsaved
                         and (j.rs.not_before is None or j.rs.not_before <= now)),
                        key=lambda j: (j.rs.queued_at or 0, j.rs.service_id))
         for job in ready[:free]:
@@ -345,8 +356,11 @@ class Supervisor:
 
         With a spare shim (supervisor.runner) the state written first already
         names the process that will run the job, and no second write is needed.
+        If the storage refuses that write, nothing is started: the job stays
+        QUEUED and is launched once its state can be written again.
         """
         rs, d, sid = job.rs, job.definition, job.sid
+        queued = dataclasses.replace(rs)
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
         argv = d.render_argv(job.spec.inputs, job.run_dir, job.attempt_dir, sid, rs.attempt)
@@ -357,9 +371,14 @@ class Supervisor:
         reserve = getattr(ex, "reserve", None)  # local: a shim started ahead, its pid known now
         warm = False
         try:
-            job.attempt_dir.mkdir(parents=True, exist_ok=True)
-            warm = bool(reserve and reserve(job))
-            self.save(job)
+            ready = self.write("state", sid, job.attempt_dir.mkdir, parents=True, exist_ok=True)
+            warm = ready and bool(reserve and reserve(job))
+            if not (ready and self.save(job)):
+                if warm:
+                    ex.release(job)
+                job.rs = queued
+                self.unsaved[sid] = job
+                return
             ex.start(job, argv, env)
         except OSError as e:
             if warm:
@@ -384,22 +403,53 @@ class Supervisor:
                 prepare()
 
     # -- persistence -----------------------------------------------------
-    def save(self, job: Job) -> None:
-        self.spool.write_atomic(self.spool.run_dir(job.rs.service_id) / "state.json", job.rs.to_json())
+    def write(self, what: str, sid: str | None, fn, *args, **kwargs) -> bool:
+        """Run one spool write; False if the storage refuses it (full, read-only, failing).
+
+        The one place those errors are caught: the daemon and its running jobs
+        carry on, the caller leaves things as they were or keeps what is
+        unwritten for a later pass, and the failure is logged once until that
+        write works again.
+        """
+        key = (what, sid)
+        try:
+            fn(*args, **kwargs)
+        except OSError as e:
+            name = storage_refused(e)
+            if name is None:
+                raise
+            if key not in self.refused:
+                self.refused.add(key)
+                self.log.error("write_refused", what=what, service_id=sid, errno=name, error=str(e))
+            return False
+        if key in self.refused:
+            self.refused.discard(key)
+            self.log.info("write_recovered", what=what, service_id=sid)
+        return True
+
+    def save(self, job: Job) -> bool:
+        """Write state.json; the state in memory stays the authority if it cannot be written yet."""
+        sid = job.rs.service_id
+        if self.write("state", sid, self.spool.write_atomic, self.spool.run_dir(sid) / "state.json",
+                      job.rs.to_json()):
+            self.unsaved.pop(sid, None)
+            return True
+        self.unsaved[sid] = job
+        return False
 
     def publish_queue(self) -> None:
         queued = [j.rs.service_id for j in sorted(
             (j for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
             key=lambda j: (j.rs.not_before or 0, j.rs.queued_at or 0, j.rs.service_id))]
-        if queued != self.last_queue:
-            self.spool.write_atomic(self.spool.queue_file, dump_json({"queued": queued}))
+        if queued != self.last_queue and self.write("queue", None, self.spool.write_atomic, self.spool.queue_file,
+                                                    dump_json({"queued": queued})):
             self.last_queue = queued
 
     def write_heartbeat(self, now: float) -> None:
         body = {"pid": os.getpid(), "create_time": self.create_time, "started_at": iso(self.started_at),
                 "heartbeat": iso(now), "running": sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
                 "max_parallel_jobs": self.cfg.max_parallel_jobs}
-        self.spool.write_atomic(self.spool.supervisor_file, dump_json(body))
+        self.write("heartbeat", None, self.spool.write_atomic, self.spool.supervisor_file, dump_json(body))
 
     def load_run(self, sid: str, now: float) -> Job | None:
         """Read one run from disk (start-up, or a run we did not know); adopt or finalise it."""
@@ -442,10 +492,11 @@ class Supervisor:
         """Remove finished runs older than RETENTION_DAYS, and writers' stale tmp/ leftovers."""
         horizon = now - self.cfg.retention_seconds
         for sid, finished_at in list(self.finished.items()):
-            if finished_at < horizon:
+            if finished_at < horizon and sid not in self.unsaved:
                 grave = self.spool.tmp / f"expired-{sid}-{secrets.token_hex(4)}"
-                try:
-                    os.rename(self.spool.runs / sid, grave)  # disappears atomically, then delete
+                try:  # disappears atomically, then delete
+                    if not self.write("retention", sid, os.rename, self.spool.runs / sid, grave):
+                        continue
                 except FileNotFoundError:
                     pass
                 else:
@@ -529,7 +580,7 @@ class Daemon:
             self.observer.join(5)
         try:
             os.unlink(self.sup.spool.supervisor_file)
-        except FileNotFoundError:
+        except OSError:
             pass
         log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))
 

@@ -36,7 +36,7 @@ class ExitRecord:
 def read_exit(attempt_dir: Path) -> ExitRecord | None:
     """The shim's exit.json, validated; None if the shim has not written it."""
     try:
-        data = json.loads(read_bytes(attempt_dir / "exit.json", 4096))
+        data = json.loads(read_bytes(attempt_dir / "exit.json", 4096))  # padded with blanks to a fixed size (shim.py)
         code, sig = data.get("exit_code"), data.get("signal")
         if not (code is None or isinstance(code, int)) or not (sig is None or isinstance(sig, int)):
             raise ValueError("bad types")

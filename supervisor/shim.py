@@ -4,10 +4,13 @@ Started by the supervisor as the leader of a new session (so one killpg reaches
 the whole job):  python -S shim.py ATTEMPT_DIR -- PROGRAM ARGS...
 It opens the attempt's stdout/stderr logs, runs the program with the run
 directory as its working directory, waits for it and writes exit.json
-atomically. It imports only the standard library and runs without site (-S)
-to keep the spool->spawn path short. It ignores SIGTERM/SIGINT itself (the
-program gets them from the group signal) so it lives to record the exit; a
-SIGKILL of the group ends it too, which the daemon accounts for.
+atomically. The record's space is taken before the program starts (a padded
+file, overwritten in place at the end, then renamed), so a disk that fills
+up meanwhile cannot lose the exit status. It imports only the standard
+library and runs without site (-S) to keep the spool->spawn path short. It
+ignores SIGTERM/SIGINT itself (the program gets them from the group signal)
+so it lives to record the exit; a SIGKILL of the group ends it too, which
+the daemon accounts for.
 
 Spare mode (local executor):  python -S shim.py --spare
 The daemon keeps one shim started ahead of need, so a job does not wait for
@@ -35,12 +38,41 @@ def _to_json(record):
     return "{" + ", ".join('"%s": %s' % (k, value(v)) for k, v in sorted(record.items())) + "}"
 
 
-def write_exit(attempt_dir, record):
+EXIT_RECORD_BYTES = 1024  # every record fits (the error text is cut short); readers skip the padding
+
+
+def reserve_exit(attempt_dir):
+    """Take the exit record's space now, while there is some; None if the disk already refuses it.
+
+    A write is enough (no fsync on the spawn path): tmpfs allocates, and
+    ext4/XFS reserve delayed-allocation space, when the data is written. The
+    padded file keeps a hidden name until write_exit has filled it, so a
+    reader never takes it for an exit status.
+    """
+    tmp = os.path.join(attempt_dir, ".exit.json.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        return None
+    try:
+        if os.write(fd, b" " * (EXIT_RECORD_BYTES - 1) + b"\n") == EXIT_RECORD_BYTES:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def write_exit(attempt_dir, record, fd=None):
+    """Fill the reserved file in place (no new space needed), fsync, rename it to exit.json."""
     path = os.path.join(attempt_dir, "exit.json")
     tmp = os.path.join(attempt_dir, ".exit.json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    data = (_to_json(record) + "\n").encode()
+    data += b" " * (EXIT_RECORD_BYTES - len(data))
+    if fd is None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, (_to_json(record) + "\n").encode())
+        os.pwrite(fd, data, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -109,21 +141,25 @@ def run(attempt_dir, program, env):
     out = os.open(os.path.join(attempt_dir, "stdout.log"), flags, 0o644)
     err = os.open(os.path.join(attempt_dir, "stderr.log"), flags, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
+    reserved = reserve_exit(attempt_dir)
     try:
         os.chdir(run_dir)
         pid = os.posix_spawnp(program[0], program, env, file_actions=[
             (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2),
         ], setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     except OSError as e:
-        os.write(err, f"cannot start {program[0]}: {e}\n".encode())
-        write_exit(attempt_dir, {"exit_code": 127, "signal": None, "error": str(e),
-                                 "started_at": started, "ended_at": time.time()})
+        try:
+            os.write(err, f"cannot start {program[0]}: {e}\n".encode())
+        except OSError:
+            pass  # the log may be on a full disk; the exit record has its space
+        write_exit(attempt_dir, {"exit_code": 127, "signal": None, "error": str(e)[:120],
+                                 "started_at": started, "ended_at": time.time()}, reserved)
         return 127
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     record = {"pid": pid, "started_at": started, "ended_at": time.time(),
               "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
-    write_exit(attempt_dir, record)
+    write_exit(attempt_dir, record, reserved)
     return code if code >= 0 else 128 - code
 
 
