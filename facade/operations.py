@@ -15,12 +15,13 @@ import structlog
 from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.spec import JobSpec
-from jobs.spool import Spool, open_regular, validate_service_id
+from jobs.spool import NotRegularFile, Spool, open_regular, validate_service_id
 from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
-from .errors import InvalidRequest, JobFailed, JobNotActive, TokenValidationFailed, WrongProject
+from .errors import (InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable, TokenValidationFailed,
+                     WrongProject)
 from .status_page import encode, render
 
 COMPLETED = "COMPLETED"
@@ -163,7 +164,12 @@ class Operations:
         if not os.path.isdir(files.run_dir):
             raise JobNotActive(f"job {sid} has not been picked up by the supervisor yet; "
                                "the message was not delivered, try again in a moment")
-        self.spool.append_notification(sid, message)
+        try:
+            self.spool.append_notification(sid, message)
+        except NotRegularFile as e:
+            log.error("notifications_file_odd", error=str(e))
+            raise ServiceUnavailable(f"the message was not delivered: the job's {e}; the operator must "
+                                     "remove it") from None
         count = _count_lines(files.notifications)
         log.info("notification_delivered", number=count)
         return f"message {count} delivered to {sid}"

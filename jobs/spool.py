@@ -111,11 +111,7 @@ def open_regular(path: Path | str) -> BinaryIO:
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP):  # symlink, socket
             raise
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = None
-        raise _odd(path, mode) from None
+        raise _odd(path, _lmode(path)) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -124,6 +120,28 @@ def open_regular(path: Path | str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_regular_for_write(path: Path | str, flags: int, mode: int = 0o644) -> int:
+    """The writers' open_regular: no symlink followed, no blocking on a FIFO, regular files only."""
+    try:
+        fd = os.open(path, flags | os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP, errno.EISDIR):
+            raise
+        raise _odd(path, _lmode(path)) from None
+    st_mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(st_mode):
+        os.close(fd)
+        raise _odd(path, st_mode)
+    return fd
+
+
+def _lmode(path: Path | str) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return None
 
 
 def read_bytes(path: Path | str, limit: int = MAX_JSON_BYTES) -> bytes:
@@ -219,11 +237,12 @@ class Spool:
         writeback. A reader racing with that write may see a mix of the two
         records, which matches neither digest: one page sent again. Any other
         length is staged in tmp/ and renamed into place, dest removed first (a
-        rename that replaces a file makes ext4 write the new data out at once).
+        rename that replaces a file makes ext4 write the new data out at once);
+        so is anything at dest that is not a regular file, which is replaced.
         """
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = open_regular_for_write(dest, 0)
+        except (FileNotFoundError, NotRegularFile):
             pass
         else:
             try:
@@ -303,7 +322,7 @@ class Spool:
         """
         line = (json.dumps({"at": time.time(), "message": message}) + "\n").encode()
         path = self.run_dir(sid) / NOTIFICATIONS
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_regular_for_write(path, os.O_APPEND | os.O_CREAT)
         try:
             written = 0
             try:

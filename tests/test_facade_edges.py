@@ -206,3 +206,29 @@ def test_oversized_headers_are_refused(bare_stack, size):  # noqa: F811
         s.settimeout(10)
         first = s.recv(4096).split(b"\r\n", 1)[0]
     assert first.startswith(b"HTTP/1.1 4"), first
+
+
+def test_odd_files_where_the_facade_writes_neither_hang_nor_follow_links(tmp_path, devauth):  # noqa: F811
+    """A FIFO as notifications.txt gets a clear fault at once; a symlinked facade.json is replaced, its target untouched."""
+    from facade_harness import Soap
+    stack = make_stack(tmp_path / "s", devauth)
+    try:
+        soap, token, sid = Soap(stack.wsdl), devauth.token(), new_sid("odd")
+        soap.call("zeep", "startWaiter", sid, token, stack.extra(), 30)
+        run = stack.spool / "runs" / sid
+        stack.wait_state(sid, {"RUNNING"})
+        os.mkfifo(run / "notifications.txt")
+        outside = tmp_path / "outside.txt"
+        outside.write_bytes(b"x" * 200)
+        (run / "facade.json").unlink(missing_ok=True)
+        (run / "facade.json").symlink_to(outside)
+        t0 = time.monotonic()
+        f = soap.fault("zeep", "notifyService", sid, token, "hello")
+        assert time.monotonic() - t0 < 5
+        assert "ServiceUnavailable" in f.code and "not a regular file: FIFO" in f.message
+        assert "<html" in __import__("base64").b64decode(
+            soap.call("zeep", "getServiceStatus", sid, token).status_base64).decode()
+        assert b"x" * 200 == outside.read_bytes()
+        assert not (run / "facade.json").is_symlink()
+    finally:
+        stack.stop()
