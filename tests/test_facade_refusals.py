@@ -8,9 +8,10 @@ reaches, so "empty" is checked after every test.
 """
 from __future__ import annotations
 
-import socket
+import gzip
 import threading
 import time
+import zlib
 
 import pytest
 import requests
@@ -313,6 +314,15 @@ def test_non_utf8_content_type_charset_is_refused(bare_stack):  # noqa: F811
     assert 500 == r.status_code
     assert "charset 'utf-7' is not supported" in fault_string(r)
 
+
+@pytest.mark.parametrize("name,compress", [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                           ("GZIP, identity", gzip.compress)])
+def test_compressed_bodies_are_refused_naming_content_encoding(name, compress, bare_stack):  # noqa: F811
+    """A compressed request gets a fault that names Content-Encoding and says what to send instead."""
+    r = bare_stack.post(compress(soap_envelope("<w:getServiceStatus/>").encode()), {"Content-Encoding": name})
+    assert 500 == r.status_code
+    assert "UnsupportedContentEncoding" in r.text
+    assert f"Content-Encoding '{name}' is not supported; send an uncompressed body" == fault_string(r)
 
 def test_oversized_body_is_refused_with_413(bare_stack):  # noqa: F811
     """A body over MAX_BODY_BYTES is refused from its Content-Length, before it is read."""
