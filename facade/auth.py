@@ -115,7 +115,7 @@ def _parsed(url: str) -> _Url | None:
     try:
         p = urlsplit(url)
         scheme = p.scheme.lower()
-        port = p.port or _DEFAULT_PORTS.get(scheme)
+        port = _DEFAULT_PORTS.get(scheme) if p.port is None else p.port
     except ValueError:
         return None
     if scheme not in _DEFAULT_PORTS or not p.hostname or "@" in p.netloc or p.fragment or "#" in url:

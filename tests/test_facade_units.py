@@ -220,6 +220,7 @@ def test_allow_list_admits_its_urls_and_what_is_below_a_prefix(url):
     "http://evil#@auth.example/am", "http://auth.example/am/x y",
     "https://sso.example:8443/x/AuthManager", "https://sso.example:8443/x/AuthManager?wsdl&x=1",
     "https://sso.example/x/AuthManager?wsdl", "http://[::1]:8082/", "ftp://auth.example/am", "http://auth.example:x/am",
+    "http://auth.example:0/am",
 ])
 def test_allow_list_refuses_lookalikes(url):
     """Other hosts, ports, schemes, userinfo, paths past the boundary or dressed up with dot segments."""
