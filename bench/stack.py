@@ -126,6 +126,7 @@ class Env:
 
 def write_env(directory: Path, **overrides) -> Env:
     directory.mkdir(parents=True, exist_ok=True)
+    devauth_port = free_port()
     values = {
         "CONTEXT_ROOT": "/bench-soap",
         "SPOOL_DIR": str(directory / "spool"),
@@ -138,8 +139,9 @@ def write_env(directory: Path, **overrides) -> Env:
         "FACADE_PORT": str(free_port()),
         "FACADE_WORKERS": "2",
         "DEVAUTH_HOST": "127.0.0.1",
-        "DEVAUTH_PORT": str(free_port()),
+        "DEVAUTH_PORT": str(devauth_port),
         "DEVAUTH_USERS_FILE": str(directory / "users.json"),
+        "AUTH_MANAGERS": f"http://127.0.0.1:{devauth_port}{AUTH_PATH}?wsdl",
     }
     values.update({k: str(v) for k, v in overrides.items()})
     path = directory / "env"
@@ -152,6 +154,7 @@ class Stack:
     """Everything the benchmark started, so that close() can stop exactly that."""
     directory: Path
     procs: list[Proc] = field(default_factory=list)
+    auth_wsdl: str = ""  # the benchmark's devauth, once started: every façade allows it
 
     # -- components --------------------------------------------------------
     def devauth(self, users: int) -> "DevAuth":
@@ -170,6 +173,7 @@ class Stack:
                            d / "devauth.log", {"ENV_FILE": str(env.path), "LOG_LEVEL": "warning"})
         auth = DevAuth(proc, port, names)
         wait_http(auth.wsdl, proc)
+        self.auth_wsdl = auth.wsdl
         return auth
 
     def supervisor(self, env: Env) -> Proc:
@@ -188,8 +192,9 @@ class Stack:
         return proc
 
     def facade(self, env: Env, service: str = "BenchLight") -> Proc:
+        allowed = {"AUTH_MANAGERS": self.auth_wsdl} if self.auth_wsdl else {}
         proc = self._start("facade", [sys.executable, "-m", "facade"], env.path.parent / "facade.log",
-                           {"ENV_FILE": str(env.path)})
+                           {"ENV_FILE": str(env.path), **allowed})
         wait_http(f"http://127.0.0.1:{env.port}{env.context_root}/{service}?wsdl", proc)
         return proc
 

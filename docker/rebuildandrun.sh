@@ -6,7 +6,8 @@
 #
 #   PORT       host port of the façade (default: FACADE_PORT from the env file)
 #   --devauth  also run the development auth manager (local trials; its port,
-#              DEVAUTH_PORT, is published on 127.0.0.1 only)
+#              DEVAUTH_PORT, is published on 127.0.0.1 only); unless AUTH_MANAGERS
+#              is set, it is the one authentication manager the façade asks
 #
 # Environment: ENV_FILE (another env file), PUBLISH_ADDRESS (host address to
 # publish the façade on; default all), BASE (base image), WHEELS_ONLY=true
@@ -45,6 +46,12 @@ CONTEXT_ROOT="$(setting CONTEXT_ROOT /demo-waiter)"
 FACADE_PORT="$(setting FACADE_PORT 8080)"
 DEVAUTH_PORT="$(setting DEVAUTH_PORT 8081)"
 PORT="${PORT:-$FACADE_PORT}"
+AUTH_MANAGERS="$(setting AUTH_MANAGERS "")"
+if [ -z "$AUTH_MANAGERS" ] && [ "${#PROFILE[@]}" -gt 0 ]; then
+    # devauth shares the façade's network: both names of its URL, with or without ?wsdl
+    AUTH_MANAGERS="http://localhost:$DEVAUTH_PORT/authManager/AuthManager http://127.0.0.1:$DEVAUTH_PORT/authManager/AuthManager"
+fi
+export AUTH_MANAGERS
 export FACADE_PUBLISH="${PUBLISH_ADDRESS:+$PUBLISH_ADDRESS:}$PORT"
 
 if docker compose version >/dev/null 2>&1; then

@@ -21,7 +21,7 @@ from jobs.config import Config
 from jobs.definitions import Definition, load_definitions
 from jobs.spool import Spool
 
-from .auth import Authenticator
+from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
 from .guard import RequestGuard, soap_fault
 from .operations import Operations
@@ -118,12 +118,13 @@ def service_paths(config: Config, definitions: dict[str, Definition]) -> list[st
 
 
 def make_app(config: Config, definitions: dict[str, Definition] | None = None) -> Callable:
-    """Build the WSGI application; raises DefinitionError for a bad definitions directory."""
+    """Build the WSGI application; raises ConfigError (e.g. empty AUTH_MANAGERS) or DefinitionError."""
+    allowed = AuthManagers(config.auth_managers)  # fail closed: no allow-list, no façade
     # spyne logs every fault with a traceback; the façade logs its own faults, once.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
     definitions = definitions if definitions is not None else load_definitions(config.definitions_dir)
     spool = Spool(config.spool_dir).ensure()
-    auth = Authenticator(timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds)
+    auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds)
     ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)
     routes: dict[str, Callable] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):

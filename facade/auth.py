@@ -10,19 +10,31 @@ end in a clear fault, never a hung worker.
 Caches are per worker process: one suds client per auth URL (loading a WSDL is
 the expensive part) and positive validations per (token, auth URL) for
 AUTH_CACHE_SECONDS, which keeps the polling hot path off the network.
+
+Only the authentication managers in AUTH_MANAGERS are ever asked: the URL
+comes from the caller, and whoever names their own manager could vouch for
+made-up users, or make the façade fetch any URL it can reach. When a manager
+cannot be used, the fault says how (unreachable, too slow, an error) but never
+what it answered; that goes to the log.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
+import urllib.error
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, NamedTuple
 from urllib.parse import urlsplit
 
 import clfpy
+import structlog
 import suds
 import suds.client
 from suds.cache import NoCache
+from suds.transport import TransportError
+
+from jobs.errors import ConfigError
 
 from .errors import AuthManagerUnavailable, InvalidRequest, TokenValidationFailed
 
@@ -32,6 +44,10 @@ MAX_TOKEN = 4096
 MAX_CACHED_TOKENS = 10000
 MAX_CACHED_CLIENTS = 32
 _OWNER_MAX = 256
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)  # '.', '/', '\\' in disguise
+
+log = structlog.get_logger("facade.auth")  # lazy: configured later, by the entry point
 
 
 def parse_extra_parameters(raw: object) -> dict[str, str]:
@@ -79,6 +95,89 @@ def validate_auth_url(url: str) -> str:
     return url
 
 
+class _Url(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+
+
+def _parsed(url: str) -> _Url | None:
+    """The parts URLs are compared by, or None for a URL no allow-list entry may match.
+
+    Refused outright: userinfo (`http://allowed@evil/`), fragments, backslashes,
+    control characters, and paths with dot segments or encoded '.', '/', '\\'
+    (a server may resolve them to a path the prefix did not admit).
+    """
+    if "\\" in url or any(c.isspace() or ord(c) < 32 for c in url):
+        return None
+    try:
+        p = urlsplit(url)
+        scheme = p.scheme.lower()
+        port = _DEFAULT_PORTS.get(scheme) if p.port is None else p.port
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not p.hostname or "@" in p.netloc or p.fragment or "#" in url:
+        return None
+    path = p.path or "/"
+    if _ENCODED_SEPARATOR.search(path) or any(seg in (".", "..") for seg in path.split("/")):
+        return None
+    return _Url(scheme, p.hostname, port, path, p.query)
+
+
+class AuthManagers:
+    """The allow-list AUTH_MANAGERS: which authentication managers the façade may ask.
+
+    An entry with a query (`.../AuthManager?wsdl`) admits exactly that URL; an
+    entry without one is a prefix that ends at a path boundary, so
+    `http://auth.example/am` admits `http://auth.example/am/AuthManager?wsdl`
+    but not `http://auth.example/amx` nor `http://auth.example.evil.com/am`.
+    Scheme, host and port always match exactly (the default port made explicit).
+    """
+
+    def __init__(self, entries: Iterable[str]):
+        entries = list(entries)
+        if not entries:
+            raise ConfigError(
+                "AUTH_MANAGERS is empty: set it to the WSDL URL of the platform's authentication manager "
+                "(e.g. https://auth.example/authManager/AuthManager?wsdl; for the development one: "
+                "http://DEVAUTH_HOST:DEVAUTH_PORT/authManager/AuthManager?wsdl); "
+                "the façade asks no other")
+        self._entries: list[_Url] = []
+        for entry in entries:
+            parsed = _parsed(entry)
+            if parsed is None or len(entry) > MAX_URL:
+                raise ConfigError(f"AUTH_MANAGERS: {entry[:100]!r} is not an http(s) URL without userinfo, "
+                                  "fragment, '..' or encoded separators")
+            self._entries.append(parsed)
+
+    def allows(self, url: str) -> bool:
+        u = _parsed(url)
+        return u is not None and any(_admits(e, u) for e in self._entries)
+
+    def check(self, url: str) -> str:
+        """The URL, or InvalidRequest naming it: it is not one the façade may ask."""
+        if not self.allows(url):
+            raise InvalidRequest(
+                f"authentication manager {_clip(url)!r} is not an allowed authentication manager "
+                "of this service (AUTH_MANAGERS); nothing was sent to it")
+        return url
+
+
+def _admits(entry: _Url, u: _Url) -> bool:
+    if entry[:3] != u[:3]:
+        return False
+    if entry.query:
+        return entry.path == u.path and entry.query == u.query
+    base = entry.path.rstrip("/")
+    return u.path in (entry.path, base) or u.path.startswith(base + "/")
+
+
+def _clip(url: str, limit: int = 120) -> str:
+    return url if len(url) <= limit else url[:limit - 3] + "..."
+
+
 class TimedAuthClient(clfpy.AuthClient):
     """clfpy's AuthClient with a suds client that times out, and calls that raise.
 
@@ -94,18 +193,31 @@ class TimedAuthClient(clfpy.AuthClient):
         try:
             self.client = suds.client.Client(wsdl_url, cache=NoCache(), timeout=timeout)
         except Exception as e:  # noqa: BLE001 - any failure to load the WSDL means "unavailable"
-            raise AuthManagerUnavailable(
-                f"authentication manager unavailable: could not load its WSDL from {wsdl_url} "
-                f"within {timeout:g} s ({_short(e)})") from None
+            raise self._unavailable("loading its WSDL", e) from None
 
     def call(self, name: str, method: Callable[[str], Any], token: str) -> Any:
         with self._lock:
             try:
                 return method(token)
             except Exception as e:  # noqa: BLE001
-                raise AuthManagerUnavailable(
-                    f"authentication manager unavailable: {name} at {self.wsdl_url} failed "
-                    f"or took longer than {self.timeout:g} s ({_short(e)})") from None
+                raise self._unavailable(name, e) from None
+
+    def _unavailable(self, step: str, e: Exception) -> AuthManagerUnavailable:
+        """A fault that says what kind of failure it was; what the server said goes to the log only."""
+        log.warning("auth_manager_unavailable", url=self.wsdl_url, step=step, error=_short(e))
+        if _is_timeout(e):
+            why = f"did not answer within {self.timeout:g} s"
+        elif isinstance(e, (TransportError, urllib.error.HTTPError)) or not isinstance(e, OSError):
+            why = "answered with an error"
+        else:
+            why = "could not be reached"
+        return AuthManagerUnavailable(
+            f"authentication manager unavailable: {_clip(self.wsdl_url)} {why} ({step}); "
+            "the details are in the service's log")
+
+
+def _is_timeout(e: BaseException) -> bool:
+    return isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError)
 
 
 def _short(e: BaseException) -> str:
@@ -123,9 +235,10 @@ class Identity:
 class Authenticator:
     """Validates tokens, with the per-worker caches described in the module docstring."""
 
-    def __init__(self, timeout: float, cache_seconds: float,
+    def __init__(self, allowed: AuthManagers, timeout: float, cache_seconds: float,
                  clock: Callable[[], float] = time.monotonic,
                  client_factory: Callable[[str, float], TimedAuthClient] = TimedAuthClient):
+        self.allowed = allowed
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self._clock = clock
@@ -135,7 +248,8 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def identify(self, token: object, auth_url: str) -> Identity:
-        """The token's owner, or TokenValidationFailed / AuthManagerUnavailable."""
+        """The token's owner, or InvalidRequest (URL not allowed) / TokenValidationFailed / AuthManagerUnavailable."""
+        self.allowed.check(auth_url)  # every call, polls too: a spec's auth_url may come from anywhere
         if not isinstance(token, str) or not token.strip():
             raise TokenValidationFailed("no session token given")
         if len(token) > MAX_TOKEN:

@@ -6,6 +6,8 @@ bug, an entity expansion or a future default. So, for every POST:
 
 * a body over MAX_BODY_BYTES is refused (Content-Length checked first, and the
   read itself is capped, so a chunked or lying request cannot get past);
+* a Content-Encoding other than identity (gzip, deflate, ...) is refused:
+  nothing here decompresses, and a compressed body would only be misread;
 * anything not UTF-8 is refused: a UTF-16/32 byte-order mark, NUL bytes, an
   invalid UTF-8 sequence, an XML declaration or a Content-Type charset naming
   another encoding (UTF-7 or UTF-16 could hide `<!DOCTYPE` from a byte check);
@@ -86,6 +88,10 @@ class RequestGuard:
                 raise Refused("400 Bad Request", "Client.BadRequest", "invalid Content-Length header")
             if int(raw_length) > limit:
                 raise too_big
+        encoding = (environ.get("HTTP_CONTENT_ENCODING") or "").strip()
+        if any(e.strip().lower() not in ("", "identity") for e in encoding.split(",")):
+            raise Refused("500 Internal Server Error", "Client.UnsupportedContentEncoding",
+                          f"Content-Encoding {encoding[:40]!r} is not supported; send an uncompressed body")
         match = _CHARSET.search(environ.get("CONTENT_TYPE") or "")
         if match and match.group(1).lower() not in _UTF8_NAMES:
             raise Refused("500 Internal Server Error", "Client.UnsupportedEncoding",

@@ -134,6 +134,7 @@ class Config:
     facade_read_timeout_seconds: float
     auth_cache_seconds: float
     auth_timeout_seconds: float
+    auth_managers: tuple[str, ...]
     abort_wait_seconds: float
     max_body_bytes: int
     devauth_host: str
@@ -170,6 +171,7 @@ _DEFAULTS = {
     "FACADE_READ_TIMEOUT_SECONDS": "10",
     "AUTH_CACHE_SECONDS": "30",
     "AUTH_TIMEOUT_SECONDS": "5",
+    "AUTH_MANAGERS": "",
     "ABORT_WAIT_SECONDS": "4",
     "MAX_BODY_BYTES": "1048576",
     "DEVAUTH_HOST": "127.0.0.1",
@@ -221,6 +223,7 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         facade_read_timeout_seconds=_float("FACADE_READ_TIMEOUT_SECONDS", raw["FACADE_READ_TIMEOUT_SECONDS"], 1, 60),
         auth_cache_seconds=_float("AUTH_CACHE_SECONDS", raw["AUTH_CACHE_SECONDS"], 0, 3600),
         auth_timeout_seconds=_float("AUTH_TIMEOUT_SECONDS", raw["AUTH_TIMEOUT_SECONDS"], 0.1, 60),
+        auth_managers=tuple(u for u in re.split(r"[,\s]+", raw["AUTH_MANAGERS"]) if u),
         abort_wait_seconds=_float("ABORT_WAIT_SECONDS", raw["ABORT_WAIT_SECONDS"], 0, 30),
         max_body_bytes=_int("MAX_BODY_BYTES", raw["MAX_BODY_BYTES"], 1024, 64 * 1024 * 1024),
         devauth_host=raw["DEVAUTH_HOST"],

@@ -6,11 +6,14 @@ ports, with its own spool under the test's temporary directory.
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +99,7 @@ class Stack:
     auth: DevAuth
     supervisor: Managed | None = None
     extras: list[Managed] = field(default_factory=list)
+    broken: BrokenAuthManagers | None = None
 
     @property
     def base_url(self) -> str:
@@ -171,8 +175,10 @@ def definitions_dir(directory: Path) -> Path:
 
 
 def make_stack(directory: Path, auth: DevAuth, supervisor: bool = True, **overrides) -> Stack:
+    """A stack whose façade allows `auth` (AUTH_MANAGERS) unless `overrides` say otherwise."""
     directory.mkdir(parents=True, exist_ok=True)
     overrides.setdefault("DEFINITIONS_DIR", str(definitions_dir(directory)))
+    overrides.setdefault("AUTH_MANAGERS", auth.wsdl)
     env_file = write_env(directory, **overrides)
     cfg = jobs_config.load(env_file, {})
     sup = start_supervisor(env_file, directory / "supervisor.log") if supervisor else None
@@ -183,6 +189,80 @@ def make_stack(directory: Path, auth: DevAuth, supervisor: bool = True, **overri
             sup.stop()
         raise
     return Stack(directory, env_file, cfg, fac, auth, sup)
+
+
+class BrokenAuthManagers:
+    """Loopback ports standing in for authentication managers that fail, held open for a module.
+
+    `dead` refuses connections (bound, never listening); `silent` accepts and
+    never answers; `error` is an HTTP server answering every request with 403
+    and ERROR_BODY, recording the paths it was asked for in `requests`.
+    """
+    ERROR_BODY = "secret-metadata-token-1234"
+
+    def __init__(self):
+        self._dead = socket.socket()
+        self._dead.bind(("127.0.0.1", 0))
+        self._silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.requests: list[str] = []
+        seen, body = self.requests, self.ERROR_BODY.encode()
+
+        class Forbidden(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append(self.path)
+                self.send_response(403)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+        self._error = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+        threading.Thread(target=self._error.serve_forever, daemon=True).start()
+
+    def url(self, which: str, path: str = "/auth?wsdl") -> str:
+        sock = {"dead": self._dead, "silent": self._silent, "error": self._error.socket}[which]
+        return f"http://127.0.0.1:{sock.getsockname()[1]}{path}"
+
+    def close(self) -> None:
+        self._error.shutdown()
+        self._error.server_close()
+        self._dead.close()
+        self._silent.close()
+
+
+class CountingProxy:
+    """A TCP forwarder to a local port that counts the connections made through it."""
+
+    def __init__(self, target_port: int):
+        self.connections = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._serve, args=(target_port,), daemon=True).start()
+
+    def _serve(self, target_port: int) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def new_sid(prefix: str = "t") -> str:
@@ -267,11 +347,23 @@ def stack(tmp_path_factory, devauth):
 
 @pytest.fixture(scope="module")
 def bare_stack(tmp_path_factory, devauth):
-    """A façade without supervisor, for requests that must be refused before reaching the spool."""
-    s = make_stack(tmp_path_factory.mktemp("bare"), devauth, supervisor=False,
-                   AUTH_TIMEOUT_SECONDS="1.5", MAX_BODY_BYTES=str(BARE_MAX_BODY))
+    """A façade without supervisor, for requests that must be refused before reaching the spool.
+
+    It allows devauth and, to see how their failures are reported, the broken
+    authentication managers in `.broken` (`/auth` on `dead` and `silent`, `/allowed` on `error`).
+    """
+    broken = BrokenAuthManagers()
+    allowed = [devauth.wsdl, broken.url("dead", "/auth"), broken.url("silent", "/auth"), broken.url("error", "/allowed")]
+    try:
+        s = make_stack(tmp_path_factory.mktemp("bare"), devauth, supervisor=False, AUTH_MANAGERS=" ".join(allowed),
+                       AUTH_TIMEOUT_SECONDS="1.5", MAX_BODY_BYTES=str(BARE_MAX_BODY))
+    except BaseException:
+        broken.close()
+        raise
+    s.broken = broken
     yield s
     s.stop()
+    broken.close()
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +378,7 @@ def wait_until(predicate, timeout: float = 30, what: str = "condition"):
 
 __all__ = [
     "AUTH_PATH", "BARE_MAX_BODY", "CLIENTS", "SOAP_ENV", "TNS", "USERS",
-    "DevAuth", "FaultInfo", "Soap", "Stack",
+    "BrokenAuthManagers", "CountingProxy", "DevAuth", "FaultInfo", "Soap", "Stack",
     "fault_string", "make_stack", "new_sid", "soap_envelope", "start_devauth", "start_facade", "suds_client",
     "wait_until", "zeep_client",
     "artifacts", "bare_stack", "devauth", "stack",

@@ -23,7 +23,8 @@ def free_port() -> int:
 
 
 def write_env(directory: Path, **overrides) -> Path:
-    """An env file for one test: its own spool under `directory`, fast reconcile."""
+    """An env file for one test: its own spool under `directory`, fast reconcile, its devauth allowed."""
+    devauth_port = free_port()
     values = {
         "CONTEXT_ROOT": "/demo-waiter",
         "SPOOL_DIR": str(directory / "spool"),
@@ -36,8 +37,9 @@ def write_env(directory: Path, **overrides) -> Path:
         "FACADE_PORT": str(free_port()),
         "FACADE_WORKERS": "2",
         "DEVAUTH_HOST": "127.0.0.1",
-        "DEVAUTH_PORT": str(free_port()),
+        "DEVAUTH_PORT": str(devauth_port),
         "DEVAUTH_USERS_FILE": str(directory / "devauth" / "users.json"),
+        "AUTH_MANAGERS": f"http://127.0.0.1:{devauth_port}/authManager/AuthManager?wsdl",
     }
     values.update({k: str(v) for k, v in overrides.items()})
     path = directory / "env"

@@ -8,15 +8,18 @@ reaches, so "empty" is checked after every test.
 """
 from __future__ import annotations
 
-import socket
+import gzip
 import threading
 import time
+import zlib
 
 import pytest
 import requests
 
-from facade_harness import (BARE_MAX_BODY, CLIENTS, Soap, bare_stack, devauth, fault_string,  # noqa: F401
-                            new_sid, soap_envelope)
+from facade_harness import (BARE_MAX_BODY, CLIENTS, BrokenAuthManagers, CountingProxy, Soap, bare_stack,  # noqa: F401
+                            devauth, fault_string, new_sid, soap_envelope, start_devauth)
+from jobs.spec import JobSpec
+from jobs.spool import Spool
 
 TOKEN_FAULT = "Session-token validation failed"
 
@@ -29,6 +32,11 @@ def soap(bare_stack):  # noqa: F811
 @pytest.fixture(scope="module")
 def token(devauth):  # noqa: F811
     return devauth.token("alice")
+
+
+@pytest.fixture(scope="module")
+def broken_auth(bare_stack) -> BrokenAuthManagers:  # noqa: F811
+    return bare_stack.broken
 
 
 @pytest.fixture(autouse=True)
@@ -115,40 +123,28 @@ def test_empty_token_gets_the_reference_fault(soap, bare_stack):  # noqa: F811
     assert "no session token" in f.detail
 
 
-def test_unreachable_auth_manager_faults_at_once(soap, token):
+def test_unreachable_auth_manager_faults_at_once(soap, token, broken_auth):
     """A closed port is reported as 'authentication manager unavailable' without waiting."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends
+    url = broken_auth.url("dead")
     began = time.monotonic()
-    f = soap.fault("suds", "startWaiter", new_sid(), token, f"auth=http://127.0.0.1:{port}/auth?wsdl,", 1)
+    f = soap.fault("suds", "startWaiter", new_sid(), token, f"auth={url},", 1)
     assert time.monotonic() - began < 5
     assert "AuthManagerUnavailable" in f.code
-    assert "authentication manager unavailable" in f.message and str(port) in f.message
+    assert f"authentication manager unavailable: {url} could not be reached" in f.message
 
 
-def test_silent_auth_manager_faults_within_the_timeout(soap, token):
+def test_silent_auth_manager_faults_within_the_timeout(soap, token, broken_auth):
     """An authentication manager that accepts the connection but never answers costs AUTH_TIMEOUT_SECONDS, not a worker."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)  # connections queue up in the kernel; nobody ever reads them
-    port = listener.getsockname()[1]
-    try:
-        began = time.monotonic()
-        f = soap.fault("zeep", "startWaiter", new_sid(), token, f"auth=http://127.0.0.1:{port}/auth?wsdl,", 1)
-        elapsed = time.monotonic() - began
-    finally:
-        listener.close()
+    began = time.monotonic()
+    f = soap.fault("zeep", "startWaiter", new_sid(), token, f"auth={broken_auth.url('silent')},", 1)
+    elapsed = time.monotonic() - began
     assert 1.0 < elapsed < 10, elapsed
-    assert "AuthManagerUnavailable" in f.code and "1.5 s" in f.message
+    assert "AuthManagerUnavailable" in f.code and "did not answer within 1.5 s" in f.message
 
 
-def test_auth_failures_do_not_block_other_requests(bare_stack, soap, token):  # noqa: F811
+def test_auth_failures_do_not_block_other_requests(bare_stack, soap, token, broken_auth):  # noqa: F811
     """While requests hang on a silent authentication manager, the WSDL and other calls are still served."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    extra = f"auth=http://127.0.0.1:{listener.getsockname()[1]}/auth?wsdl,"
+    extra = f"auth={broken_auth.url('silent')},"
     # separate clients per thread: a suds client is not thread-safe
     hung = [threading.Thread(target=lambda: Soap(bare_stack.wsdl).fault(
         "suds", "startWaiter", new_sid(), token, extra, 1)) for _ in range(4)]
@@ -164,7 +160,83 @@ def test_auth_failures_do_not_block_other_requests(bare_stack, soap, token):  # 
     finally:
         for t in hung:
             t.join(30)
-        listener.close()
+
+
+def test_auth_manager_errors_are_not_echoed(soap, token, broken_auth):
+    """An allowed manager answering 403 with a body: the fault says so, without its status text or body."""
+    url, asked = broken_auth.url("error", "/allowed/am?wsdl"), len(broken_auth.requests)
+    f = soap.fault("zeep", "startWaiter", new_sid(), token, f"auth={url},", 1)
+    assert len(broken_auth.requests) > asked  # it was asked: it is allowed
+    assert "AuthManagerUnavailable" in f.code
+    assert f"authentication manager unavailable: {url} answered with an error" in f.message
+    for leak in (broken_auth.ERROR_BODY, "403", "Forbidden", "HTTP Error"):
+        assert leak not in (f.message + f.detail).replace(url, "")
+
+
+# -- the allow-list AUTH_MANAGERS: nobody else is ever asked ---------------------------------------
+
+def test_rogue_auth_manager_is_refused_unasked(soap, bare_stack, tmp_path):  # noqa: F811
+    """A real auth manager of the caller's own, vouching for its own tokens, gets no request and starts no job."""
+    rogue = start_devauth(tmp_path / "rogue")
+    proxy = CountingProxy(rogue.port)
+    try:
+        url = f"http://127.0.0.1:{proxy.port}/authManager/AuthManager?wsdl"
+        rogue_token = rogue.token("alice")
+        for kind in CLIENTS:
+            f = soap.fault(kind, "startWaiter", new_sid(), rogue_token, bare_stack.extra(url), 1)
+            assert "Client.InvalidRequest" in f.code
+            assert f"authentication manager '{url}' is not an allowed authentication manager" in f.message
+        assert 0 == proxy.connections
+        assert [] == bare_stack.spool_entries()
+    finally:
+        proxy.close()
+        rogue.stop()
+
+
+@pytest.mark.parametrize("path", ["/other?wsdl", "/allowedx/am?wsdl", "/allowed/../other?wsdl",
+                                  "/allowed/%2e%2e/other?wsdl", "/allowed%2Fx?wsdl", "/allowed/am?wsdl#x"])
+def test_urls_outside_the_allowed_prefix_are_never_fetched(path, soap, token, broken_auth):
+    """Only paths at or below the allowed prefix are asked; tricks around the boundary are refused unasked."""
+    url = broken_auth.url("error", path)
+    asked = len(broken_auth.requests)
+    f = soap.fault("suds", "startWaiter", new_sid(), token, f"auth={url},", 1)
+    assert "is not an allowed authentication manager" in f.message
+    assert asked == len(broken_auth.requests)
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    "http://127.0.0.1:{error}@127.0.0.1:{error}/allowed/am?wsdl",  # userinfo
+    "http://localhost:{error}/allowed/am?wsdl",  # another name of the same host is another host
+    "https://127.0.0.1:{error}/allowed/am?wsdl",
+])
+def test_other_hosts_and_userinfo_are_refused_unasked(url, soap, token, broken_auth):
+    """Metadata endpoints, userinfo tricks, other names or schemes: a fault naming the URL, and no request."""
+    port = broken_auth.url("error", "").rsplit(":", 1)[1]
+    url = url.format(error=port)
+    asked = len(broken_auth.requests)
+    f = soap.fault("zeep", "startWaiter", new_sid(), token, f"auth={url},", 1)
+    assert "Client.InvalidRequest" in f.code
+    assert f"'{url}' is not an allowed authentication manager" in f.message
+    assert "HTTP Error" not in f.message and "Forbidden" not in f.message
+    assert asked == len(broken_auth.requests)
+
+
+def test_polls_check_the_recorded_auth_manager_too(soap, token, bare_stack, broken_auth):  # noqa: F811
+    """A spec dropped by other means, naming another manager: polls refuse it without fetching it."""
+    sid = new_sid("dropped")
+    url = broken_auth.url("error", "/other?wsdl")
+    spool = Spool(bare_stack.spool)
+    assert spool.submit(JobSpec(sid, "waiter", {"secondsToWait": 1}, url,
+                                {"username": "alice", "project": "demo"}).to_json(), sid)
+    asked = len(broken_auth.requests)
+    try:
+        for kind in CLIENTS:
+            f = soap.fault(kind, "getServiceStatus", sid, token)
+            assert f"'{url}' is not an allowed authentication manager" in f.message
+        assert asked == len(broken_auth.requests)
+    finally:
+        spool.incoming_path(sid).unlink()
 
 
 # -- serviceIDs ----------------------------------------------------------------------
@@ -243,6 +315,15 @@ def test_non_utf8_content_type_charset_is_refused(bare_stack):  # noqa: F811
     assert 500 == r.status_code
     assert "charset 'utf-7' is not supported" in fault_string(r)
 
+
+@pytest.mark.parametrize("name,compress", [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                           ("GZIP, identity", gzip.compress)])
+def test_compressed_bodies_are_refused_naming_content_encoding(name, compress, bare_stack):  # noqa: F811
+    """A compressed request gets a fault that names Content-Encoding and says what to send instead."""
+    r = bare_stack.post(compress(soap_envelope("<w:getServiceStatus/>").encode()), {"Content-Encoding": name})
+    assert 500 == r.status_code
+    assert "UnsupportedContentEncoding" in r.text
+    assert f"Content-Encoding '{name}' is not supported; send an uncompressed body" == fault_string(r)
 
 def test_oversized_body_is_refused_with_413(bare_stack):  # noqa: F811
     """A body over MAX_BODY_BYTES is refused from its Content-Length, before it is read."""

@@ -18,19 +18,21 @@ import pytest
 import suds
 
 from facade import jobview
-from facade.auth import Authenticator, ExtraParameters, Identity, parse_extra_parameters
+from facade.auth import Authenticator, AuthManagers, ExtraParameters, Identity, parse_extra_parameters
 from facade.errors import (AuthManagerUnavailable, InvalidRequest, JobFailed, JobNotActive, TokenValidationFailed,
                            UnknownServiceID, WrongProject)
 from facade.guard import RequestGuard
 from facade.operations import COMPLETED, UNCHANGED, Operations
 from harness import ROOT
 from jobs.definitions import load_definitions
+from jobs.errors import ConfigError
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import JobState
 
 AUTH = "http://auth.example/authManager/AuthManager?wsdl"
+ALLOWED = AuthManagers([AUTH, "http://other/auth?wsdl"])
 DEFS = load_definitions(ROOT / "jobs" / "definitions")
 WAITER = DEFS["waiter"]
 
@@ -103,7 +105,7 @@ def make_auth(tokens: dict, cache_seconds: float = 30, built: list | None = None
     def factory(url, timeout):
         built.append(url)
         return FakeAuthClient(tokens, calls)
-    return Authenticator(timeout=1, cache_seconds=cache_seconds, clock=clock, client_factory=factory), calls, clock
+    return Authenticator(ALLOWED, timeout=1, cache_seconds=cache_seconds, clock=clock, client_factory=factory), calls, clock
 
 
 def test_valid_tokens_are_cached_for_auth_cache_seconds():
@@ -175,7 +177,7 @@ def test_unavailable_auth_manager_is_not_cached():
     def factory(url, timeout):
         attempts.append(url)
         raise AuthManagerUnavailable("down")
-    auth = Authenticator(timeout=1, cache_seconds=30, client_factory=factory)
+    auth = Authenticator(ALLOWED, timeout=1, cache_seconds=30, client_factory=factory)
     for _ in range(2):
         with pytest.raises(AuthManagerUnavailable):
             auth.identify("t", AUTH)
@@ -188,13 +190,60 @@ def test_real_client_to_a_closed_port_fails_fast():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    auth = Authenticator(timeout=2, cache_seconds=30)
+    url = f"http://127.0.0.1:{port}/auth?wsdl"
+    auth = Authenticator(AuthManagers([url]), timeout=2, cache_seconds=30)
     began = time.monotonic()
     with pytest.raises(AuthManagerUnavailable) as e:
-        auth.identify("t", f"http://127.0.0.1:{port}/auth?wsdl")
+        auth.identify("t", url)
     assert time.monotonic() - began < 2
-    assert f"could not load its WSDL from http://127.0.0.1:{port}/auth?wsdl" in e.value.message
+    assert f"{url} could not be reached (loading its WSDL)" in e.value.message
 
+
+
+ENTRIES = ["http://auth.example/am", "https://sso.example:8443/x/AuthManager?wsdl", "http://[::1]:8081/"]
+
+
+@pytest.mark.parametrize("url", [
+    "http://auth.example/am", "http://auth.example/am/", "http://auth.example/am/AuthManager?wsdl",
+    "HTTP://AUTH.example:80/am/AuthManager?wsdl", "https://sso.example:8443/x/AuthManager?wsdl",
+    "http://[::1]:8081/authManager/AuthManager?wsdl",
+])
+def test_allow_list_admits_its_urls_and_what_is_below_a_prefix(url):
+    assert AuthManagers(ENTRIES).allows(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://auth.example/amx", "http://auth.example/", "http://auth.example.evil.com/am",
+    "http://auth.example@evil/am", "http://evil@auth.example/am", "http://auth.example:81/am",
+    "https://auth.example/am", "http://auth.example/am/../admin", "http://auth.example/am/%2e%2e/admin",
+    "http://auth.example/am%2F..%2Fadmin", "http://auth.example/am\\..\\admin", "http://auth.example/am#x",
+    "http://evil#@auth.example/am", "http://auth.example/am/x y",
+    "https://sso.example:8443/x/AuthManager", "https://sso.example:8443/x/AuthManager?wsdl&x=1",
+    "https://sso.example/x/AuthManager?wsdl", "http://[::1]:8082/", "ftp://auth.example/am", "http://auth.example:x/am",
+    "http://auth.example:0/am",
+])
+def test_allow_list_refuses_lookalikes(url):
+    """Other hosts, ports, schemes, userinfo, paths past the boundary or dressed up with dot segments."""
+    allowed = AuthManagers(ENTRIES)
+    assert not allowed.allows(url)
+    with pytest.raises(InvalidRequest) as e:
+        allowed.check(url)
+    assert "is not an allowed authentication manager" in e.value.message
+
+
+def test_a_refused_auth_manager_is_never_asked():
+    """identify() checks the allow-list before the cache and before building a client."""
+    built = []
+    auth, calls, _ = make_auth({"t": ("alice", "demo")}, built=built)
+    with pytest.raises(InvalidRequest):
+        auth.identify("t", "http://169.254.169.254/latest/meta-data/")
+    assert [] == built and [] == calls
+
+
+@pytest.mark.parametrize("entries", [[], ["http://me:pw@auth.example/"], ["file:///etc"], ["http://a/x/../y"]])
+def test_allow_list_refuses_empty_or_bad_configuration(entries):
+    with pytest.raises(ConfigError, match="AUTH_MANAGERS"):
+        AuthManagers(entries)
 
 @pytest.mark.parametrize("token", [None, "", "   ", "x" * 5000])
 def test_missing_or_absurd_tokens_never_reach_the_manager(token):

@@ -136,6 +136,18 @@ def test_bad_context_root_stops_start_up_with_its_message(tmp_path):
     assert "lowercase letters, digits or hyphens" in done.stderr
 
 
+@pytest.mark.parametrize("value,message", [
+    ("", "AUTH_MANAGERS is empty: set it to the WSDL URL of the platform's authentication manager"),
+    ("http://me@auth.example/am", "AUTH_MANAGERS: 'http://me@auth.example/am' is not an http(s) URL without userinfo"),
+])
+def test_facade_without_a_valid_auth_manager_allow_list_does_not_start(value, message, tmp_path):
+    """Fail closed: with no (or a bad) AUTH_MANAGERS `python -m facade` stops at once and says what to set."""
+    env_file = write_env(tmp_path, AUTH_MANAGERS=value)
+    done = subprocess.run([sys.executable, "-m", "facade"], cwd=ROOT, capture_output=True, text=True,
+                          env={"ENV_FILE": str(env_file), "PATH": "/usr/bin:/bin"}, timeout=30)
+    assert 2 == done.returncode
+    assert message in done.stderr
+
 def test_wsdl_address_follows_the_host_the_client_used(bare_stack):  # noqa: F811
     """Behind a proxy the WSDL names the public host (and https from a trusted proxy), not the first caller's."""
     def address(headers):
