@@ -222,7 +222,8 @@ class Stack:
         port = free_port()
         proc = self._start("facade-gunicorn", [sys.executable, "-m", "bench.servers", "--app", "facade",
                                                "--server", "gunicorn", "--port", str(port)],
-                           env.path.parent / "facade-gunicorn.log", {"ENV_FILE": str(env.path)})
+                           env.path.parent / "facade-gunicorn.log",
+                           {"ENV_FILE": str(env.path), "AUTH_MANAGERS": self.auth_wsdl})
         wait_http(f"http://127.0.0.1:{port}{env.context_root}/{service}?wsdl", proc)
         return proc, port
 
