@@ -99,7 +99,9 @@ class WsgiOverRsgi:
         parts, size = [], 0
         try:
             async with asyncio.timeout(self.read_timeout):
-                async for chunk in proto:
+                if declared.isdigit():  # the length is known and allowed: one read (hyper stops at it)
+                    return await proto()
+                async for chunk in proto:  # chunked: counted as it comes
                     size += len(chunk)
                     if size > limit:
                         _fault_response(proto, *too_big)
