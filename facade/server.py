@@ -71,7 +71,7 @@ def rsgi_app(cfg: config_mod.Config, wsgi_app, parent_pid: int | None) -> WsgiOv
 
 def granian_server(cfg: config_mod.Config, target: str = "facade.server:worker_app"):
     """The granian server for the façade's settings (the benchmark serves its baselines with it too)."""
-    from granian.constants import HTTPModes, Interfaces, TaskImpl
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server import Server
 
@@ -87,7 +87,6 @@ def granian_server(cfg: config_mod.Config, target: str = "facade.server:worker_a
         # a request is bounded by the auth timeout (a few calls) and the abort wait
         workers_kill_timeout=int(max(10, 3 * cfg.auth_timeout_seconds + cfg.abort_wait_seconds + 2)),
         process_name="facade",
-        task_impl=TaskImpl.rust,  # fewer hand-offs per request than asyncio's tasks (bench S9)
     )
 
 
