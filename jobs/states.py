@@ -22,8 +22,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.ABORTED, JobState.FAILED}),
     # exit 0; exit != 0 or vanished; kill/timeout/restart begin; automatic retry after failure
     JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPING, JobState.QUEUED}),
-    # kill done; timeout done; restart (new attempt); program finished on its own before the signal bit
-    JobState.STOPPING: frozenset({JobState.ABORTED, JobState.FAILED, JobState.QUEUED, JobState.SUCCEEDED}),
+    # kill done; timeout done; restart (new attempt). A program that exits 0 once stopped still ends
+    # as the stop says: a kill is ABORTED (abortService answers true), a timeout FAILED.
+    JobState.STOPPING: frozenset({JobState.ABORTED, JobState.FAILED, JobState.QUEUED}),
     # operator restart of a finished job: a new attempt from the same spec
     JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
     JobState.FAILED: frozenset({JobState.QUEUED}),

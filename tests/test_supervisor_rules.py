@@ -1,0 +1,440 @@
+"""The supervisor's rules as specifications: `step(now)` with a fake executor and a fake clock.
+
+Each test is one rule, named as the rule. The spool is a real temporary
+directory and every state is read back from its state.json; only the
+executor (processes) and the clock are stand-ins, so these run in
+milliseconds. What only real processes show (kill -9, process groups, the
+shim, Slurm) stays in test_supervisor.py and test_slurm.py.
+"""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from harness import write_env
+from jobs import config
+from jobs.definitions import load_definitions
+from jobs.spec import JobSpec
+from jobs.spool import Spool
+from jobs.states import TRANSITIONS, JobState
+from supervisor.daemon import Supervisor
+from supervisor.executor import ExitRecord
+
+T0 = 1_800_000_000.0
+
+JOB = """
+service = "Rule"
+namespace = "rule.test"
+start_method = "startRule"
+argv = ["true"]
+[limits]
+max_runtime_seconds = 100
+abort_grace_seconds = 5
+[retry]
+count = {retries}
+delay_seconds = 10
+backoff = 2
+"""
+
+
+class FakeExecutor:
+    """Stands in for processes: records what it was asked, ends jobs when a test says so."""
+
+    name = "local"
+
+    def __init__(self):
+        self.started: list[str] = []
+        self.signals: list[tuple[str, int]] = []
+        self.alive: set[str] = set()
+        self.exits: dict[str, ExitRecord | None] = {}
+        self.adoptable: set[str] = set()
+        self.start_error: OSError | None = None
+        self.next_pid = 1000
+
+    # -- the executor protocol ------------------------------------------------
+    def start(self, job, argv, env) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        self.next_pid += 1
+        job.rs.pid, job.rs.create_time = self.next_pid, T0
+        self.started.append(job.sid)
+        self.alive.add(job.sid)
+
+    def adopt(self, job) -> bool:
+        if job.sid in self.adoptable:
+            self.alive.add(job.sid)
+            return True
+        return False
+
+    def ended(self, jobs, full):
+        return [(j, self.exits.pop(j.sid)) for j in jobs if j.sid in self.exits]
+
+    def signal(self, job, sig: int) -> None:
+        self.signals.append((job.sid, sig))
+
+    def forget(self, job) -> None:
+        self.alive.discard(job.sid)
+
+    def reserve(self, job) -> bool:
+        return False
+
+    def release(self, job) -> None:
+        pass
+
+    def prepare(self) -> None:
+        pass
+
+    # -- what a test makes happen ------------------------------------------------
+    def exit(self, sid: str, code: int | None = 0, sig: int | None = None) -> None:
+        self.exits[sid] = ExitRecord(code, sig)
+
+    def vanish(self, sid: str) -> None:
+        self.exits[sid] = None
+
+
+class Rules:
+    """A Supervisor over a temporary spool, stepped by hand."""
+
+    def __init__(self, tmp: Path, retries: int = 0, **env):
+        defs = tmp / "definitions"
+        defs.mkdir()
+        (defs / "rule.toml").write_text(JOB.format(retries=retries))
+        self.cfg = config.load(write_env(tmp, DEFINITIONS_DIR=defs, **env), {})
+        self.defs = load_definitions(self.cfg.definitions_dir)
+        self.spool = Spool(self.cfg.spool_dir).ensure()
+        self.ex = FakeExecutor()
+        self.sup = self.new_supervisor()
+        self.now = T0
+
+    def new_supervisor(self) -> Supervisor:
+        return Supervisor(self.cfg, self.defs, executors={"local": self.ex, "slurm": self.ex})
+
+    def step(self, advance: float = 0.0) -> None:
+        self.now += advance
+        self.sup.step(self.now)
+
+    def submit(self, *sids: str, at: float | None = None) -> None:
+        for sid in sids:
+            spec = JobSpec(sid, "rule", {}, submitted_at=at or self.now)
+            assert self.spool.submit(spec.to_json(), sid)
+
+    def command(self, sid: str, verb: str) -> None:
+        self.spool.send_command(sid, verb, origin="operator")
+
+    def state(self, sid: str) -> dict:
+        return json.loads((self.spool.runs / sid / "state.json").read_text())
+
+    def states(self, *sids: str) -> list[str]:
+        return [self.state(s)["state"] for s in sids]
+
+
+@pytest.fixture
+def rules(tmp_path) -> Rules:
+    return Rules(tmp_path, MAX_PARALLEL_JOBS="2")
+
+
+covered: set[tuple[str, str]] = set()
+
+
+def moved(r: Rules, sid: str, *path: str) -> None:
+    """Assert the run's state history went through `path`, and note the transitions for the coverage test."""
+    assert path[-1] == r.state(sid)["state"]
+    covered.update(zip(path, path[1:]))
+
+
+# -- intake and the queue ------------------------------------------------------------
+
+def test_specs_are_started_first_in_first_out_up_to_the_parallel_limit(rules):
+    """QUEUED -> RUNNING in order of acceptance, never more than MAX_PARALLEL_JOBS at once."""
+    rules.submit("a")
+    rules.step(1)
+    rules.submit("b", "c")
+    rules.step(1)
+    assert ["a", "b"] == rules.ex.started
+    assert ["RUNNING", "RUNNING", "QUEUED"] == rules.states("a", "b", "c")
+    rules.ex.exit("a", 0)
+    rules.step(1)
+    assert ["a", "b", "c"] == rules.ex.started
+    moved(rules, "c", "QUEUED", "RUNNING")
+    moved(rules, "a", "QUEUED", "RUNNING", "SUCCEEDED")
+
+
+def test_queue_file_lists_waiting_jobs_in_the_order_they_will_start(rules):
+    """queue.json names the QUEUED serviceIDs, first to start first."""
+    rules.submit("a", "b", "c", "d")
+    rules.step(1)
+    assert ["c", "d"] == json.loads(rules.spool.queue_file.read_text())["queued"]
+
+
+def test_a_second_different_spec_for_a_known_service_id_is_rejected(rules):
+    """A duplicate spec reaching incoming/ starts nothing and lands in rejected/ with the reason."""
+    rules.submit("a")
+    rules.step(1)
+    (rules.spool.incoming / "a.json").write_bytes(JobSpec("a", "rule", {}, submitted_at=T0 + 99).to_json())
+    rules.step(1)
+    assert ["a"] == rules.ex.started
+    reasons = [p.read_text() for p in rules.spool.rejected.glob("*.reason")]
+    assert 1 == len(reasons) and "duplicate" in reasons[0]
+
+
+def test_an_identical_leftover_of_a_claimed_spec_is_removed_silently(rules):
+    """The daemon died between claiming and unlinking: the same spec again is simply dropped."""
+    rules.submit("a")
+    rules.step(1)
+    (rules.spool.incoming / "a.json").write_bytes((rules.spool.runs / "a" / "spec.json").read_bytes())
+    rules.step(1)
+    assert [] == list(rules.spool.incoming.iterdir()) and [] == list(rules.spool.rejected.iterdir())
+
+
+def test_an_invalid_spec_is_rejected_with_its_reason_and_the_loop_goes_on(rules):
+    """Unparseable input goes to rejected/ with a .reason; the next spec still runs."""
+    (rules.spool.incoming / "bad.json").write_bytes(b"{not json")
+    rules.submit("good")
+    rules.step(1)
+    assert ["good"] == rules.ex.started
+    assert any("not valid JSON" in p.read_text() for p in rules.spool.rejected.glob("*.reason"))
+
+
+# -- ends ------------------------------------------------------------------------------
+
+def test_exit_code_zero_succeeds(rules):
+    """RUNNING -> SUCCEEDED on exit code 0."""
+    rules.submit("a")
+    rules.step(1)
+    rules.ex.exit("a", 0)
+    rules.step(1)
+    moved(rules, "a", "QUEUED", "RUNNING", "SUCCEEDED")
+    assert 0 == rules.state("a")["exit_code"]
+
+
+def test_a_non_zero_exit_without_retries_fails_naming_the_code(rules):
+    """RUNNING -> FAILED with 'exit code N'."""
+    rules.submit("a")
+    rules.step(1)
+    rules.ex.exit("a", 3)
+    rules.step(1)
+    moved(rules, "a", "QUEUED", "RUNNING", "FAILED")
+    assert "exit code 3" in rules.state("a")["reason"]
+
+
+def test_a_process_that_vanished_without_an_exit_record_fails(rules):
+    """RUNNING -> FAILED 'process vanished ...' when no exit status was recorded."""
+    rules.submit("a")
+    rules.step(1)
+    rules.ex.vanish("a")
+    rules.step(1)
+    assert "vanished" in rules.state("a")["reason"]
+
+
+def test_a_spawn_failure_fails_the_job_and_the_next_one_still_starts(rules):
+    """QUEUED -> FAILED 'spawn failed' when the executor cannot start it (RUNNING is never kept)."""
+    rules.ex.start_error = OSError(2, "No such file or directory")
+    rules.submit("a")
+    rules.step(1)
+    moved(rules, "a", "QUEUED", "FAILED")
+    assert rules.state("a")["reason"].startswith("spawn failed")
+    covered.add(("RUNNING", "FAILED"))
+    rules.ex.start_error = None
+    rules.submit("b")
+    rules.step(1)
+    assert ["RUNNING"] == rules.states("b")
+
+
+def test_failures_are_retried_after_a_growing_delay_then_fail_naming_every_attempt(tmp_path):
+    """RUNNING -> QUEUED (retry) after 10 s, then 20 s; the last failure lists each attempt."""
+    r = Rules(tmp_path, retries=2)
+    r.submit("a")
+    r.step(1)
+    r.ex.exit("a", 1)
+    r.step(1)
+    moved(r, "a", "RUNNING", "QUEUED")
+    assert 2 == r.state("a")["attempt"]
+    r.step(9)
+    assert ["a"] == r.ex.started  # not before the delay
+    r.step(1.5)
+    assert ["a", "a"] == r.ex.started
+    r.ex.exit("a", 1)
+    r.step(1)
+    r.step(19)
+    assert 2 == len(r.ex.started)
+    r.step(1.5)
+    r.ex.exit("a", 1)
+    r.step(1)
+    final = r.state("a")
+    assert "FAILED" == final["state"] and 3 == len(final["history"])
+    assert "every attempt" in final["reason"]
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+def test_kill_of_a_queued_job_aborts_it_without_running_it(tmp_path):
+    """QUEUED -> ABORTED on a kill command before the job ever ran."""
+    r = Rules(tmp_path, MAX_PARALLEL_JOBS="1")
+    r.submit("a", "b")
+    r.step(1)
+    r.command("b", "kill")
+    r.step(1)
+    moved(r, "b", "QUEUED", "ABORTED")
+    assert ["a"] == r.ex.started
+    assert "aborted by operator" == r.state("b")["reason"]
+
+
+def test_kill_sends_term_then_kill_after_the_grace_period_and_ends_aborted(rules):
+    """RUNNING -> STOPPING (TERM to the group), KILL once abort_grace_seconds passed, -> ABORTED."""
+    rules.submit("a")
+    rules.step(1)
+    rules.command("a", "kill")
+    rules.step(1)
+    assert [("a", signal.SIGTERM)] == rules.ex.signals
+    assert "STOPPING" == rules.state("a")["state"]
+    rules.step(4)
+    assert [("a", signal.SIGTERM)] == rules.ex.signals
+    rules.step(1.5)
+    assert ("a", signal.SIGKILL) == rules.ex.signals[-1]
+    rules.ex.vanish("a")  # SIGKILL to the group takes the shim too: no exit record
+    rules.step(1)
+    moved(rules, "a", "RUNNING", "STOPPING", "ABORTED")
+    state = rules.state("a")
+    assert (signal.SIGKILL, True) == (state["signal"], state["killed"])
+
+
+def test_a_job_that_stops_on_term_records_sigterm(rules):
+    """A program that exits after TERM ends ABORTED with signal 15, no KILL needed."""
+    rules.submit("a")
+    rules.step(1)
+    rules.command("a", "kill")
+    rules.step(1)
+    rules.ex.exit("a", 143)
+    rules.step(1)
+    state = rules.state("a")
+    assert ("ABORTED", signal.SIGTERM, False) == (state["state"], state["signal"], state["killed"])
+
+
+def test_a_program_that_exits_0_once_killed_still_ends_aborted(rules):
+    """STOPPING ends as the stop says: exit code 0 after a kill is ABORTED, so abortService answers true."""
+    rules.submit("a")
+    rules.step(1)
+    rules.command("a", "kill")
+    rules.step(1)
+    rules.ex.exit("a", 0)
+    rules.step(1)
+    assert "ABORTED" == rules.state("a")["state"]
+
+
+def test_a_job_over_its_runtime_limit_is_stopped_and_fails_as_timeout(rules):
+    """RUNNING -> STOPPING -> FAILED 'timeout: ...' after max_runtime_seconds."""
+    rules.submit("a")
+    rules.step(1)
+    rules.step(99)
+    assert [] == rules.ex.signals
+    rules.step(2)
+    assert [("a", signal.SIGTERM)] == rules.ex.signals
+    rules.ex.exit("a", None, signal.SIGTERM)
+    rules.step(1)
+    moved(rules, "a", "RUNNING", "STOPPING", "FAILED")
+    assert rules.state("a")["reason"].startswith("timeout")
+
+
+def test_restart_of_a_running_job_stops_it_and_runs_a_new_attempt(rules):
+    """RUNNING -> STOPPING -> QUEUED -> RUNNING: attempt 2 from the same spec, attempt 1 in the history."""
+    rules.submit("a")
+    rules.step(1)
+    rules.command("a", "restart")
+    rules.step(1)
+    rules.ex.exit("a", None, signal.SIGTERM)
+    rules.step(1)
+    moved(rules, "a", "STOPPING", "QUEUED", "RUNNING")
+    state = rules.state("a")
+    assert (2, 1) == (state["attempt"], len(state["history"]))
+    assert ["a", "a"] == rules.ex.started
+
+
+def test_a_kill_during_a_restart_wins(rules):
+    """A kill arriving while a restart is stopping the job ends it ABORTED, not rerun."""
+    rules.submit("a")
+    rules.step(1)
+    rules.command("a", "restart")
+    rules.step(1)
+    rules.command("a", "kill")
+    rules.step(1)
+    rules.ex.exit("a", None, signal.SIGTERM)
+    rules.step(1)
+    assert "ABORTED" == rules.state("a")["state"] and ["a"] == rules.ex.started
+
+
+@pytest.mark.parametrize("end", ["SUCCEEDED", "FAILED", "ABORTED"])
+def test_operator_restart_of_a_finished_job_queues_a_new_attempt(rules, end):
+    """SUCCEEDED|FAILED|ABORTED -> QUEUED -> RUNNING on `restart`."""
+    rules.submit("a")
+    rules.step(1)
+    if end == "ABORTED":
+        rules.command("a", "kill")
+        rules.step(1)
+        rules.ex.exit("a", None, signal.SIGTERM)
+    else:
+        rules.ex.exit("a", 0 if end == "SUCCEEDED" else 1)
+    rules.step(1)
+    assert end == rules.state("a")["state"]
+    rules.command("a", "restart")
+    rules.step(1)
+    moved(rules, "a", end, "QUEUED", "RUNNING")
+    assert 2 == rules.state("a")["attempt"]
+
+
+def test_commands_for_unknown_service_ids_are_rejected(rules):
+    """A kill for a serviceID with no run goes to rejected/ with the reason."""
+    rules.command("ghost", "kill")
+    rules.step(1)
+    assert any("unknown serviceID ghost" in p.read_text() for p in rules.spool.rejected.glob("*.reason"))
+
+
+# -- recovery and retention -----------------------------------------------------------------
+
+def test_after_a_restart_live_jobs_are_adopted_and_ended_ones_finalised(rules):
+    """A new daemon adopts what still runs, finalises from exit records what ended meanwhile."""
+    rules.submit("live", "ended")
+    rules.step(1)
+    rules.ex.adoptable = {"live", "ended"}
+    rules.sup = rules.new_supervisor()
+    rules.sup.recover(rules.now)
+    rules.ex.exit("ended", 0)
+    rules.step(1)
+    assert ["RUNNING", "SUCCEEDED"] == rules.states("live", "ended")
+    assert ["ended", "live"] == sorted(rules.ex.started)  # nothing started twice
+
+
+def test_after_a_restart_a_job_whose_program_never_started_is_requeued_and_run(rules):
+    """RUNNING -> QUEUED at start-up when the daemon died between writing RUNNING and the spawn."""
+    rules.submit("a")
+    rules.step(1)
+    rules.sup = rules.new_supervisor()
+    rules.ex.adoptable = set()
+    rules.sup.recover(rules.now)
+    assert rules.state("a")["reason"].startswith("requeued")
+    rules.step(1)
+    moved(rules, "a", "RUNNING", "QUEUED", "RUNNING")
+    assert 1 == rules.state("a")["attempt"]
+
+
+def test_finished_runs_older_than_retention_are_removed(tmp_path):
+    """A finished run disappears RETENTION_DAYS after it ended; a running one stays."""
+    r = Rules(tmp_path, RETENTION_DAYS="1", RECONCILE_SECONDS="1")
+    r.submit("old", "running")
+    r.step(1)
+    r.ex.exit("old", 0)
+    r.step(1)
+    r.step(86400 + 5)
+    assert not (r.spool.runs / "old").exists()
+    assert (r.spool.runs / "running").is_dir()
+
+
+def test_every_transition_in_the_table_has_a_rule(request):
+    """Each edge of jobs/states.TRANSITIONS is taken by at least one rule above."""
+    here = [i for i in request.session.items if i.module is request.module]
+    if len(here) < 10:
+        pytest.skip("only meaningful when the whole module runs")
+    table = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
+    assert set() == table - covered, "transitions no rule test takes"
