@@ -1,6 +1,7 @@
 """The spool: directory layout, atomic writes and the reads both sides share.
 
-Layout (every file has exactly one writer, see README "Spool layout"):
+Layout (every file has exactly one writer, see README "Spool layout"; the
+paths inside runs/<sid>/ come from jobs/runfiles.py):
 
     SPOOL/
       tmp/                       staging area of every writer; renamed into place

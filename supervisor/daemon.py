@@ -364,9 +364,9 @@ class Supervisor:
         warm = False
         try:
             ready = self.write("state", sid, os.makedirs, attempt.dir, exist_ok=True)
-            reserved = ready and ex.reserve(job)  # local: a shim started ahead, its pid known now
-            if reserved:
-                warm = True
+            reserved = ex.reserve(job) if ready else None  # local: a shim started ahead, its pid known now
+            warm = reserved is not None
+            if warm:
                 self.apply(job, reserved, now)
             if not (ready and self.save(job)):
                 if warm:
