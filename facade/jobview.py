@@ -14,16 +14,15 @@ import re
 
 from jobs.definitions import Definition
 from jobs.errors import SpecError
+from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
-from jobs.spool import (NOTIFICATIONS, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_json,
-                        storage_refused, tail_lines)
+from jobs.spool import NotRegularFile, Spool, open_regular, read_json, storage_refused, tail_lines
 from jobs.states import JobState
 
 from .errors import InternalError, UnknownServiceID
 from .status_page import PageView
 
-FACADE_FILE = "facade.json"
 TAIL_LINES = 10
 _PROGRESS_BYTES = 64
 # XML 1.0 cannot carry these; a program's output must not break the SOAP response.
@@ -32,27 +31,6 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 def xml_safe(text: str) -> str:
     return _NOT_XML.sub("\ufffd", text)
-
-
-class JobFiles:
-    """The paths of one job's files as strings, built once per request.
-
-    pathlib costs more than the reads themselves on the polling hot path, and
-    the serviceID has been validated (jobs.spool.validate_service_id) before.
-    """
-    __slots__ = ("sid", "run_dir", "spec", "state", "facade", "incoming", "notifications")
-
-    def __init__(self, spool: Spool, sid: str):
-        self.sid = sid
-        self.run_dir = os.path.join(str(spool.runs), sid)
-        self.spec = os.path.join(self.run_dir, "spec.json")
-        self.state = os.path.join(self.run_dir, "state.json")
-        self.facade = os.path.join(self.run_dir, FACADE_FILE)
-        self.notifications = os.path.join(self.run_dir, NOTIFICATIONS)
-        self.incoming = os.path.join(str(spool.incoming), sid + ".json")
-
-    def attempt(self, attempt: int, name: str) -> str:
-        return os.path.join(self.run_dir, "attempts", str(int(attempt)), name)
 
 
 class SpecCache:
@@ -75,7 +53,7 @@ class SpecCache:
         return spec
 
 
-def load_spec(files: JobFiles, definitions: dict[str, Definition], definition: Definition,
+def load_spec(files: RunFiles, definitions: dict[str, Definition], definition: Definition,
               cache: SpecCache) -> JobSpec:
     """The job's spec wherever it is now; UnknownServiceID if there is none for this service.
 
@@ -99,7 +77,7 @@ def load_spec(files: JobFiles, definitions: dict[str, Definition], definition: D
         "(call the start method first) or it has been removed after its retention period")
 
 
-def read_run(files: JobFiles) -> RunState | None:
+def read_run(files: RunFiles) -> RunState | None:
     """The supervisor's state of the run, or None while the spec waits in incoming/."""
     try:
         return RunState.from_dict(read_json(files.state))
@@ -134,9 +112,9 @@ def read_output(path: str, max_bytes: int, placeholder: str) -> str:
     return xml_safe(text)
 
 
-def outputs(files: JobFiles, definition: Definition, run: RunState) -> tuple[str, ...]:
-    return tuple(read_output(files.attempt(run.attempt, definition.files[o.file]), o.max_bytes, o.placeholder)
-                 for o in definition.outputs)
+def outputs(files: RunFiles, definition: Definition, run: RunState) -> tuple[str, ...]:
+    paths = files.attempt(run.attempt).outputs(definition)
+    return tuple(read_output(path, o.max_bytes, o.placeholder) for path, o in zip(paths, definition.outputs))
 
 
 def placeholders(definition: Definition) -> tuple[str, ...]:
@@ -159,10 +137,11 @@ def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | 
     )
 
 
-def running_view(files: JobFiles, definition: Definition, run: RunState) -> PageView:
+def running_view(files: RunFiles, definition: Definition, run: RunState) -> PageView:
+    attempt = files.attempt(run.attempt)
     percent = None
     if definition.progress_file:
-        percent = read_percent(files.attempt(run.attempt, definition.files[definition.progress_file]))
+        percent = read_percent(attempt.progress(definition))
     stopping = run.state is JobState.STOPPING
     return PageView(
         state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
@@ -172,15 +151,16 @@ def running_view(files: JobFiles, definition: Definition, run: RunState) -> Page
         detail=run.reason if run.started_at is None and not stopping else "",
         percent=percent, started_at=run.started_at, attempt=run.attempt,
         log_title="Latest output",
-        log_lines=tuple(xml_safe(x) for x in tail_lines(files.attempt(run.attempt, STDOUT), TAIL_LINES)),
+        log_lines=tuple(xml_safe(x) for x in tail_lines(attempt.stdout, TAIL_LINES)),
     )
 
 
-def ended_view(files: JobFiles, definition: Definition, run: RunState) -> PageView:
-    lines = tuple(tail_lines(files.attempt(run.attempt, STDERR), TAIL_LINES))
+def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageView:
+    attempt = files.attempt(run.attempt)
+    lines = tuple(tail_lines(attempt.stderr, TAIL_LINES))
     title = "Last lines of the error output"
     if not lines:
-        lines = tuple(tail_lines(files.attempt(run.attempt, STDOUT), TAIL_LINES))
+        lines = tuple(tail_lines(attempt.stdout, TAIL_LINES))
         title = "Last lines of the output"
     aborted = run.state is JobState.ABORTED
     return PageView(
@@ -208,23 +188,23 @@ def failure_message(sid: str, view: PageView) -> str:
     return xml_safe(text)
 
 
-def last_page(files: JobFiles) -> str | None:
+def last_page(files: RunFiles) -> str | None:
     try:
-        with open_regular(files.facade) as f:
+        with open_regular(files.facade_hint) as f:
             return json.loads(f.read(4096)).get("page")
     except (FileNotFoundError, NotRegularFile, ValueError, AttributeError):
         return None
 
 
-def remember_page(spool: Spool, files: JobFiles, digest: str, now: float) -> None:
+def remember_page(spool: Spool, files: RunFiles, digest: str, now: float) -> None:
     """facade.json: a fixed-width record, so that Spool.write_hint can overwrite it in place.
 
     A hint is free to lose (the next page is sent whole): a full or read-only
     disk must not cost the caller its answer.
     """
-    if os.path.isdir(files.run_dir):
+    if os.path.isdir(files.run):
         try:
-            spool.write_hint(files.facade, b'{"page": "%s", "sent_at": %.6f}\n' % (digest.encode(), now))
+            spool.write_hint(files.facade_hint, b'{"page": "%s", "sent_at": %.6f}\n' % (digest.encode(), now))
         except OSError as e:
             if storage_refused(e) is None:
                 raise

@@ -14,6 +14,7 @@ import structlog
 
 from jobs.definitions import Definition
 from jobs.errors import SpecError
+from jobs.runfiles import RunFiles
 from jobs.spec import JobSpec
 from jobs.spool import NotRegularFile, Spool, open_regular, validate_service_id
 from jobs.states import JobState
@@ -66,8 +67,8 @@ class Operations:
             inputs = d.validate_inputs(raw_inputs)
         except SpecError as e:
             raise InvalidRequest(f"invalid input {e}") from None
-        files = jobview.JobFiles(self.spool, sid)
-        if os.path.isdir(files.run_dir) or os.path.exists(files.incoming):
+        files = RunFiles(self.spool, sid)
+        if os.path.isdir(files.run) or os.path.exists(files.incoming):
             return self._retried_start(d, files, token, ident, auth_url)
         spec = JobSpec(service_id=sid, job=d.name, inputs=inputs, auth_url=auth_url,
                        owner={"username": ident.username, "project": ident.project})
@@ -77,7 +78,7 @@ class Operations:
         view = jobview.queued_view(self.spool, d, sid, None, headline="Job accepted")
         return (encode(render(view, self.clock())),) + jobview.placeholders(d)
 
-    def _retried_start(self, d: Definition, files: jobview.JobFiles, token: object, ident: Identity,
+    def _retried_start(self, d: Definition, files: RunFiles, token: object, ident: Identity,
                        auth_url: str):
         spec = jobview.load_spec(files, self.definitions, d, self.specs)
         if spec.auth_url != auth_url:
@@ -91,7 +92,7 @@ class Operations:
         files = self._authorized(d, service_id, token)
         return self._answer(d, files, record=True)
 
-    def _answer(self, d: Definition, files: jobview.JobFiles, record: bool) -> tuple[str, ...]:
+    def _answer(self, d: Definition, files: RunFiles, record: bool) -> tuple[str, ...]:
         """COMPLETED + outputs, UNCHANGED, a status page, or JobFailed (see facade.service)."""
         sid = files.sid
         run = jobview.read_run(files)
@@ -161,7 +162,7 @@ class Operations:
         run = jobview.read_run(files)
         if run is not None and run.terminal:
             raise JobNotActive(f"job {sid} has already ended ({run.state.value}); the message was not delivered")
-        if not os.path.isdir(files.run_dir):
+        if not os.path.isdir(files.run):
             raise JobNotActive(f"job {sid} has not been picked up by the supervisor yet; "
                                "the message was not delivered, try again in a moment")
         try:
@@ -175,9 +176,9 @@ class Operations:
         return f"message {count} delivered to {sid}"
 
     # -- shared checks -------------------------------------------------------
-    def _authorized(self, d: Definition, service_id: object, token: object) -> jobview.JobFiles:
+    def _authorized(self, d: Definition, service_id: object, token: object) -> RunFiles:
         """The job's files, once the token is valid for the job's auth URL and project."""
-        files = jobview.JobFiles(self.spool, checked_service_id(service_id))
+        files = RunFiles(self.spool, checked_service_id(service_id))
         spec = jobview.load_spec(files, self.definitions, d, self.specs)
         self._check_project(spec, files.sid, self._identify(spec, token))
         return files

@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import EXECUTORS, PROJECT_ROOT, sbatch_options_problem, slurm_name_problem
 from .errors import DefinitionError, SpecError
-from .spool import RESERVED_FILES
+from .runfiles import NOTIFICATIONS, RESERVED_FILES
 
 INPUT_TYPES = ("integer", "float", "string", "boolean")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -144,7 +144,7 @@ class Definition:
         }
         values.update({f"input.{k}": _argv_str(v) for k, v in inputs.items()})
         values.update({f"file.{k}": str(attempt_dir / v) for k, v in self.files.items()})
-        values["file.notifications"] = str(run_dir / "notifications.txt")
+        values["file.notifications"] = str(run_dir / NOTIFICATIONS)
         return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], a) for a in self.argv]
 
     def retry_delay(self, failed_attempts: int) -> float:

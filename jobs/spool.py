@@ -1,6 +1,7 @@
 """The spool: directory layout, atomic writes and the reads both sides share.
 
-Layout (every file has exactly one writer, see README "Spool layout"):
+Layout (every file has exactly one writer, see README "Spool layout"; the
+paths inside runs/<sid>/ come from jobs/runfiles.py):
 
     SPOOL/
       tmp/                       staging area of every writer; renamed into place
@@ -27,12 +28,14 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import SpecError
+from .runfiles import RUNS, RunFiles
 
 SERVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 COMMAND_VERBS = ("kill", "restart")
@@ -40,12 +43,6 @@ MAX_JSON_BYTES = 64 * 1024
 # The storage refused a write (full, over quota, read-only, failing, not permitted): a
 # condition of the machine that passes, never a reason to die or to fail a job.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
-
-NOTIFICATIONS = "notifications.txt"
-EXIT_FILE = "exit.json"
-STDOUT = "stdout.log"
-STDERR = "stderr.log"
-RESERVED_FILES = frozenset({EXIT_FILE, STDOUT, STDERR, NOTIFICATIONS, "spec.json", "state.json", "facade.json"})
 
 
 def validate_service_id(value: object) -> str:
@@ -175,7 +172,7 @@ class Spool:
         self.incoming = self.root / "incoming"
         self.commands = self.root / "commands"
         self.rejected = self.root / "rejected"
-        self.runs = self.root / "runs"
+        self.runs = self.root / RUNS
         self.queue_file = self.root / "queue.json"
         self.supervisor_file = self.root / "supervisor.json"
 
@@ -191,8 +188,12 @@ class Spool:
     def incoming_path(self, sid: str) -> Path:
         return self.incoming / f"{validate_service_id(sid)}.json"
 
+    def files(self, sid: str) -> RunFiles:
+        """Where the files of run sid live (jobs.runfiles); sid is validated."""
+        return RunFiles(self, validate_service_id(sid))
+
     def attempt_dir(self, sid: str, attempt: int) -> Path:
-        return self.run_dir(sid) / "attempts" / str(int(attempt))
+        return Path(self.files(sid).attempt(attempt).dir)
 
     # -- atomic writes -----------------------------------------------------
     def _stage(self, data: bytes, durable: bool = True) -> Path:
@@ -212,7 +213,7 @@ class Spool:
             _verify_staged(tmp, data)
         return tmp
 
-    def write_atomic(self, dest: Path, data: bytes, durable: bool = True) -> None:
+    def write_atomic(self, dest: Path | str, data: bytes, durable: bool = True) -> None:
         """Stage in tmp/, fsync, rename over dest: readers see the old or the new file.
 
         durable=False skips the fsyncs, for files whose loss after a power cut costs nothing:
@@ -225,7 +226,32 @@ class Spool:
             _unlink(tmp)
             raise
         if durable:
-            fsync_dir(dest.parent)
+            fsync_dir(os.path.dirname(dest))
+
+    def publish_dir(self, dest: Path | str, files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> None:
+        """Build a directory in tmp/ (files and dirs given by their final paths under dest), fsync it
+        all, rename it to dest: readers see all of it or nothing. Nothing is left in tmp/ on failure."""
+        dest = os.fspath(dest)
+        stage = os.fspath(self.tmp / f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(4)}.d")
+        os.mkdir(stage)
+        try:
+            for d in dirs:
+                os.makedirs(os.path.join(stage, os.path.relpath(d, dest)))
+            for path, data in files.items():
+                staged = os.path.join(stage, os.path.relpath(path, dest))
+                fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _verify_staged(Path(staged), data)
+            fsync_dir(stage)
+            os.rename(stage, dest)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        fsync_dir(os.path.dirname(dest))
 
     def write_hint(self, dest: Path | str, data: bytes) -> None:
         """Replace a small hint file (the façade's last-page digest) at the least cost.
@@ -271,7 +297,7 @@ class Spool:
             return False
         finally:
             _unlink(tmp)
-        fsync_dir(dest.parent)
+        fsync_dir(os.path.dirname(dest))
         return True
 
     # -- shared reads and drops ------------------------------------------
@@ -297,7 +323,7 @@ class Spool:
     def read_state(self, sid: str) -> dict | None:
         """The supervisor's state.json for sid, or None if the run does not exist yet."""
         try:
-            return read_json(self.run_dir(sid) / "state.json")
+            return read_json(self.files(sid).state)
         except FileNotFoundError:
             return None
 
@@ -321,7 +347,7 @@ class Spool:
         it, so the reader never gets half a line.
         """
         line = (json.dumps({"at": time.time(), "message": message}) + "\n").encode()
-        path = self.run_dir(sid) / NOTIFICATIONS
+        path = self.files(sid).notifications
         fd = open_regular_for_write(path, os.O_APPEND | os.O_CREAT)
         try:
             written = 0

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The fixed batch script of every job the supervisor submits (supervisor/slurm.py):
-#   sbatch [options] slurm/job.sh PYTHON -S supervisor/shim.py ATTEMPT_DIR -- PROGRAM ARGS...
+#   sbatch [options] slurm/job.sh PYTHON -S supervisor/shim.py RUN_DIR STDOUT STDERR EXIT -- PROGRAM ARGS...
 # The job's argv arrives as this script's arguments, so no shell command line
 # is ever built from inputs.
 #

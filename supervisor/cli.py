@@ -27,7 +27,7 @@ from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
-from jobs.spool import (SERVICE_ID_RE, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_bytes, read_json,
+from jobs.spool import (SERVICE_ID_RE, NotRegularFile, Spool, open_regular, read_bytes, read_json,
                         validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
 
@@ -162,7 +162,8 @@ class Context:
 
     # -- reads ----------------------------------------------------------------
     def read_spec(self, sid: str) -> dict:
-        for path in (self.spool.run_dir(sid) / "spec.json", self.spool.incoming_path(sid)):
+        files = self.spool.files(sid)
+        for path in (files.spec, files.incoming):
             try:
                 data = read_json(path)
                 return data if isinstance(data, dict) else {}
@@ -190,7 +191,7 @@ class Context:
         d = self.definitions().get(run.job or spec.get("job", ""))
         if d is None or d.progress_file is None:
             return None
-        path = self.spool.attempt_dir(sid, run.attempt) / d.files[d.progress_file]
+        path = self.spool.files(sid).attempt(run.attempt).progress(d)
         try:
             value = float(read_bytes(path, 64).decode("utf-8", "replace").strip())
         except (OSError, SpecError, ValueError):
@@ -361,17 +362,16 @@ def cmd_show(ctx: Context, args) -> int:
 
 
 def _paths(ctx: Context, sid: str, run: RunState | None) -> dict[str, Path]:
-    sp = ctx.spool
-    if run is None and not sp.run_dir(sid).is_dir():
-        return {"spec": sp.incoming_path(sid)}
-    paths = {"run dir": sp.run_dir(sid), "spec": sp.run_dir(sid) / "spec.json", "state": sp.run_dir(sid) / "state.json"}
+    files = ctx.spool.files(sid)
+    if run is None and not os.path.isdir(files.run):
+        return {"spec": Path(files.incoming)}
+    paths = {"run dir": files.run, "spec": files.spec, "state": files.state}
     if run is not None:
-        a = sp.attempt_dir(sid, run.attempt)
-        paths.update({"attempt dir": a, "stdout": a / STDOUT, "stderr": a / STDERR})
+        a = files.attempt(run.attempt)
+        paths.update({"attempt dir": a.dir, "stdout": a.stdout, "stderr": a.stderr})
         d = ctx.definitions().get(run.job)
-        for key, fname in (d.files.items() if d else ()):
-            paths[key] = a / fname
-    return paths
+        paths.update(a.files(d) if d else {})
+    return {name: Path(p) for name, p in paths.items()}
 
 
 def _origin() -> str:
@@ -468,20 +468,20 @@ def _poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -
 
 def cmd_logs(ctx: Context, args) -> int:
     sid = ctx.require_job(args.id)
-    name = STDERR if args.stderr else STDOUT
+    stream = "stderr" if args.stderr else "stdout"
     run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
     attempt = args.attempt if args.attempt is not None else (run.attempt if run else 1)
     if args.attempt is not None and args.attempt < 1:
         raise CliError("--attempt must be >= 1", USAGE)
-    path = ctx.spool.attempt_dir(sid, attempt) / name
+    path = getattr(ctx.spool.files(sid).attempt(attempt), stream)
     if not args.follow:
-        if not path.exists():
+        if not os.path.exists(path):
             state = run.state.value if run else SUBMITTED
-            raise CliError(f"no {name} for {sid} attempt {attempt} (state {state})")
+            raise CliError(f"no {os.path.basename(path)} for {sid} attempt {attempt} (state {state})")
         with open_regular(path) as f:
             _copy(f, sys.stdout.buffer)
         return OK
-    return _follow(ctx, sid, name, attempt, pinned=args.attempt is not None)
+    return _follow(ctx, sid, stream, attempt, pinned=args.attempt is not None)
 
 
 def _copy(src, dst) -> int:
@@ -493,14 +493,14 @@ def _copy(src, dst) -> int:
     return n
 
 
-def _follow(ctx: Context, sid: str, name: str, attempt: int, pinned: bool, interval: float = 0.2) -> int:
+def _follow(ctx: Context, sid: str, stream: str, attempt: int, pinned: bool, interval: float = 0.2) -> int:
     """Print the log as it grows; end when the job (or a pinned attempt) is over."""
     offset = 0
     out_ = sys.stdout.buffer
     waiting_noted = False
     while True:
         run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
-        path = ctx.spool.attempt_dir(sid, attempt) / name
+        path = getattr(ctx.spool.files(sid).attempt(attempt), stream)  # "stdout" or "stderr"
         try:
             with open_regular(path) as f:
                 f.seek(offset)

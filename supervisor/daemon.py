@@ -18,7 +18,6 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -28,38 +27,22 @@ from jobs import config as config_mod
 from jobs import logs
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import JobsError, SpecError
+from jobs.runfiles import RunFiles
 from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
-from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, fsync_dir, read_bytes,
-                        read_json, storage_refused)
+from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, read_bytes, read_json,
+                        storage_refused)
 from jobs.states import ACTIVE, JobState
 
-from .executor import ExitRecord, Executor
+from .executor import Executor, ExitRecord, Job, Seen
 from .runner import LocalExecutor
+from .slurm import SlurmExecutor
 
 TMP_MAX_AGE = 3600.0
 
 
-@dataclass
-class Job:
-    """What the daemon holds in memory for one run; state.json is its durable copy."""
-    spec: JobSpec
-    definition: Definition
-    rs: RunState
-    run_dir: Path
-
-    @property
-    def sid(self) -> str:
-        return self.rs.service_id
-
-    @property
-    def attempt_dir(self) -> Path:
-        return self.run_dir / "attempts" / str(self.rs.attempt)
-
-
 def make_executors(cfg: config_mod.Config) -> dict[str, Executor]:
     """Every executor a run may name; Slurm's commands are checked only when it is the default."""
-    from .slurm import SlurmExecutor
     slurm = SlurmExecutor(cfg)
     if cfg.executor == "slurm":
         slurm.check()
@@ -135,10 +118,10 @@ class Supervisor:
         except (SpecError, OSError) as e:
             self.reject(path, str(e), log)
             return
-        run = self.spool.runs / sid
-        if run.exists():
+        files = RunFiles(self.spool, sid)
+        if os.path.exists(files.run):
             try:
-                same = read_bytes(run / "spec.json") == raw
+                same = read_bytes(files.spec) == raw
             except (OSError, SpecError):
                 same = False
             if same:
@@ -149,24 +132,12 @@ class Supervisor:
         definition = self.defs[spec.job]
         rs = RunState(sid, spec.job, queued_at=now, updated_at=now,
                       executor=definition.executor or self.cfg.executor)
-        stage = self.spool.tmp / f"claim-{sid}-{secrets.token_hex(4)}"
-        if not self.write("claim", sid, self._make_run, stage, run, raw, rs):
-            shutil.rmtree(stage, ignore_errors=True)  # the spec stays in incoming/: claimed on a later pass
-            return
+        if not self.write("claim", sid, self.spool.publish_dir, files.run,
+                          {files.spec: raw, files.state: rs.to_json()}, (files.attempts,)):
+            return  # the spec stays in incoming/: claimed on a later pass
         path.unlink(missing_ok=True)
-        self.jobs[sid] = Job(spec, definition, rs, run)
+        self.jobs[sid] = Job(spec, definition, rs, files)
         log.info("job_queued", job=spec.job, executor=rs.executor)
-
-    def _make_run(self, stage: Path, run: Path, raw: bytes, rs: RunState) -> None:
-        (stage / "attempts").mkdir(parents=True)
-        for fname, data in (("spec.json", raw), ("state.json", rs.to_json())):
-            with open(stage / fname, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        fsync_dir(stage)
-        os.rename(stage, run)
-        fsync_dir(self.spool.runs)
 
     def reject(self, path: Path, reason: str, log) -> None:
         """Move a bad file aside with a reason file; the daemon carries on."""
@@ -275,6 +246,9 @@ class Supervisor:
                 continue
             for job, rec in ex.ended(active, full):
                 self.on_exit(job, rec, now)
+            for job, seen in ex.observe([j for j in active if j.rs.state in ACTIVE]):
+                if self.apply(job, seen, now):
+                    self.save(job)
         for job in [j for j in self.jobs.values() if j.rs.state in ACTIVE]:
             rs = job.rs
             if rs.state == JobState.RUNNING and now - (rs.started_at or now) > job.definition.max_runtime_s:
@@ -331,6 +305,24 @@ class Supervisor:
         self.finish(job, now)
         log.info("job_finished", state=rs.state.value, reason=rs.reason, exit_code=rs.exit_code)
 
+    def apply(self, job: Job, seen: Seen, now: float) -> bool:
+        """Take what an executor observed into the job's state; True if that changed what people see."""
+        rs = job.rs
+        rs.pid = seen.pid if seen.pid is not None else rs.pid
+        rs.create_time = seen.create_time if seen.create_time is not None else rs.create_time
+        rs.executor_id = seen.executor_id or rs.executor_id
+        shown = (rs.started_at, rs.reason)
+        if seen.waiting:
+            rs.started_at = None
+        elif seen.started_at is not None:
+            rs.started_at = seen.started_at
+        if seen.reason and rs.state == JobState.RUNNING:  # while STOPPING the reason is the stop's
+            rs.reason = seen.reason
+        if (rs.started_at, rs.reason) == shown:
+            return False
+        rs.updated_at = now
+        return True
+
     def finish(self, job: Job, now: float) -> None:
         rs = job.rs
         rs.finished_at = now
@@ -363,23 +355,26 @@ class Supervisor:
         queued = dataclasses.replace(rs)
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
+        files, attempt = job.files, job.attempt
         argv = d.render_argv(job.spec.inputs, job.run_dir, job.attempt_dir, sid, rs.attempt)
-        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": str(job.run_dir),
-               "JOB_ATTEMPT_DIR": str(job.attempt_dir), "JOB_ATTEMPT": str(rs.attempt),
-               "JOB_NOTIFICATIONS_FILE": str(job.run_dir / "notifications.txt")}
+        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": files.run,
+               "JOB_ATTEMPT_DIR": attempt.dir, "JOB_ATTEMPT": str(rs.attempt),
+               "JOB_NOTIFICATIONS_FILE": files.notifications}
         ex = self.executor(job)
-        reserve = getattr(ex, "reserve", None)  # local: a shim started ahead, its pid known now
         warm = False
         try:
-            ready = self.write("state", sid, job.attempt_dir.mkdir, parents=True, exist_ok=True)
-            warm = ready and bool(reserve and reserve(job))
+            ready = self.write("state", sid, os.makedirs, attempt.dir, exist_ok=True)
+            reserved = ex.reserve(job) if ready else None  # local: a shim started ahead, its pid known now
+            warm = reserved is not None
+            if warm:
+                self.apply(job, reserved, now)
             if not (ready and self.save(job)):
                 if warm:
                     ex.release(job)
                 job.rs = queued
                 self.unsaved[sid] = job
                 return
-            ex.start(job, argv, env)
+            self.apply(job, ex.start(job, argv, env), now)
         except OSError as e:
             if warm:
                 ex.release(job)
@@ -398,9 +393,7 @@ class Supervisor:
         if not self.uses_local:
             return
         for ex in self.executors.values():
-            prepare = getattr(ex, "prepare", None)
-            if prepare is not None:
-                prepare()
+            ex.prepare()
 
     # -- persistence -----------------------------------------------------
     def write(self, what: str, sid: str | None, fn, *args, **kwargs) -> bool:
@@ -430,8 +423,7 @@ class Supervisor:
     def save(self, job: Job) -> bool:
         """Write state.json; the state in memory stays the authority if it cannot be written yet."""
         sid = job.rs.service_id
-        if self.write("state", sid, self.spool.write_atomic, self.spool.run_dir(sid) / "state.json",
-                      job.rs.to_json()):
+        if self.write("state", sid, self.spool.write_atomic, job.files.state, job.rs.to_json()):
             self.unsaved.pop(sid, None)
             return True
         self.unsaved[sid] = job
@@ -453,11 +445,11 @@ class Supervisor:
 
     def load_run(self, sid: str, now: float) -> Job | None:
         """Read one run from disk (start-up, or a run we did not know); adopt or finalise it."""
-        run = self.spool.runs / sid
+        files = RunFiles(self.spool, sid)
         log = self.log.bind(service_id=sid)
         try:
-            spec = JobSpec.parse(read_json(run / "spec.json"), self.defs)
-            rs = RunState.from_dict(read_json(run / "state.json"))
+            spec = JobSpec.parse(read_json(files.spec), self.defs)
+            rs = RunState.from_dict(read_json(files.state))
         except FileNotFoundError as e:
             log.error("run_unreadable", error=f"missing {Path(e.filename).name}")
             self.finished[sid] = now
@@ -466,7 +458,7 @@ class Supervisor:
             log.error("run_unreadable", error=str(e))
             self.finished[sid] = now
             return None
-        job = Job(spec, self.defs[spec.job], rs, run)
+        job = Job(spec, self.defs[spec.job], rs, files)
         if rs.terminal:
             self.finished[sid] = rs.finished_at or now
             return job
@@ -477,13 +469,15 @@ class Supervisor:
             return job
         self.jobs[sid] = job
         if rs.state in ACTIVE:
-            if not self.executor(job).adopt(job):
+            seen = self.executor(job).adopt(job)
+            if seen is None:
                 # RUNNING -> QUEUED: the daemon died between writing RUNNING and the spawn; nothing ran
                 rs.move(JobState.QUEUED, "requeued: the supervisor stopped before the program started", now)
                 rs.started_at = rs.pid = rs.create_time = rs.executor_id = None
                 self.save(job)
                 log.warning("job_requeued", reason=rs.reason)
                 return job
+            self.apply(job, seen, now)
             self.save(job)
             log.info("job_adopted", state=rs.state.value, pid=rs.pid, executor_id=rs.executor_id)
         return job

@@ -1,22 +1,67 @@
 """The executor seam: where a job's shim runs (this machine, or a cluster) and how it is watched.
 
-The daemon's loop owns the job states; an executor only starts, signals and
-watches the shims. Every executor runs the same shim (supervisor/shim.py), so
-the exit status is always first taken from the attempt's exit.json.
+Only the daemon moves a job's state and saves it. An executor starts, signals
+and watches the shims, and reports what it saw as observations (`Seen`: the
+process or cluster job that runs the attempt, whether it waits in the
+cluster's queue, when it started, why it waits) and ends (`ExitRecord`); the
+daemon applies them to the state and saves it. Every executor runs the same
+shim (supervisor/shim.py), so the exit status is always first taken from the
+attempt's exit record.
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
+from jobs.definitions import Definition
 from jobs.errors import SpecError
-from jobs.runstate import signal_name
+from jobs.runfiles import AttemptFiles, RunFiles
+from jobs.runstate import RunState, signal_name
+from jobs.spec import JobSpec
 from jobs.spool import read_bytes
 
-if TYPE_CHECKING:
-    from .daemon import Job
+SHIM = str(Path(__file__).with_name("shim.py"))
+
+
+@dataclass
+class Job:
+    """What the daemon holds in memory for one run; state.json is its durable copy."""
+    spec: JobSpec
+    definition: Definition
+    rs: RunState
+    files: RunFiles
+
+    @property
+    def sid(self) -> str:
+        return self.rs.service_id
+
+    @property
+    def attempt(self) -> AttemptFiles:
+        """The files of the current attempt."""
+        return self.files.attempt(self.rs.attempt)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.files.run)
+
+    @property
+    def attempt_dir(self) -> Path:
+        return Path(self.attempt.dir)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What an executor observed about a job's current attempt. None (False): nothing to report."""
+    pid: int | None = None           # the process that runs the attempt (local), with its create time
+    create_time: float | None = None
+    executor_id: str | None = None   # the executor's own id for the attempt (a Slurm job id)
+    waiting: bool = False            # handed over, not started (Slurm's queue): no start time, queue time is not runtime
+    started_at: float | None = None  # it started then (Slurm's StartTime), learnt after the hand-over
+    reason: str | None = None        # what it is doing, for people ("pending in Slurm as job 7 (Resources)")
 
 
 @dataclass(frozen=True)
@@ -33,10 +78,10 @@ class ExitRecord:
         return f"exit code {self.exit_code}"
 
 
-def read_exit(attempt_dir: Path) -> ExitRecord | None:
-    """The shim's exit.json, validated; None if the shim has not written it."""
+def read_exit(attempt: AttemptFiles) -> ExitRecord | None:
+    """The shim's exit record, validated; None if the shim has not written it."""
     try:
-        data = json.loads(read_bytes(attempt_dir / "exit.json", 4096))  # padded with blanks to a fixed size (shim.py)
+        data = json.loads(read_bytes(attempt.exit, 4096))  # padded with blanks to a fixed size (shim.py)
         code, sig = data.get("exit_code"), data.get("signal")
         if not (code is None or isinstance(code, int)) or not (sig is None or isinstance(sig, int)):
             raise ValueError("bad types")
@@ -44,23 +89,58 @@ def read_exit(attempt_dir: Path) -> ExitRecord | None:
     except FileNotFoundError:
         return None
     except (ValueError, AttributeError, OSError, SpecError) as e:
-        return ExitRecord(None, None, f"unreadable exit.json ({e})")
+        return ExitRecord(None, None, f"unreadable {os.path.basename(attempt.exit)} ({e})")
 
 
-class Executor(Protocol):
+def shim_args(job: Job) -> list[str]:
+    """What the shim needs to know of the attempt: the working directory, the logs, the exit record."""
+    a = job.attempt
+    return [job.files.run, a.stdout, a.stderr, a.exit]
+
+
+def shim_argv(job: Job, argv: list[str]) -> list[str]:
+    """The command line of the attempt's shim, the same for every executor."""
+    return [sys.executable, "-S", SHIM, *shim_args(job), "--", *argv]
+
+
+class Executor(ABC):
+    """Every method the daemon calls on an executor; the optional ones do nothing by default."""
+
     name: str
 
-    def start(self, job: "Job", argv: list[str], env: dict[str, str]) -> None:
-        """Start the shim for job's current attempt and record its identity in job.rs. Raises OSError."""
+    def check(self) -> None:
+        """At start-up, when it is the configured executor: raise ConfigError if it cannot work here."""
 
-    def adopt(self, job: "Job") -> bool:
-        """At start-up: take over tracking of an active job; False if it never really started."""
+    def prepare(self) -> None:
+        """Between passes, when the loop has nothing else to do: get ready for the next job."""
 
-    def ended(self, jobs: list["Job"], full: bool) -> list[tuple["Job", ExitRecord | None]]:
+    def reserve(self, job: Job) -> Seen | None:
+        """Before job's RUNNING state is written: what will run it, if that is known already; None if not."""
+        return None
+
+    def release(self, job: Job) -> None:
+        """A reservation whose job will not be started after all."""
+
+    @abstractmethod
+    def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:
+        """Start the shim for job's current attempt; what runs it. Raises OSError."""
+
+    @abstractmethod
+    def adopt(self, job: Job) -> Seen | None:
+        """At start-up: take over tracking of an active job; None if it never really started."""
+
+    @abstractmethod
+    def ended(self, jobs: list[Job], full: bool) -> list[tuple[Job, ExitRecord | None]]:
         """Which of these active jobs have ended, with their exit records. `full`: be thorough."""
 
-    def signal(self, job: "Job", sig: int) -> None:
+    def observe(self, jobs: list[Job]) -> list[tuple[Job, Seen]]:
+        """After ended(): what changed about these active jobs since the executor last said (for their state)."""
+        return []
+
+    @abstractmethod
+    def signal(self, job: Job, sig: int) -> None:
         """Deliver sig to everything the job runs."""
 
-    def forget(self, job: "Job") -> None:
+    @abstractmethod
+    def forget(self, job: Job) -> None:
         """The job's attempt is over: kill its leftovers and drop tracking."""

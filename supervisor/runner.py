@@ -18,18 +18,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
-from .executor import ExitRecord, read_exit
+from .executor import SHIM, Executor, ExitRecord, Job, Seen, read_exit, shim_args, shim_argv
 from .shim import encode_job
-
-if TYPE_CHECKING:
-    from .daemon import Job
-
-SHIM = str(Path(__file__).with_name("shim.py"))
 
 
 @dataclass(frozen=True)
@@ -38,10 +31,6 @@ class Handle:
     pid: int
     create_time: float
     own_child: bool  # spawned by this daemon instance: SIGCHLD tells us when it ends
-
-
-def shim_argv(attempt_dir: Path, argv: list[str]) -> list[str]:
-    return [sys.executable, "-S", SHIM, str(attempt_dir), "--", *argv]
 
 
 SPARE_ARGV = [sys.executable, "-S", SHIM, "--spare"]
@@ -56,7 +45,7 @@ class Spare:
     fd: int
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Runs each job's shim as leader of a new session on this machine."""
 
     name = "local"
@@ -89,23 +78,22 @@ class LocalExecutor:
             return
         self.spare = Spare(Handle(pid, create_time, True), w)
 
-    def reserve(self, job: "Job") -> bool:
-        """Give the job the spare's identity (before its RUNNING state is written); False: none ready."""
+    def reserve(self, job: Job) -> Seen | None:
+        """The spare's identity for the job (before its RUNNING state is written); None: none ready."""
         spare, self.spare = self.spare, None
         if spare is None:
-            return False
+            return None
         try:
             gone = os.waitpid(spare.handle.pid, os.WNOHANG)[0] != 0
         except ChildProcessError:
             gone = True
         if gone:
             os.close(spare.fd)
-            return False
+            return None
         self.reserved[job.sid] = spare
-        job.rs.pid, job.rs.create_time = spare.handle.pid, spare.handle.create_time
-        return True
+        return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
 
-    def release(self, job: "Job") -> None:
+    def release(self, job: Job) -> None:
         """A reserved spare that will not get its job: it exits on end of file."""
         spare = self.reserved.pop(job.sid, None)
         if spare is not None:
@@ -117,58 +105,59 @@ class LocalExecutor:
             self.spare = None
 
     # -- the executor --------------------------------------------------------
-    def start(self, job: "Job", argv: list[str], env: dict[str, str]) -> None:
+    def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:
         spare = self.reserved.pop(job.sid, None)
         if spare is not None:  # hand the job to the reserved spare: it runs it at our end of file
             try:
-                view = memoryview(encode_job(str(job.attempt_dir), argv, env))
+                view = memoryview(encode_job(shim_args(job), argv, env))
                 while view:
                     view = view[os.write(spare.fd, view):]
             finally:
                 os.close(spare.fd)
             self.handles[job.sid] = spare.handle
-            return
+            return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-        pid = os.posix_spawn(sys.executable, shim_argv(job.attempt_dir, argv), env, setsid=True, file_actions=quiet,
+        pid = os.posix_spawn(sys.executable, shim_argv(job, argv), env, setsid=True, file_actions=quiet,
                              setsigdef=_SIGDEF)
         try:
             create_time = psutil.Process(pid).create_time()
         except psutil.NoSuchProcess:  # already gone: its exit file (or the lack of one) tells
             create_time = 0.0
         self.handles[job.sid] = Handle(pid, create_time, True)
-        job.rs.pid, job.rs.create_time = pid, create_time
+        return Seen(pid=pid, create_time=create_time)
 
-    def adopt(self, job: "Job") -> bool:
+    def adopt(self, job: Job) -> Seen | None:
         rs = job.rs
         if rs.pid is None:  # crashed between writing RUNNING and recording the pid
-            found = self._find_shim(job.attempt_dir)
+            found = self._find_shim(job)
             if found is None:
-                return read_exit(job.attempt_dir) is not None
-            rs.pid, rs.create_time = found.pid, found.create_time
-        elif not self._got_job(job):
-            return False  # a spare's pid, but the daemon died before handing it the job: nothing ran
+                return Seen() if read_exit(job.attempt) is not None else None
+            self.handles[job.sid] = found
+            return Seen(pid=found.pid, create_time=found.create_time)
+        if not self._got_job(job):
+            return None  # a spare's pid, but the daemon died before handing it the job: nothing ran
         self.handles[job.sid] = Handle(rs.pid, rs.create_time or 0.0, False)
-        return True
+        return Seen()
 
-    def _got_job(self, job: "Job") -> bool:
+    def _got_job(self, job: Job) -> bool:
         """Whether the shim with the recorded pid ever started on this attempt.
 
         Every shim opens the attempt's stdout.log before it runs the program. A
         spare that never got its job exits as soon as its daemon is gone, so an
         empty attempt and no process means it never started.
         """
-        marks = (job.attempt_dir / "stdout.log", job.attempt_dir / "exit.json")
+        marks = (job.attempt.stdout, job.attempt.exit)
         h = Handle(job.rs.pid, job.rs.create_time or 0.0, False)
         deadline = time.monotonic() + NEVER_STARTED_WAIT
-        while not any(m.exists() for m in marks):
+        while not any(os.path.exists(m) for m in marks):
             if not self._alive(h):
-                return any(m.exists() for m in marks)
+                return any(os.path.exists(m) for m in marks)
             if time.monotonic() > deadline:
                 return True  # alive and silent: never run it a second time
             time.sleep(0.01)
         return True
 
-    def ended(self, jobs: list["Job"], full: bool) -> list[tuple["Job", ExitRecord | None]]:
+    def ended(self, jobs: list[Job], full: bool) -> list[tuple[Job, ExitRecord | None]]:
         reaped = set(self._reap())
         if self.spare is not None and self.spare.handle.pid in reaped:
             self.close()  # the spare died (killed): prepare() starts another
@@ -176,19 +165,19 @@ class LocalExecutor:
         for job in jobs:
             h = self.handles.get(job.sid)
             if h is None:
-                done.append((job, read_exit(job.attempt_dir)))
+                done.append((job, read_exit(job.attempt)))
                 continue
             if h.own_child and h.pid not in reaped and not full:
                 continue  # our own child: SIGCHLD + reap tell us when it ends
-            rec = read_exit(job.attempt_dir)
+            rec = read_exit(job.attempt)
             if rec is None and (h.pid in reaped or (full and not self._alive(h))):
-                rec = read_exit(job.attempt_dir)  # it may have written the file just after our first look
+                rec = read_exit(job.attempt)  # it may have written the file just after our first look
                 done.append((job, rec))
             elif rec is not None:
                 done.append((job, rec))
         return done
 
-    def signal(self, job: "Job", sig: int) -> None:
+    def signal(self, job: Job, sig: int) -> None:
         h = self.handles.get(job.sid)
         if h is not None:
             try:
@@ -196,7 +185,7 @@ class LocalExecutor:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def forget(self, job: "Job") -> None:
+    def forget(self, job: Job) -> None:
         self.signal(job, signal.SIGKILL)  # leftovers of the job's group die with it
         self.handles.pop(job.sid, None)
 
@@ -224,10 +213,11 @@ class LocalExecutor:
             done.append(pid)
 
     @staticmethod
-    def _find_shim(attempt_dir: Path) -> Handle | None:
-        target = str(attempt_dir)
+    def _find_shim(job: Job) -> Handle | None:
+        """The attempt's shim, by its command line (the interpreter's path may be spelled differently)."""
+        target = [SHIM, *shim_args(job), "--"]
         for p in psutil.process_iter(["cmdline", "create_time", "status"]):
             cmd = p.info["cmdline"] or []
-            if len(cmd) > 4 and cmd[2] == SHIM and cmd[3] == target and p.info["status"] != psutil.STATUS_ZOMBIE:
+            if cmd[2:2 + len(target)] == target and p.info["status"] != psutil.STATUS_ZOMBIE:
                 return Handle(p.pid, p.info["create_time"], False)
         return None

@@ -1,10 +1,11 @@
 """Per-job shim: runs the program and records its exit status, even if the daemon is gone.
 
 Started by the supervisor as the leader of a new session (so one killpg reaches
-the whole job):  python -S shim.py ATTEMPT_DIR -- PROGRAM ARGS...
-It opens the attempt's stdout/stderr logs, runs the program with the run
-directory as its working directory, waits for it and writes exit.json
-atomically. The record's space is taken before the program starts (a padded
+the whole job):  python -S shim.py RUN_DIR STDOUT STDERR EXIT -- PROGRAM ARGS...
+(the paths come from jobs/runfiles.py, which this script does not import). It
+opens the attempt's stdout/stderr logs, runs the program with the run
+directory as its working directory, waits for it and writes the exit record
+EXIT atomically. The record's space is taken before the program starts (a padded
 file, overwritten in place at the end, then renamed), so a disk that fills
 up meanwhile cannot lose the exit status. It imports only the standard
 library and runs without site (-S) to keep the spool->spawn path short. It
@@ -41,7 +42,13 @@ def _to_json(record):
 EXIT_RECORD_BYTES = 1024  # every record fits (the error text is cut short); readers skip the padding
 
 
-def reserve_exit(attempt_dir):
+def _reserved_name(exit_path):
+    """The hidden name of the exit record while it is not filled in, beside it."""
+    head, tail = os.path.split(exit_path)
+    return os.path.join(head, "." + tail + ".tmp")
+
+
+def reserve_exit(exit_path):
     """Take the exit record's space now, while there is some; None if the disk already refuses it.
 
     A write is enough (no fsync on the spawn path): tmpfs allocates, and
@@ -49,7 +56,7 @@ def reserve_exit(attempt_dir):
     padded file keeps a hidden name until write_exit has filled it, so a
     reader never takes it for an exit status.
     """
-    tmp = os.path.join(attempt_dir, ".exit.json.tmp")
+    tmp = _reserved_name(exit_path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError:
@@ -63,10 +70,9 @@ def reserve_exit(attempt_dir):
     return None
 
 
-def write_exit(attempt_dir, record, fd=None):
-    """Fill the reserved file in place (no new space needed), fsync, rename it to exit.json."""
-    path = os.path.join(attempt_dir, "exit.json")
-    tmp = os.path.join(attempt_dir, ".exit.json.tmp")
+def write_exit(exit_path, record, fd=None):
+    """Fill the reserved file in place (no new space needed), fsync, rename it to exit_path."""
+    tmp = _reserved_name(exit_path)
     data = (_to_json(record) + "\n").encode()
     data += b" " * (EXIT_RECORD_BYTES - len(data))
     if fd is None:
@@ -76,20 +82,21 @@ def write_exit(attempt_dir, record, fd=None):
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(attempt_dir, os.O_RDONLY)
+    os.replace(tmp, exit_path)
+    dfd = os.open(os.path.dirname(exit_path), os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
 
 
-JOB_MAGIC = b"spoolsoap-job-1"
+JOB_MAGIC = b"spoolsoap-job-2"
+WHERE = 4  # run directory, stdout log, stderr log, exit record: a shim's first arguments
 
 
-def encode_job(attempt_dir, program, env):
+def encode_job(where, program, env):
     """The message a spare reads: NUL-separated fields, closed by the daemon's end of file."""
-    fields = [JOB_MAGIC, os.fsencode(attempt_dir), str(len(program)).encode()]
+    fields = [JOB_MAGIC, *(os.fsencode(p) for p in where), str(len(program)).encode()]
     fields += [os.fsencode(a) for a in program]
     fields.append(str(len(env)).encode())
     fields += [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
@@ -97,23 +104,24 @@ def encode_job(attempt_dir, program, env):
 
 
 def decode_job(data):
-    """(attempt_dir, program, env) from a whole message, or None."""
+    """(where, program, env) from a whole message, or None."""
     fields = data.split(b"\0")
     try:
         if fields[0] != JOB_MAGIC or fields[-2:] != [b"end", b""]:
             return None
-        attempt_dir = os.fsdecode(fields[1])
-        n = int(fields[2])
-        program = [os.fsdecode(a) for a in fields[3:3 + n]]
-        m = int(fields[3 + n])
-        items = fields[4 + n:4 + n + m]
-        if len(program) != n or not program or len(items) != m or 4 + n + m != len(fields) - 2:
+        where = [os.fsdecode(p) for p in fields[1:1 + WHERE]]
+        at = 1 + WHERE
+        n = int(fields[at])
+        program = [os.fsdecode(a) for a in fields[at + 1:at + 1 + n]]
+        m = int(fields[at + 1 + n])
+        items = fields[at + 2 + n:at + 2 + n + m]
+        if len(program) != n or not program or len(items) != m or at + 2 + n + m != len(fields) - 2:
             return None
         env = {}
         for item in items:
             key, sep, value = item.partition(b"=")
             env[os.fsdecode(key)] = os.fsdecode(value)
-        return attempt_dir, program, env
+        return where, program, env
     except (IndexError, ValueError):
         return None
 
@@ -133,15 +141,15 @@ def _ignore_stop_signals():
         signal.signal(sig, lambda *_: None)
 
 
-def run(attempt_dir, program, env):
+def run(where, program, env):
     """Run the program with the attempt's logs, wait, record its exit; returns the shim's exit status."""
-    run_dir = os.path.dirname(os.path.dirname(attempt_dir))
+    run_dir, stdout, stderr, exit_path = where
     started = time.time()
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    out = os.open(os.path.join(attempt_dir, "stdout.log"), flags, 0o644)
-    err = os.open(os.path.join(attempt_dir, "stderr.log"), flags, 0o644)
+    out = os.open(stdout, flags, 0o644)
+    err = os.open(stderr, flags, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
-    reserved = reserve_exit(attempt_dir)
+    reserved = reserve_exit(exit_path)
     try:
         os.chdir(run_dir)
         pid = os.posix_spawnp(program[0], program, env, file_actions=[
@@ -152,14 +160,14 @@ def run(attempt_dir, program, env):
             os.write(err, f"cannot start {program[0]}: {e}\n".encode())
         except OSError:
             pass  # the log may be on a full disk; the exit record has its space
-        write_exit(attempt_dir, {"exit_code": 127, "signal": None, "error": str(e)[:120],
+        write_exit(exit_path, {"exit_code": 127, "signal": None, "error": str(e)[:120],
                                  "started_at": started, "ended_at": time.time()}, reserved)
         return 127
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     record = {"pid": pid, "started_at": started, "ended_at": time.time(),
               "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
-    write_exit(attempt_dir, record, reserved)
+    write_exit(exit_path, record, reserved)
     return code if code >= 0 else 128 - code
 
 
@@ -169,17 +177,17 @@ def main(argv):
         job = read_job(0)
         if job is None:
             return 0  # the daemon stopped before handing over a job: nothing was started
-        attempt_dir, program, env = job  # fd 0 stays open (at end of file): new fds must not land on 0-2
+        where, program, env = job  # fd 0 stays open (at end of file): new fds must not land on 0-2
         # posix_spawnp looks the program up in this process's PATH: the job's, as for a shim started for it
         if "PATH" in env:
             os.environ["PATH"] = env["PATH"]
         else:
             os.environ.pop("PATH", None)
-        return run(attempt_dir, program, env)
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: shim.py ATTEMPT_DIR -- PROGRAM [ARGS...]  |  shim.py --spare", file=sys.stderr)
+        return run(where, program, env)
+    if len(argv) < WHERE + 2 or argv[WHERE] != "--":
+        print("usage: shim.py RUN_DIR STDOUT STDERR EXIT -- PROGRAM [ARGS...]  |  shim.py --spare", file=sys.stderr)
         return 2
-    return run(argv[0], argv[2:], os.environ)
+    return run(argv[:WHERE], argv[WHERE + 1:], os.environ)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ recorded the program's death by the signal Slurm sent.
 While a job waits in Slurm's queue its state stays RUNNING (the supervisor
 handed it over) with no start time and the reason "pending in Slurm as job N
 (Resources)"; started_at is Slurm's StartTime, so the supervisor's own
-max-runtime timer never counts time spent waiting in Slurm's queue.
+max-runtime timer never counts time spent waiting in Slurm's queue. The
+executor reports these as observations (`observe`); the daemon applies and
+saves them.
 """
 from __future__ import annotations
 
@@ -29,20 +31,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import structlog
 
 from jobs.config import PROJECT_ROOT, Config
 from jobs.errors import ConfigError
-from jobs.spool import STDERR, STDOUT, Spool
 from jobs.states import JobState
 
-from .executor import ExitRecord, read_exit
-from .runner import shim_argv
-
-if TYPE_CHECKING:
-    from .daemon import Job
+from .executor import Executor, ExitRecord, Job, Seen, read_exit, shim_argv
 
 JOB_SCRIPT = PROJECT_ROOT / "slurm" / "job.sh"
 SUBMIT_TIMEOUT = 60.0      # sbatch may wait on a busy controller
@@ -143,7 +140,7 @@ def slurm_end_note(state: str, reason: str, minutes: int) -> str | None:
     return SLURM_ENDS.get(state)
 
 
-class SlurmExecutor:
+class SlurmExecutor(Executor):
     """Submits each attempt with sbatch, watches all of them with one squeue per pass, stops them with scancel."""
 
     name = "slurm"
@@ -153,8 +150,8 @@ class SlurmExecutor:
         self.cfg = cfg
         self.clock = clock
         self._subprocess_run = run
-        self.spool = Spool(cfg.spool_dir)
         self.tracked: dict[str, Tracked] = {}
+        self.news: dict[str, Seen] = {}  # observed since the daemon last asked (observe)
         self.next_poll = 0.0
         self.last_poll = 0.0
         self.poll_ok = False
@@ -174,14 +171,14 @@ class SlurmExecutor:
             raise ConfigError(f"EXECUTOR=slurm: the batch script {JOB_SCRIPT} is missing or not executable")
 
     # -- the Executor protocol ---------------------------------------------
-    def start(self, job: "Job", argv: list[str], env: dict[str, str]) -> None:
-        rs, adir = job.rs, job.attempt_dir
+    def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:
+        adir = job.attempt_dir
         for d in (job.run_dir, adir):  # sbatch would run the job in /tmp without --chdir's directory
             if not d.is_dir():
                 raise FileNotFoundError(f"{d} does not exist; not submitting to Slurm")
         if "%" in str(adir):
             raise OSError(f"{adir} contains '%', which sbatch would expand in --output/--error")
-        r = self._run("sbatch", self.sbatch_args(job) + [str(JOB_SCRIPT), *shim_argv(adir, argv)],
+        r = self._run("sbatch", self.sbatch_args(job) + [str(JOB_SCRIPT), *shim_argv(job, argv)],
                       env=env, timeout=SUBMIT_TIMEOUT, raise_errors=True)
         if r is None:  # timed out: the controller may have accepted it all the same
             job_id = self._lookup(job)
@@ -194,22 +191,21 @@ class SlurmExecutor:
             job_id = r.stdout.strip().split(";")[0]
             if not JOB_ID.fullmatch(job_id):
                 raise OSError(f"sbatch printed no job id: {r.stdout.strip()[:200]!r}")
-        rs.executor_id, rs.pid, rs.create_time = job_id, None, None
-        rs.started_at = None  # set when Slurm starts it: queue time is not runtime
-        rs.reason = f"submitted to Slurm as job {job_id}"
         self.tracked[job.sid] = Tracked(job_id)
         self.next_poll = 0.0  # learn soon whether it runs or waits
         self.log.info("slurm_submitted", service_id=job.sid, slurm_job_id=job_id)
+        # no start time until Slurm starts it: queue time is not runtime
+        return Seen(executor_id=job_id, waiting=True, reason=f"submitted to Slurm as job {job_id}")
 
-    def sbatch_args(self, job: "Job") -> list[str]:
+    def sbatch_args(self, job: Job) -> list[str]:
         """sbatch's options for this attempt: an argv list, never a shell string."""
-        d, adir = job.definition, job.attempt_dir
+        d, a = job.definition, job.attempt
         args = [
             "--parsable",
             f"--job-name={job.sid}",
             f"--chdir={job.run_dir}",
-            f"--output={adir / STDOUT}",
-            f"--error={adir / STDERR}",
+            f"--output={a.stdout}",
+            f"--error={a.stderr}",
             "--open-mode=append",  # the shim appends the program's output to the same files
             # The job's variables (JOB_*, the definition's [env]) are in sbatch's own
             # environment: values with commas cannot be passed inside --export.
@@ -225,25 +221,24 @@ class SlurmExecutor:
             args.append(f"--account={account}")
         return args + list(self.cfg.slurm_options) + list(d.slurm.options)
 
-    def adopt(self, job: "Job") -> bool:
+    def adopt(self, job: Job) -> Seen | None:
         rs = job.rs
         if rs.executor_id and JOB_ID.fullmatch(rs.executor_id):
             self.tracked[job.sid] = Tracked(rs.executor_id)
-            return True
+            return Seen()
         # The supervisor stopped between writing RUNNING and recording the job id.
         found = self._lookup(job)
         if found:
-            rs.executor_id = found
             self.tracked[job.sid] = Tracked(found)
-            return True
-        if found is None or read_exit(job.attempt_dir) is not None:
+            return Seen(executor_id=found)
+        if found is None or read_exit(job.attempt) is not None:
             self.tracked[job.sid] = Tracked(None)  # Slurm unreachable (look again later), or it ran
-            return True
-        return False  # Slurm has no such job: nothing ran, run it
+            return Seen()
+        return None  # Slurm has no such job: nothing ran, run it
 
-    def ended(self, jobs: list["Job"], full: bool) -> list[tuple["Job", ExitRecord | None]]:
+    def ended(self, jobs: list[Job], full: bool) -> list[tuple[Job, ExitRecord | None]]:
         now = self.clock()
-        exits = {job.sid: read_exit(job.attempt_dir) for job in jobs}
+        exits = {job.sid: read_exit(job.attempt) for job in jobs}
         for job in jobs:
             if job.sid not in self.tracked:
                 known = job.rs.executor_id
@@ -265,7 +260,7 @@ class SlurmExecutor:
                 done.append((job, outcome))
         return done
 
-    def signal(self, job: "Job", sig: int) -> None:
+    def signal(self, job: Job, sig: int) -> None:
         t = self.tracked.get(job.sid)
         job_id = (t.job_id if t else None) or job.rs.executor_id
         if not job_id:
@@ -282,17 +277,21 @@ class SlurmExecutor:
         self._run("scancel", [job_id])
         self.log.info("slurm_cancelled", service_id=job.sid, slurm_job_id=job_id)
 
-    def forget(self, job: "Job") -> None:
+    def observe(self, jobs: list[Job]) -> list[tuple[Job, Seen]]:
+        return [(job, self.news.pop(job.sid)) for job in jobs if job.sid in self.news]
+
+    def forget(self, job: Job) -> None:
         # The shim has ended (or Slurm says the job has): job.sh killed what the job
         # left in its process group, and Slurm ends the allocation with the script.
         self.tracked.pop(job.sid, None)
+        self.news.pop(job.sid, None)
 
     # -- deciding ---------------------------------------------------------------
-    def _failed_running(self, job: "Job", rec: ExitRecord | None) -> bool:
+    def _failed_running(self, job: Job, rec: ExitRecord | None) -> bool:
         return (rec is not None and not (rec.exit_code == 0 and not rec.error)
                 and job.rs.state == JobState.RUNNING)
 
-    def _with_exit_file(self, job: "Job", t: Tracked, rec: ExitRecord, now: float):
+    def _with_exit_file(self, job: Job, t: Tracked, rec: ExitRecord, now: float):
         """The shim recorded the end; Slurm may know why (its time limit, the OOM killer, a node failure)."""
         if (rec.exit_code == 0 and not rec.error) or job.rs.state != JobState.RUNNING:
             return rec  # success, or a stop we asked for (its reason wins)
@@ -309,7 +308,7 @@ class SlurmExecutor:
             return _NOT_YET  # still RUNNING/COMPLETING in Slurm: its final word comes within moments
         return rec
 
-    def _without_exit_file(self, job: "Job", t: Tracked, now: float):
+    def _without_exit_file(self, job: Job, t: Tracked, now: float):
         if not (self.poll_ok and t.listed):
             return _NOT_YET
         row = t.row
@@ -324,12 +323,12 @@ class SlurmExecutor:
             t.gone_since = now
         if ran and now - t.gone_since < EXIT_FILE_GRACE:
             return _NOT_YET
-        rec = read_exit(job.attempt_dir)
+        rec = read_exit(job.attempt)
         if rec is not None:
             return self._with_exit_file(job, t, rec, now)
         return self._from_slurm(job, t.job_id, row)
 
-    def _unidentified(self, job: "Job", t: Tracked, rec: ExitRecord | None, full: bool):
+    def _unidentified(self, job: Job, t: Tracked, rec: ExitRecord | None, full: bool):
         """Adopted without a job id (crash right after sbatch, Slurm unreachable at start-up)."""
         if rec is not None:
             return rec
@@ -337,14 +336,15 @@ class SlurmExecutor:
             return _NOT_YET
         found = self._lookup(job)
         if found:
-            t.job_id = job.rs.executor_id = found
+            t.job_id = found
+            self.news[job.sid] = Seen(executor_id=found)
             return _NOT_YET
         if found is None:
             return _NOT_YET
         return SlurmExit(None, None, slurm="the supervisor stopped while submitting this attempt, "
                                            "and Slurm has no job for it")
 
-    def _from_slurm(self, job: "Job", job_id: str, row: Row | None) -> SlurmExit:
+    def _from_slurm(self, job: Job, job_id: str, row: Row | None) -> SlurmExit:
         """No exit.json: Slurm's job record, else the job-completion log, else what squeue said."""
         info = self._scontrol(job_id) or self._jobcomp(job_id)
         if not info and row is not None:
@@ -367,8 +367,8 @@ class SlurmExecutor:
             return SlurmExit(0, None, slurm=note)
         return SlurmExit(code if code and not sig else None, sig or None, slurm=note)
 
-    def _show(self, job: "Job", t: Tracked, row: Row, now: float) -> None:
-        """Keep state.json's reason and start time in step with Slurm (the façade shows them)."""
+    def _show(self, job: Job, t: Tracked, row: Row, now: float) -> None:
+        """Report the reason and start time Slurm gives, when they differ from the state's (the façade shows them)."""
         rs = job.rs
         started = rs.started_at
         if row.state in PENDING:
@@ -384,12 +384,7 @@ class SlurmExecutor:
             return
         if rs.started_at is None and started is not None:
             self.log.info("slurm_running", service_id=job.sid, slurm_job_id=t.job_id, nodes=row.nodes)
-        rs.started_at = started
-        if rs.state == JobState.RUNNING:  # while STOPPING the reason is the stop's
-            rs.reason = text
-        rs.updated_at = now
-        # The daemon's own loop would only save at the next transition.
-        self.spool.write_atomic(job.run_dir / "state.json", rs.to_json())
+        self.news[job.sid] = Seen(started_at=started if started != rs.started_at else None, reason=text)
 
     @staticmethod
     def _start_time(text: str, now: float) -> float:
@@ -416,7 +411,7 @@ class SlurmExecutor:
             self.log.warning("slurm_command_failed", command=name, error=str(e))
             return None
 
-    def _poll(self, jobs: list["Job"], now: float) -> None:
+    def _poll(self, jobs: list[Job], now: float) -> None:
         """One squeue for every active job of this executor."""
         self.last_poll = now
         self.next_poll = now + self.cfg.slurm_poll_seconds
@@ -465,12 +460,12 @@ class SlurmExecutor:
                 return parse_record(line.decode("utf-8", "replace"))
         return None
 
-    def _lookup(self, job: "Job") -> str | None:
+    def _lookup(self, job: Job) -> str | None:
         """The Slurm job of this attempt, found by name and output file: its id, '' if none, None if Slurm is unreachable."""
         r = self._run("squeue", ["-h", "-t", "all", f"--user={os.getuid()}", f"--name={job.sid}", "-o", "%i"])
         if r is None or r.returncode != 0:
             return None
-        want = str(job.attempt_dir / STDOUT)
+        want = job.attempt.stdout
         for job_id in sorted({x for x in r.stdout.split() if JOB_ID.fullmatch(x)}, key=int, reverse=True):
             info = self._scontrol(job_id)
             if info and info.get("StdOut") == want:

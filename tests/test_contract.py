@@ -168,3 +168,83 @@ def test_waiter_echoes_notifications_and_finishes(tmp_path):
     assert p.returncode == 0
     assert "notification: hello <b>" in p.stdout
     assert (tmp_path / "r.txt").read_text() == "FINISHED" and (tmp_path / "s.txt").read_text() == "100"
+
+
+def _import_graph(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """Module -> the project's modules it imports, every import statement counted (also under
+    TYPE_CHECKING and inside functions: a circle there is still a tangle for the reader). A parent
+    package's __init__, which Python runs before any of its modules, is no edge of its own."""
+    import ast
+    modules = {}
+    for pkg in packages:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                # `from pkg import mod` needs mod; pkg's __init__ only if a name is not a module
+                subs = [f"{base}.{a.name}" for a in node.names]
+                targets = subs + ([base] if any(t not in modules for t in subs) else [])
+            else:
+                continue
+            edges.update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_project_has_no_import_circle():
+    """No module of the project imports, even only for type hints, a module that imports it back."""
+    graph = _import_graph(("jobs", "supervisor", "facade", "client", "devauth"))
+    assert len(graph) > 20 and "supervisor.executor" in graph["supervisor.daemon"]  # the scan sees the tree
+    assert [] == _circles(graph)
+
+
+def test_only_runfiles_spells_the_run_layout():
+    """Where a run's files live is spelled in jobs/runfiles.py alone; everything else asks it."""
+    names = ('"spec.json"', '"state.json"', '"exit.json"', '"attempts"', '"stdout.log"', '"stderr.log"',
+             '"notifications.txt"', '"facade.json"')
+    found = [f"{path.relative_to(ROOT)}: {name}"
+             for pkg in ("jobs", "supervisor", "facade", "client") for path in sorted((ROOT / pkg).rglob("*.py"))
+             if path != ROOT / "jobs" / "runfiles.py" for name in names if name in path.read_text()]
+    assert [] == found

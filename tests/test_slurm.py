@@ -29,7 +29,8 @@ from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import JobState
-from supervisor.daemon import Job
+from jobs.runfiles import RunFiles
+from supervisor.executor import Job
 from supervisor.slurm import (JOB_SCRIPT, SlurmExecutor, SlurmExit, parse_record, parse_squeue, slurm_end_note,
                               time_limit_minutes)
 
@@ -177,8 +178,7 @@ def make_job(tmp_path: Path, sid: str = "sid-1", job: str = "waiter", mkdirs: bo
     spool = Spool(cfg.spool_dir).ensure()
     spec = JobSpec.parse(json.loads(JobSpec(sid, job, {"secondsToWait": 5}).to_json()), defs)
     rs = RunState(sid, job, executor="slurm")
-    run_dir = spool.runs / sid
-    j = Job(spec, defs[job], rs, run_dir)
+    j = Job(spec, defs[job], rs, RunFiles(spool, sid))
     if mkdirs:
         j.attempt_dir.mkdir(parents=True)
     return j, cfg
@@ -191,7 +191,7 @@ def test_sbatch_gets_an_argv_with_the_runs_paths_and_the_fixed_script(tmp_path):
     fake = FakeSlurm({"sbatch": (0, "4242\n", "")})
     ex = SlurmExecutor(cfg, run=fake)
     argv = ["/usr/bin/prog", "a b; rm -rf /", "$(x)"]
-    ex.start(job, argv, {"PATH": "/usr/bin", "JOB_SERVICE_ID": "sid-1"})
+    seen = ex.start(job, argv, {"PATH": "/usr/bin", "JOB_SERVICE_ID": "sid-1"})
     (sbatch, env), = fake.calls
     adir = job.attempt_dir
     options, script_at = sbatch[1:sbatch.index(str(JOB_SCRIPT))], sbatch.index(str(JOB_SCRIPT))
@@ -199,10 +199,12 @@ def test_sbatch_gets_an_argv_with_the_runs_paths_and_the_fixed_script(tmp_path):
     assert ["--parsable", "--job-name=sid-1", f"--chdir={job.run_dir}", f"--output={adir}/stdout.log",
             f"--error={adir}/stderr.log", "--open-mode=append", "--export=ALL", "--time=1500", "--no-requeue",
             "--partition=batch", "--account=proj1", "--mem=1G", "--comment=two words"] == options
-    assert [sys.executable, "-S", str(ROOT / "supervisor" / "shim.py"), str(adir), "--", *argv] == sbatch[script_at + 1:]
+    assert [sys.executable, "-S", str(ROOT / "supervisor" / "shim.py"), str(job.run_dir), f"{adir}/stdout.log",
+            f"{adir}/stderr.log", f"{adir}/exit.json", "--", *argv] == sbatch[script_at + 1:]
     assert {"PATH": "/usr/bin", "JOB_SERVICE_ID": "sid-1"} == env
-    assert ("4242", None, None) == (job.rs.executor_id, job.rs.pid, job.rs.started_at)
-    assert "submitted to Slurm as job 4242" == job.rs.reason
+    # reported to the daemon, which owns the state: handed over, not started (no start time yet)
+    assert ("4242", None, True) == (seen.executor_id, seen.pid, seen.waiting)
+    assert "submitted to Slurm as job 4242" == seen.reason
 
 
 def test_the_definitions_slurm_table_overrides_partition_and_adds_options(tmp_path):
@@ -253,9 +255,11 @@ def test_one_squeue_call_watches_every_job(tmp_path):
     assert [] == ex.ended(jobs, full=True)
     assert [["squeue", "-h", "-t", "all", "-j", "100,101,102,103,104", "-o", "%i|%T|%r|%S|%N"]] == \
         [argv for argv, _ in fake.calls]
-    assert "pending in Slurm as job 100 (Resources)" == jobs[0].rs.reason
-    assert "running in Slurm as job 101 on vm" == jobs[1].rs.reason
-    assert jobs[1].rs.started_at and jobs[1].rs.started_at <= time.time()  # a start time in the future is clamped
+    seen = [s for _, s in ex.observe(jobs)]  # what the daemon applies to the states
+    assert "pending in Slurm as job 100 (Resources)" == seen[0].reason and seen[0].started_at is None
+    assert "running in Slurm as job 101 on vm" == seen[1].reason
+    assert seen[1].started_at and seen[1].started_at <= time.time()  # a start time in the future is clamped
+    assert [] == ex.observe(jobs)  # reported once
 
 
 def running_job(tmp_path: Path, job_id: str = "77", **env) -> tuple[Job, config.Config]:

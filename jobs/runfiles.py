@@ -1,0 +1,74 @@
+"""Where every file of one run lives: the one module that spells a run directory's layout.
+
+    runs/<sid>/
+      spec.json, state.json, notifications.txt, facade.json
+      attempts/<n>/  stdout.log, stderr.log, exit.json, <the definition's files>
+
+Every reader and writer (supervisor, executors, shim, jobctl, façade) takes
+its paths from here. The paths are plain strings built once per object: the
+façade builds one per poll, where pathlib would cost more than the reads.
+Nothing is validated here; the serviceID has been checked before
+(jobs.spool.validate_service_id) and a definition's file names when it was
+loaded. This module imports nothing from the project, so anything may use it.
+"""
+from __future__ import annotations
+
+import os
+
+RUNS = "runs"
+SPEC = "spec.json"
+STATE = "state.json"
+NOTIFICATIONS = "notifications.txt"
+FACADE_HINT = "facade.json"
+ATTEMPTS = "attempts"
+EXIT = "exit.json"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+# a definition may not name these as its own files
+RESERVED_FILES = frozenset({EXIT, STDOUT, STDERR, NOTIFICATIONS, SPEC, STATE, FACADE_HINT})
+
+
+class AttemptFiles:
+    """The files of one attempt: its directory, the shim's exit record, the logs, the definition's files."""
+    __slots__ = ("number", "dir", "exit", "stdout", "stderr")
+
+    def __init__(self, attempts: str, number: int):
+        self.number = int(number)
+        self.dir = os.path.join(attempts, str(self.number))
+        self.exit = os.path.join(self.dir, EXIT)
+        self.stdout = os.path.join(self.dir, STDOUT)
+        self.stderr = os.path.join(self.dir, STDERR)
+
+    def file(self, definition, key: str) -> str:
+        """The definition's file `key` (jobs.definitions.Definition.files) in this attempt."""
+        return os.path.join(self.dir, definition.files[key])
+
+    def files(self, definition) -> dict[str, str]:
+        """Every file the definition names, by key."""
+        return {key: os.path.join(self.dir, name) for key, name in definition.files.items()}
+
+    def progress(self, definition) -> str | None:
+        """The definition's progress file, if it has one."""
+        return None if definition.progress_file is None else self.file(definition, definition.progress_file)
+
+    def outputs(self, definition) -> tuple[str, ...]:
+        """The file of each of the definition's outputs, in their order."""
+        return tuple(self.file(definition, o.file) for o in definition.outputs)
+
+
+class RunFiles:
+    """The files of one run. `spool` is a jobs.spool.Spool (or anything with `runs` and `incoming`)."""
+    __slots__ = ("sid", "run", "spec", "state", "notifications", "facade_hint", "attempts", "incoming")
+
+    def __init__(self, spool, sid: str):
+        self.sid = sid
+        self.run = os.path.join(spool.runs, sid)
+        self.spec = os.path.join(self.run, SPEC)
+        self.state = os.path.join(self.run, STATE)
+        self.notifications = os.path.join(self.run, NOTIFICATIONS)
+        self.facade_hint = os.path.join(self.run, FACADE_HINT)
+        self.attempts = os.path.join(self.run, ATTEMPTS)
+        self.incoming = os.path.join(spool.incoming, sid + ".json")  # the spec until the supervisor claims it
+
+    def attempt(self, number: int) -> AttemptFiles:
+        return AttemptFiles(self.attempts, number)
