@@ -21,7 +21,7 @@ from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import TRANSITIONS, JobState
 from supervisor.daemon import Supervisor
-from supervisor.executor import ExitRecord
+from supervisor.executor import Executor, ExitRecord, Seen
 
 T0 = 1_800_000_000.0
 
@@ -40,7 +40,7 @@ backoff = 2
 """
 
 
-class FakeExecutor:
+class FakeExecutor(Executor):
     """Stands in for processes: records what it was asked, ends jobs when a test says so."""
 
     name = "local"
@@ -53,39 +53,34 @@ class FakeExecutor:
         self.adoptable: set[str] = set()
         self.start_error: OSError | None = None
         self.next_pid = 1000
+        self.seen: dict[str, Seen] = {}
 
     # -- the executor protocol ------------------------------------------------
     def start(self, job, argv, env) -> None:
         if self.start_error is not None:
             raise self.start_error
         self.next_pid += 1
-        job.rs.pid, job.rs.create_time = self.next_pid, T0
         self.started.append(job.sid)
         self.alive.add(job.sid)
+        return Seen(pid=self.next_pid, create_time=T0)
 
-    def adopt(self, job) -> bool:
+    def adopt(self, job) -> Seen | None:
         if job.sid in self.adoptable:
             self.alive.add(job.sid)
-            return True
-        return False
+            return Seen()
+        return None
 
     def ended(self, jobs, full):
         return [(j, self.exits.pop(j.sid)) for j in jobs if j.sid in self.exits]
+
+    def observe(self, jobs):
+        return [(j, self.seen.pop(j.sid)) for j in jobs if j.sid in self.seen]
 
     def signal(self, job, sig: int) -> None:
         self.signals.append((job.sid, sig))
 
     def forget(self, job) -> None:
         self.alive.discard(job.sid)
-
-    def reserve(self, job) -> bool:
-        return False
-
-    def release(self, job) -> None:
-        pass
-
-    def prepare(self) -> None:
-        pass
 
     # -- what a test makes happen ------------------------------------------------
     def exit(self, sid: str, code: int | None = 0, sig: int | None = None) -> None:
@@ -196,6 +191,21 @@ def test_an_invalid_spec_is_rejected_with_its_reason_and_the_loop_goes_on(rules)
     rules.step(1)
     assert ["good"] == rules.ex.started
     assert any("not valid JSON" in p.read_text() for p in rules.spool.rejected.glob("*.reason"))
+
+
+def test_what_an_executor_observes_is_written_by_the_supervisor_alone(rules):
+    """A job waiting in a cluster's queue shows the executor's reason and no start time until it starts."""
+    rules.submit("a")
+    rules.step(1)
+    rules.ex.seen["a"] = Seen(executor_id="7", waiting=True, reason="pending in Slurm as job 7 (Resources)")
+    rules.step(1)
+    state = rules.state("a")
+    assert ("7", None, "pending in Slurm as job 7 (Resources)") == (state["executor_id"], state["started_at"],
+                                                                     state["reason"])
+    rules.ex.seen["a"] = Seen(started_at=T0 + 30, reason="running in Slurm as job 7 on node1")
+    rules.step(1)
+    state = rules.state("a")
+    assert state["started_at"] is not None and "on node1" in state["reason"]
 
 
 # -- ends ------------------------------------------------------------------------------
