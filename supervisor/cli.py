@@ -24,6 +24,7 @@ import psutil
 
 from jobs import config as config_mod
 from jobs.definitions import Definition, load_definitions
+from jobs.progress import read_percent
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
@@ -190,12 +191,7 @@ class Context:
         d = self.definitions().get(run.job or spec.get("job", ""))
         if d is None or d.progress_file is None:
             return None
-        path = self.spool.attempt_dir(sid, run.attempt) / d.files[d.progress_file]
-        try:
-            value = float(read_bytes(path, 64).decode("utf-8", "replace").strip())
-        except (OSError, SpecError, ValueError):
-            return None
-        return max(0.0, min(100.0, value))
+        return read_percent(self.spool.attempt_dir(sid, run.attempt) / d.files[d.progress_file])
 
     def view(self, sid: str, now: float) -> JobView:
         spec = self.read_spec(sid)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +21,7 @@ import pytest
 
 from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, stack, start_devauth,  # noqa: F401
                             wait_until)
-from harness import processes_with_arg
+from harness import ROOT, processes_with_arg
 
 
 @pytest.fixture(scope="module")
@@ -396,3 +400,42 @@ def test_concurrent_polls_of_one_job_are_consistent(soap, stack, tokens):  # noq
     for t in threads:
         t.join(60)
     assert [] == errors
+
+
+QUIET = """\
+service = "Quiet"
+namespace = "quiet.test"
+start_method = "startQuiet"
+argv = ["{python}", "-c", "import time; time.sleep(120)"]
+[files]
+status = "status.txt"
+[progress]
+file = "status"
+[limits]
+abort_grace_seconds = 1
+"""
+
+
+def test_jobctl_and_the_status_page_agree_on_odd_progress(tmp_path, devauth):  # noqa: F811
+    """A progress file saying NaN or inf is 'unknown' to both readers: no percentage on the page, none in jobctl."""
+    defs = tmp_path / "definitions"
+    defs.mkdir()
+    (defs / "waiter.toml").symlink_to(ROOT / "jobs" / "definitions" / "waiter.toml")  # the façade's readiness check
+    (defs / "quiet.toml").write_text(QUIET)
+    s = make_stack(tmp_path / "stack", devauth, DEFINITIONS_DIR=str(defs))
+    try:
+        quiet, token, sid = Soap(s.url("Quiet") + "?wsdl"), s.token(), new_sid("odd")
+        quiet.call("zeep", "startQuiet", sid, token, s.extra())
+        s.wait_state(sid, {"RUNNING"})
+        shown = ""
+        for text, percent in (("42", 42.0), ("nan", None), ("inf", None), ("-inf", None), ("250", 100.0)):
+            s.attempt_file(sid, "status.txt").write_text(text)
+            status = status_of(quiet.call("zeep", "getServiceStatus", sid, token))
+            shown = shown if status == "UNCHANGED" else page(status)  # UNCHANGED: the same page as before
+            r = subprocess.run([sys.executable, "-m", "supervisor.cli", "list", "--json"], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, "ENV_FILE": str(s.env_file)})
+            row = next(j for j in json.loads(r.stdout) if j["service_id"] == sid)
+            on_page = re.search(r'data-progress="(\d+)"', shown)
+            assert (text, percent, percent) == (text, row["progress"], on_page and float(on_page[1]))
+    finally:
+        s.stop()
