@@ -25,13 +25,14 @@ authentication manager is not waited for twice).
 from __future__ import annotations
 
 import io
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import structlog
 from lxml import etree
+
+from .protocol import soap_action
 
 PRECOMPUTED = "facade.precomputed"   # environ key: an Outcome for facade.service's wrapper
 BODY = "facade.body"                 # environ key: the request body, checked by facade.guard
@@ -63,12 +64,6 @@ def precomputed(ctx, operation: str, args: tuple) -> Outcome | None:
     if isinstance(outcome, Outcome) and outcome.operation == operation and outcome.args == tuple(args):
         return outcome
     return None
-
-
-def soap_action(environ: dict) -> str:
-    """The operation named by the SOAPAction header ('' when absent or empty)."""
-    raw = environ.get("HTTP_SOAPACTION", "").strip().strip('"').strip()
-    return re.split(r"[/#:]", raw)[-1] if raw else ""
 
 
 def xml_text(value: str) -> bytes:
