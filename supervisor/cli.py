@@ -20,12 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import psutil
-
 from jobs import config as config_mod
 from jobs.definitions import Definition, load_definitions
 from jobs.progress import read_percent
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
+from jobs.identity import process_problem
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
 from jobs.spool import (SERVICE_ID_RE, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_bytes, read_json,
@@ -103,17 +102,9 @@ def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds:
         age = now - (from_iso(beat) if isinstance(beat, str) else float(beat))
     except (TypeError, ValueError):
         pass
-    started = info.get("started_at")
-    try:
-        proc = psutil.Process(pid)
-        created = proc.create_time()
-        alive = proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return SupervisorInfo(pid, False, age, started, f"pid {pid} is gone", stale_after)
     recorded = info.get("create_time")
-    if isinstance(recorded, (int, float)) and abs(created - recorded) > 1.0:
-        return SupervisorInfo(pid, False, age, started, f"pid {pid} now belongs to another process", stale_after)
-    return SupervisorInfo(pid, alive, age, started, "" if alive else f"pid {pid} is a zombie", stale_after)
+    problem = process_problem(pid, recorded if isinstance(recorded, (int, float)) else None)
+    return SupervisorInfo(pid, problem is None, age, info.get("started_at"), problem or "", stale_after)
 
 
 @dataclass

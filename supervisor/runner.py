@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from jobs import identity
+
 from .executor import ExitRecord, read_exit
 from .shim import encode_job
 
@@ -204,11 +206,7 @@ class LocalExecutor:
     @staticmethod
     def _alive(h: Handle) -> bool:
         """True if this exact process (not a reused pid) still runs and is not a zombie."""
-        try:
-            p = psutil.Process(h.pid)
-            return abs(p.create_time() - h.create_time) < 0.05 and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return identity.alive(h.pid, h.create_time)
 
     @staticmethod
     def _reap() -> list[int]:
