@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
+import requests
 
-from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, stack, start_devauth,  # noqa: F401
-                            wait_until)
-from harness import ROOT, processes_with_arg
+from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, soap_envelope, stack,  # noqa: F401
+                            start_devauth, start_facade, wait_until)
+from harness import ROOT, free_port, processes_with_arg
+from jobs import config as jobs_config
 
 
 @pytest.fixture(scope="module")
@@ -439,3 +441,40 @@ def test_jobctl_and_the_status_page_agree_on_odd_progress(tmp_path, devauth):  #
             assert (text, percent, percent) == (text, row["progress"], on_page and float(on_page[1]))
     finally:
         s.stop()
+
+
+def test_fast_path_off_answers_the_same_bytes_and_counts_fallbacks(stack, tokens, tmp_path):  # noqa: F811
+    """A second façade on the same spool with FACADE_FAST_PATH=false answers polls byte for byte like the
+    fast one, and its log counts the polls it handed to spyne."""
+    env_off = tmp_path / "env"
+    env_off.write_text(re.sub(r"(?m)^FACADE_PORT=.*$", f"FACADE_PORT={free_port()}", stack.env_file.read_text())
+                       + "FACADE_FAST_PATH=false\n")
+    off = start_facade(env_off, tmp_path / "facade-off.log")
+    on_url, off_url = stack.base_url, stack.base_url.replace(f":{stack.config.facade_port}/",
+                                                             f":{jobs_config.load(env_off, {}).facade_port}/")
+    try:
+        done, running_ = new_sid("fp-done"), new_sid("fp-run")
+        soap = Soap(stack.wsdl)
+        soap.call("zeep", "startWaiter", done, tokens["alice"], stack.extra(), 0)
+        soap.call("zeep", "startWaiter", running_, tokens["alice"], stack.extra(), 30)
+        stack.wait_state(done, {"SUCCEEDED"})
+        stack.wait_state(running_, {"RUNNING"})
+
+        def poll(url: str, sid: str) -> tuple[int, str, bytes]:
+            body = soap_envelope(f"<w:getServiceStatus><w:serviceID>{sid}</w:serviceID><w:sessionToken>"
+                                 f"{tokens['alice']}</w:sessionToken></w:getServiceStatus>")
+            r = requests.post(url, data=body.encode(), timeout=30,
+                              headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"getServiceStatus"'})
+            return r.status_code, r.headers["Content-Type"], r.content
+
+        assert b"COMPLETED" in poll(on_url, done)[2]
+        assert poll(on_url, done) == poll(off_url, done)
+        assert b"UNCHANGED" not in poll(on_url, running_)[2]  # a page; the next polls of both say UNCHANGED
+        unchanged = poll(off_url, running_)
+        assert b"UNCHANGED" in unchanged[2] and unchanged == poll(on_url, running_)
+        events = [json.loads(line) for line in off.output().splitlines() if '"fast_path_fallback"' in line]
+        assert any(e["reason"] == "off" and e["count"] >= 1 for e in events), events
+        assert '"reason": "off"' not in (stack.directory / "facade.log").read_text()
+        soap.call("zeep", "abortService", running_, tokens["alice"])
+    finally:
+        off.stop()
