@@ -678,15 +678,29 @@ def s2_throughput(b: Bench) -> None:
                         b.baseline)
     log(f"S2 throughput: HTTP floor, {plan.base_tp_repeats} x {plan.base_tp_seconds:g} s at {best_c} connections")
     floor_runs = _repeat(b, b.floor_port, ours, best_c, plan.base_tp_repeats, plan.base_tp_seconds, None, b.floor)
+    log(f"S2 throughput: the façade with FACADE_FAST_PATH=false, {plan.tp_repeats} x {plan.tp_seconds:g} s "
+        f"at {best_c} connections")
+    slow_env = write_env(b.directory / "no-fast-path", SPOOL_DIR=b.env.spool, FACADE_FAST_PATH="false")
+    slow = b.stack.facade(slow_env)
+    try:
+        slow_runs = _repeat(b, slow_env.port, ours, best_c, plan.tp_repeats, plan.tp_seconds, soap.status_kind, slow)
+    finally:
+        slow.stop()
+        b.stack.procs.remove(slow)
     rates = [r["rate"] for r in runs]
     base_rates = [r["rate"] for r in base_runs]
     floor_rates = [r["rate"] for r in floor_runs]
+    slow_rates = [r["rate"] for r in slow_runs]
     ratio = statistics.median(rates) / statistics.median(base_rates)
     b.report.add(Figure("S2", f"polls/s, closed loop, {best_c} keep-alive connections (baseline {base_c})", "polls/s",
                         value_of_runs(rates), value_of_runs(base_rates), "tutorial waiter", "{:,.0f}", ratio=ratio))
     b.report.add(Figure("S2", f"polls/s vs the HTTP floor, {best_c} connections", "polls/s", value_of_runs(rates),
                         value_of_runs(floor_rates), "no-op WSGI app, same server", "{:,.0f}",
                         ratio=statistics.median(rates) / statistics.median(floor_rates)))
+    b.report.add(Figure("S2", f"polls/s, fast path on vs off (FACADE_FAST_PATH=false), {best_c} connections",
+                        "polls/s", value_of_runs(rates), value_of_runs(slow_rates), "every poll through spyne",
+                        "{:,.0f}", ratio=statistics.median(rates) / statistics.median(slow_rates),
+                        ratio_name="on/off"))
     lat = summary([x for r in runs for x in r["latencies"]])
     b.report.add(Figure("S2", "poll latency p50 at that load", "ms", value_of(lat, scale=MS), None, "", "{:.2f}"))
     kinds: dict[str, int] = {}
