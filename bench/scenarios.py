@@ -31,10 +31,11 @@ from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool, dump_json, fsync_dir
 from jobs.states import JobState
+from jobs.wait import wait_for
 
 from . import httpload, soap
 from .report import Figure, Report, Target, Value, value_of, value_of_runs
-from .stack import BENCH_DEFINITIONS, PROJECT, DevAuth, Env, Proc, Stack, wait_for, write_env
+from .stack import BENCH_DEFINITIONS, PROJECT, DevAuth, Env, Proc, Stack, write_env
 from .stats import percentile, summary
 
 HOST = "127.0.0.1"
@@ -160,7 +161,7 @@ def _read_float(path: Path, timeout: float = 30.0) -> float:
             return text and float(text)
         except (FileNotFoundError, ValueError):
             return None
-    return wait_for(ready, timeout, str(path), 0.001)
+    return wait_for(ready, timeout, 0.001, str(path))
 
 
 def _cpu(procs: list[psutil.Process]) -> float:
@@ -191,7 +192,7 @@ def s4_spool_to_spawn(b: Bench) -> None:
         os.unlink(staged)
         fsync_dir(spool.incoming)
         first = _read_float(b.attempt_file(sid, "first.txt"))
-        wait_for(lambda: (s := b.state(sid)) and s["state"] == "SUCCEEDED", 30, f"{sid} SUCCEEDED", 0.002)
+        wait_for(lambda: (s := b.state(sid)) and s["state"] == "SUCCEEDED", 30, 0.002, f"{sid} SUCCEEDED")
         total = time.time() - t0
 
         fdir = floor_root / str(i)
@@ -374,7 +375,7 @@ def s7_spool_size(b: Bench) -> None:
             _raise_errors("S7 starts", httpload.batch(HOST, env.port, bodies, 4, soap.not_fault))
         for env in envs.values():
             wait_for(lambda env=env: all(b.attempt_file(f"s7-{i:03d}", "status.txt", env).exists()
-                                         for i in range(plan.s7_running)), 60, "S7 jobs running", 0.1)
+                                         for i in range(plan.s7_running)), 60, 0.1, "S7 jobs running")
         polls = {label: [b.ours(LIGHT, soap.status_body(LIGHT[0], f"s7-{i:03d}", b.token(i)), env)
                          for i in range(plan.s7_running)] for label, env in envs.items()}
         for label, env in envs.items():  # warm both workers' caches
@@ -505,7 +506,7 @@ def start_fleet(b: Bench) -> None:
 
     def all_running():
         return all(p.exists() for p in status_files)
-    wait_for(all_running, max(120, n * 0.3), f"{n} jobs running", 0.25)
+    wait_for(all_running, max(120, n * 0.3), 0.25, f"{n} jobs running")
     running = time.monotonic() - t0
     b.base_logs.mkdir(parents=True, exist_ok=True)
     for sid in b.fleet:  # the tutorial reads <log folder>/<sid>/status.txt: the same files as ours
@@ -788,7 +789,7 @@ def s9_slow_clients(b: Bench) -> None:
     body = b.ours(LIGHT, soap.start_body(LIGHT[0], "startBenchLight", sid, b.token(0), b.auth.extra(),
                                          [("seconds", 600)]))
     httpload.request_once(HOST, b.env.port, body)
-    wait_for(lambda: b.attempt_file(sid, "status.txt").exists(), 30, f"{sid} running", 0.05)
+    wait_for(lambda: b.attempt_file(sid, "status.txt").exists(), 30, 0.05, f"{sid} running")
     gproc, gport = b.stack.gunicorn_facade(b.env)
     path = f"{b.env.context_root}/{LIGHT[1]}"
     poll = soap.status_body(LIGHT[0], sid, b.token(0))

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jobs import config as config_mod
 from jobs.definitions import Definition, load_definitions
@@ -30,6 +30,7 @@ from jobs.spec import JobSpec
 from jobs.spool import (SERVICE_ID_RE, STDERR, STDOUT, NotRegularFile, Spool, open_regular, read_bytes, read_json,
                         validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
+from jobs.wait import wait_for
 
 PROG = "jobctl"
 
@@ -410,7 +411,10 @@ def cmd_control(ctx: Context, args) -> int:
             return run
         return None
 
-    run = _poll(applied, args.wait)
+    try:
+        run = wait_for(applied, args.wait, 0.1, f"the {verb} of {sid}")
+    except TimeoutError:
+        run = None
     if run == "rejected":
         raise CliError(f"the supervisor rejected the {verb} command: {_rejection(ctx.spool, cmd_path)}")
     if run is None:
@@ -442,15 +446,6 @@ def _rejection(spool: Spool, cmd_path: Path) -> str | None:
         return reason.decode("utf-8", "replace").strip() or "no reason given"
     except (OSError, SpecError):
         return "no reason given"
-
-
-def _poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def cmd_logs(ctx: Context, args) -> int:

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, soap_envelope, stack,  # noqa: F401
-                            start_devauth, start_facade, wait_until)
-from harness import ROOT, free_port, processes_with_arg
+                            start_devauth, start_facade)
+from harness import ROOT, free_port, processes_with_arg, wait_for
 from jobs import config as jobs_config
 
 
@@ -107,8 +107,8 @@ def test_every_method_works(kind, soap, stack, tokens):  # noqa: F811
     sid = new_sid(kind)
     soap.call(kind, "startWaiter", sid, tokens["alice"], stack.extra(), 30)
     stack.wait_state(sid, {"RUNNING"})
-    running = page(wait_until(lambda: (r := soap.call(kind, "getServiceStatus", sid, tokens["alice"]))
-                              .status_base64 != "UNCHANGED" and r.status_base64, what="a page"))
+    running = page(wait_for(lambda: (r := soap.call(kind, "getServiceStatus", sid, tokens["alice"]))
+                            .status_base64 != "UNCHANGED" and r.status_base64, 30, what="a page"))
     assert "Running" in running
     assert f"message 1 delivered to {sid}" == soap.call(kind, "notifyService", sid, tokens["alice"], "one")
     assert f"message 2 delivered to {sid}" == soap.call(kind, "notifyService", sid, tokens["alice"], "two")
@@ -120,8 +120,8 @@ def test_missing_seconds_defaults_to_sixty(soap, stack, tokens):  # noqa: F811
     """A start without secondsToWait (as suds sends it when omitted) runs the waiter for 60 s."""
     sid = new_sid("default")
     soap.suds.service.startWaiter(sid, tokens["alice"], stack.extra())
-    spec = json.loads(wait_until(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
-                                 and (stack.spool / "runs" / sid / "spec.json").read_text()))
+    spec = json.loads(wait_for(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
+                               and (stack.spool / "runs" / sid / "spec.json").read_text(), 30))
     assert 60 == spec["inputs"]["secondsToWait"]
     assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
 
@@ -174,8 +174,8 @@ def test_abort_stops_the_program_and_its_children(stack, tokens):  # noqa: F811
     sid = new_sid("tree")
     tree.call("zeep", "startTree", sid, tokens["alice"], stack.extra())
     pids_file = stack.attempt_file(sid, "pids.txt")
-    pids = [int(p) for p in wait_until(lambda: pids_file.exists() and pids_file.read_text().split(),
-                                       what="tree pids")]
+    pids = [int(p) for p in wait_for(lambda: pids_file.exists() and pids_file.read_text().split(),
+                                     30, what="tree pids")]
     procs = [psutil.Process(p) for p in pids]
     assert all(p.is_running() for p in procs)
     assert tree.call("suds", "abortService", sid, tokens["alice"]) is True
@@ -206,7 +206,7 @@ def test_notify_reaches_the_programs_stdout(soap, stack, tokens):  # noqa: F811
     message = 'mesh refined: <b>"10%"</b> & done'
     assert f"message 1 delivered to {sid}" == soap.call("suds", "notifyService", sid, tokens["alice"], message)
     stdout = stack.attempt_file(sid, "stdout.log")
-    wait_until(lambda: f"notification: {message}" in stdout.read_text(), 10, what="notification in stdout.log")
+    wait_for(lambda: f"notification: {message}" in stdout.read_text(), 10, what="notification in stdout.log")
     assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
 
 
@@ -227,7 +227,7 @@ def test_unchanged_between_unchanged_polls(stack, tokens):  # noqa: F811
     sid = new_sid("quiet")
     tree.call("suds", "startTree", sid, tokens["alice"], stack.extra())
     stack.wait_state(sid, {"RUNNING"})
-    wait_until(lambda: "tree started" in stack.attempt_file(sid, "stdout.log").read_text(), what="tree output")
+    wait_for(lambda: "tree started" in stack.attempt_file(sid, "stdout.log").read_text(), 30, what="tree output")
     first = status_of(tree.call("zeep", "getServiceStatus", sid, tokens["alice"]))
     assert "tree started" in page(first)
     time.sleep(1.1)  # the elapsed time on the page changes, which must not count
@@ -244,7 +244,7 @@ def test_progress_changes_the_page(soap, stack, tokens):  # noqa: F811
     soap.call("zeep", "startWaiter", sid, tokens["alice"], stack.extra(), 30)
     stack.wait_state(sid, {"RUNNING"})
     status = stack.attempt_file(sid, "status.txt")
-    wait_until(lambda: status.exists() and status.read_text() not in ("", "0"), 10, what="progress")
+    wait_for(lambda: status.exists() and status.read_text() not in ("", "0"), 10, what="progress")
     one = page(soap.call("zeep", "getServiceStatus", sid, tokens["alice"]).status_base64)
     time.sleep(1.2)
     two = page(soap.call("zeep", "getServiceStatus", sid, tokens["alice"]).status_base64)
@@ -311,7 +311,7 @@ def test_queued_page_says_how_many_are_ahead(tmp_path, devauth):  # noqa: F811
             client.call("zeep", "startWaiter", sid, token, s.extra(), 30)
         s.wait_state(sids[0], {"RUNNING"})
         s.wait_state(sids[2], {"QUEUED"})
-        wait_until(lambda: json.loads((s.spool / "queue.json").read_text())["queued"] == sids[1:], what="queue")
+        wait_for(lambda: json.loads((s.spool / "queue.json").read_text())["queued"] == sids[1:], 30, what="queue")
         queued = page(client.call("suds", "getServiceStatus", sids[2], token).status_base64)
         assert "Waiting for a free slot, 1 ahead" in queued
         assert "<dt>Jobs ahead</dt><dd>1</dd>" in queued
