@@ -48,8 +48,8 @@ _SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 _ENVELOPE = f"{{{_SOAP_ENV}}}Envelope"
 _BODY = f"{{{_SOAP_ENV}}}Body"
 _HEADERS_OK = [("Content-Type", "text/xml; charset=utf-8")]
+LOG_EVERY = 1000  # fallbacks of one reason between two fast_path_fallback events
 # values the start-up check sends through both paths: markup, entities, CR, non-ASCII, quotes
-LOG_EVERY = 1000
 _AWKWARD = ("plain", "a & b < c > d", "line\r\nnext\ttab", "quotes \" and ' ]]> end", "ünïcødé ✓ 𝄞",
             "  spaced  ", "&amp; already", "")
 
