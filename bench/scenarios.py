@@ -31,10 +31,11 @@ from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool, dump_json, fsync_dir
 from jobs.states import JobState
+from jobs.wait import wait_for
 
 from . import httpload, soap
 from .report import Figure, Report, Target, Value, value_of, value_of_runs
-from .stack import BENCH_DEFINITIONS, PROJECT, DevAuth, Env, Proc, Stack, wait_for, write_env
+from .stack import BENCH_DEFINITIONS, PROJECT, DevAuth, Env, Proc, Stack, write_env
 from .stats import percentile, summary
 
 HOST = "127.0.0.1"
@@ -161,7 +162,7 @@ def _read_float(path: Path, timeout: float = 30.0) -> float:
             return text and float(text)
         except (FileNotFoundError, ValueError):
             return None
-    return wait_for(ready, timeout, str(path), 0.001)
+    return wait_for(ready, timeout, 0.001, str(path))
 
 
 def _cpu(procs: list[psutil.Process]) -> float:
@@ -192,7 +193,7 @@ def s4_spool_to_spawn(b: Bench) -> None:
         os.unlink(staged)
         fsync_dir(spool.incoming)
         first = _read_float(b.attempt_file(sid, "first.txt"))
-        wait_for(lambda: (s := b.state(sid)) and s["state"] == "SUCCEEDED", 30, f"{sid} SUCCEEDED", 0.002)
+        wait_for(lambda: (s := b.state(sid)) and s["state"] == "SUCCEEDED", 30, 0.002, f"{sid} SUCCEEDED")
         total = time.time() - t0
 
         fdir = floor_root / str(i)
@@ -375,7 +376,7 @@ def s7_spool_size(b: Bench) -> None:
             _raise_errors("S7 starts", httpload.batch(HOST, env.port, bodies, 4, soap.not_fault))
         for env in envs.values():
             wait_for(lambda env=env: all(b.attempt_file(f"s7-{i:03d}", "status.txt", env).exists()
-                                         for i in range(plan.s7_running)), 60, "S7 jobs running", 0.1)
+                                         for i in range(plan.s7_running)), 60, 0.1, "S7 jobs running")
         polls = {label: [b.ours(LIGHT, soap.status_body(LIGHT[0], f"s7-{i:03d}", b.token(i)), env)
                          for i in range(plan.s7_running)] for label, env in envs.items()}
         for label, env in envs.items():  # warm both workers' caches
@@ -506,7 +507,7 @@ def start_fleet(b: Bench) -> None:
 
     def all_running():
         return all(p.exists() for p in status_files)
-    wait_for(all_running, max(120, n * 0.3), f"{n} jobs running", 0.25)
+    wait_for(all_running, max(120, n * 0.3), 0.25, f"{n} jobs running")
     running = time.monotonic() - t0
     b.base_logs.mkdir(parents=True, exist_ok=True)
     for sid in b.fleet:  # the tutorial reads <log folder>/<sid>/status.txt: the same files as ours
@@ -679,15 +680,29 @@ def s2_throughput(b: Bench) -> None:
                         b.baseline)
     log(f"S2 throughput: HTTP floor, {plan.base_tp_repeats} x {plan.base_tp_seconds:g} s at {best_c} connections")
     floor_runs = _repeat(b, b.floor_port, ours, best_c, plan.base_tp_repeats, plan.base_tp_seconds, None, b.floor)
+    log(f"S2 throughput: the façade with FACADE_FAST_PATH=false, {plan.tp_repeats} x {plan.tp_seconds:g} s "
+        f"at {best_c} connections")
+    slow_env = write_env(b.directory / "no-fast-path", SPOOL_DIR=b.env.spool, FACADE_FAST_PATH="false")
+    slow = b.stack.facade(slow_env)
+    try:
+        slow_runs = _repeat(b, slow_env.port, ours, best_c, plan.tp_repeats, plan.tp_seconds, soap.status_kind, slow)
+    finally:
+        slow.stop()
+        b.stack.procs.remove(slow)
     rates = [r["rate"] for r in runs]
     base_rates = [r["rate"] for r in base_runs]
     floor_rates = [r["rate"] for r in floor_runs]
+    slow_rates = [r["rate"] for r in slow_runs]
     ratio = statistics.median(rates) / statistics.median(base_rates)
     b.report.add(Figure("S2", f"polls/s, closed loop, {best_c} keep-alive connections (baseline {base_c})", "polls/s",
                         value_of_runs(rates), value_of_runs(base_rates), "tutorial waiter", "{:,.0f}", ratio=ratio))
     b.report.add(Figure("S2", f"polls/s vs the HTTP floor, {best_c} connections", "polls/s", value_of_runs(rates),
                         value_of_runs(floor_rates), "no-op WSGI app, same server", "{:,.0f}",
                         ratio=statistics.median(rates) / statistics.median(floor_rates)))
+    b.report.add(Figure("S2", f"polls/s, fast path on vs off (FACADE_FAST_PATH=false), {best_c} connections",
+                        "polls/s", value_of_runs(rates), value_of_runs(slow_rates), "every poll through spyne",
+                        "{:,.0f}", ratio=statistics.median(rates) / statistics.median(slow_rates),
+                        ratio_name="on/off"))
     lat = summary([x for r in runs for x in r["latencies"]])
     b.report.add(Figure("S2", "poll latency p50 at that load", "ms", value_of(lat, scale=MS), None, "", "{:.2f}"))
     kinds: dict[str, int] = {}

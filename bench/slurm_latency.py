@@ -24,17 +24,7 @@ from pathlib import Path
 from jobs.runstate import from_iso
 from jobs.spec import JobSpec
 from jobs.spool import Spool
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.005)
+from jobs.wait import wait_for
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -54,10 +44,10 @@ def measure_spool_to_running(spool_dir: str | Path, samples: int = 5, job: str =
         t0 = time.time()
         if not spool.submit(spec, sid):
             raise RuntimeError(f"{sid}: could not drop the spec")
-        submitted = _wait(lambda: (s := spool.read_state(sid)) and s.get("state") in ("RUNNING", "SUCCEEDED", "FAILED")
-                          and time.time(), timeout, f"{sid} handed to Slurm")
-        final = _wait(lambda: (s := spool.read_state(sid)) and s.get("state") in ("SUCCEEDED", "FAILED", "ABORTED")
-                      and (time.time(), s), timeout, f"{sid} finished")
+        submitted = wait_for(lambda: (s := spool.read_state(sid)) and s.get("state") in ("RUNNING", "SUCCEEDED", "FAILED")
+                             and time.time(), timeout, 0.005, f"{sid} handed to Slurm")
+        final = wait_for(lambda: (s := spool.read_state(sid)) and s.get("state") in ("SUCCEEDED", "FAILED", "ABORTED")
+                         and (time.time(), s), timeout, 0.005, f"{sid} finished")
         finished, state = final
         if state["state"] != "SUCCEEDED":
             raise RuntimeError(f"{sid} ended {state['state']}: {state.get('reason')}")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from jobs.wait import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DEFINITIONS = Path(__file__).resolve().parent / "definitions"
 AUTH_PATH = "/authManager/AuthManager"
@@ -30,17 +32,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Proc:
@@ -87,7 +78,7 @@ def wait_http(url: str, proc: Proc, timeout: float = 60) -> None:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited early:\n{proc.output()}")
         return _http_ok(url)
-    wait_for(ready, timeout, f"{proc.name} at {url}", 0.05)
+    wait_for(ready, timeout, 0.05, f"{proc.name} at {url}")
 
 
 def wait_http_post(port: int, proc: Proc, timeout: float = 60) -> None:
@@ -102,7 +93,7 @@ def wait_http_post(port: int, proc: Proc, timeout: float = 60) -> None:
                 return r.status == 200
         except OSError:
             return False
-    wait_for(ready, timeout, f"{proc.name} on port {port}", 0.05)
+    wait_for(ready, timeout, 0.05, f"{proc.name} on port {port}")
 
 
 @dataclass
@@ -188,7 +179,7 @@ class Stack:
                 return json.loads(heartbeat.read_text()).get("pid") == proc.pid
             except (OSError, ValueError):
                 return False
-        wait_for(ready, 120, "supervisor start", 0.05)
+        wait_for(ready, 120, 0.05, "supervisor start")
         return proc
 
     def facade(self, env: Env, service: str = "BenchLight") -> Proc:

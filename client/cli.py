@@ -31,17 +31,17 @@ from suds.client import Client
 from suds.sudsobject import Object as SudsObject
 from suds.transport import TransportError
 
+from jobs.cli import FAILED, INTERRUPTED, OK, USAGE, CliError, Parser, note, out, run
+
 PROG = "waiter-client"
 SERVICE = "Waiter"
 START_METHOD = "startWaiter"
 SECONDS_INPUT = "secondsToWait"
 AUTH_PATH = "/authManager/AuthManager?wsdl"
 
-OK = 0
-FAILED = 1        # the service answered but refused: SOAP fault, login failed, abort returned false
-USAGE = 2         # bad arguments or configuration, no session token
+# Exit codes: OK, FAILED (the service refused: SOAP fault, login failed, abort false), USAGE (bad
+# arguments or configuration, no session token), INTERRUPTED from jobs.cli, and
 UNREACHABLE = 3   # no answer: connection refused, timeout, not a WSDL at that URL
-INTERRUPTED = 130
 
 EPILOG = f"""\
 where the services are:
@@ -63,14 +63,6 @@ exit codes:
 # without it (the original waiter's) show the number as "NN%".
 _MARKER = re.compile(r"""data-progress\s*=\s*["']?\s*(\d{1,3}(?:\.\d+)?)""")
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
-
-
-class ClientError(Exception):
-    """A user-facing failure: one line on stderr and an exit code, never a traceback."""
-
-    def __init__(self, message: str, code: int = FAILED):
-        super().__init__(message)
-        self.code = code
 
 
 # -- status pages -------------------------------------------------------------------
@@ -128,22 +120,22 @@ def _quiet_suds() -> None:
     logging.getLogger("suds").setLevel(logging.CRITICAL)
 
 
-def _describe_transport_error(e: BaseException, what: str, url: str, timeout: float) -> ClientError:
+def _describe_transport_error(e: BaseException, what: str, url: str, timeout: float) -> CliError:
     """Turn the many ways a connection fails into one sentence naming the URL."""
     reason = getattr(e, "reason", e)
     if isinstance(reason, ConnectionRefusedError):
-        return ClientError(f"cannot reach the {what} at {url}: is it running? (bin/up)", UNREACHABLE)
+        return CliError(f"cannot reach the {what} at {url}: is it running? (bin/up)", UNREACHABLE)
     if isinstance(reason, (socket.timeout, TimeoutError)):
-        return ClientError(f"the {what} at {url} did not answer within {timeout:g}s", UNREACHABLE)
+        return CliError(f"the {what} at {url} did not answer within {timeout:g}s", UNREACHABLE)
     if isinstance(reason, socket.gaierror):
-        return ClientError(f"cannot resolve the host of {url} ({reason.strerror or reason})", UNREACHABLE)
+        return CliError(f"cannot resolve the host of {url} ({reason.strerror or reason})", UNREACHABLE)
     if isinstance(e, TransportError):
         code = getattr(e, "httpcode", None)
-        return ClientError(f"the {what} at {url} answered HTTP {code}: {e}"
+        return CliError(f"the {what} at {url} answered HTTP {code}: {e}"
                            + (" (wrong URL or CONTEXT_ROOT?)" if code == 404 else ""), UNREACHABLE)
     if isinstance(reason, OSError):
-        return ClientError(f"cannot reach the {what} at {url}: {reason.strerror or reason}", UNREACHABLE)
-    return ClientError(f"cannot reach the {what} at {url}: {reason}", UNREACHABLE)
+        return CliError(f"cannot reach the {what} at {url}: {reason.strerror or reason}", UNREACHABLE)
+    return CliError(f"cannot reach the {what} at {url}: {reason}", UNREACHABLE)
 
 
 _NETWORK_ERRORS: tuple[type[BaseException], ...] = (urllib.error.URLError, OSError)
@@ -159,10 +151,10 @@ def _suds_client(url: str, what: str, timeout: float):
     except (TransportError, *_NETWORK_ERRORS) as e:
         raise _describe_transport_error(e, what, url, timeout) from None
     except Exception as e:  # a page that is not a WSDL: suds raises parser or type errors
-        raise ClientError(f"{url} does not serve a usable WSDL for the {what}: {type(e).__name__}: {e}",
+        raise CliError(f"{url} does not serve a usable WSDL for the {what}: {type(e).__name__}: {e}",
                           UNREACHABLE) from None
     if not client.wsdl.services:  # suds reads any XML or HTML page as an empty WSDL
-        raise ClientError(f"{url} does not serve a WSDL for the {what} (no services in it): wrong URL?",
+        raise CliError(f"{url} does not serve a WSDL for the {what} (no services in it): wrong URL?",
                           UNREACHABLE)
     return client
 
@@ -178,7 +170,7 @@ def fault_text(fault: Any) -> str:
 
 
 class Service:
-    """The Waiter service's SOAP methods; every failure becomes a ClientError."""
+    """The Waiter service's SOAP methods; every failure becomes a CliError."""
 
     def __init__(self, url: str, timeout: float):
         self.url, self.timeout = url, timeout
@@ -188,15 +180,15 @@ class Service:
         try:
             fn = getattr(self.client.service, method)
         except MethodNotFound:
-            raise ClientError(f"the service at {self.url} has no method {method}") from None
+            raise CliError(f"the service at {self.url} has no method {method}") from None
         try:
             return fn(*args, **kwargs)
         except WebFault as e:
-            raise ClientError(f"{method}: SOAP fault: {fault_text(e)}") from None
+            raise CliError(f"{method}: SOAP fault: {fault_text(e)}") from None
         except (TransportError, *_NETWORK_ERRORS) as e:
             raise _describe_transport_error(e, "waiter service", self.url, self.timeout) from None
         except _REPLY_ERRORS as e:
-            raise ClientError(f"{method}: the service at {self.url} sent a reply that is not SOAP: "
+            raise CliError(f"{method}: the service at {self.url} sent a reply that is not SOAP: "
                               f"{type(e).__name__}: {e}") from None
 
 
@@ -215,16 +207,16 @@ def login(auth_url: str, user: str, project: str, password: str, timeout: float)
     except (TransportError, *_NETWORK_ERRORS) as e:
         raise _describe_transport_error(e, "authentication manager", auth_url, timeout) from None
     except _REPLY_ERRORS as e:
-        raise ClientError(f"the authentication manager at {auth_url} sent a reply that is not SOAP: "
+        raise CliError(f"the authentication manager at {auth_url} sent a reply that is not SOAP: "
                           f"{type(e).__name__}: {e}") from None
     # clfpy's method_call returns (not raises) WebFault and MethodNotFound.
     if isinstance(res, WebFault):
-        raise ClientError(f"login of {user} to project {project} failed: {fault_text(res)}")
+        raise CliError(f"login of {user} to project {project} failed: {fault_text(res)}")
     if isinstance(res, BaseException):
-        raise ClientError(f"login failed: {type(res).__name__}: {res}")
+        raise CliError(f"login failed: {type(res).__name__}: {res}")
     token = "" if res is None else str(res).strip()
     if not token:
-        raise ClientError(f"login of {user} to project {project} failed: empty token")
+        raise CliError(f"login of {user} to project {project} failed: empty token")
     return token
 
 
@@ -248,7 +240,7 @@ class Settings:
             try:
                 self._cfg = config.load(self.args.env_file)
             except ConfigError as e:
-                raise ClientError(f"{e} (needed for {needed_for}; or pass it as an option)", USAGE) from None
+                raise CliError(f"{e} (needed for {needed_for}; or pass it as an option)", USAGE) from None
         return self._cfg
 
     @property
@@ -282,7 +274,7 @@ class Settings:
             except EOFError:
                 pw = ""
         if not pw:
-            raise ClientError("no password given", USAGE)
+            raise CliError("no password given", USAGE)
         return pw
 
     def token(self) -> str:
@@ -293,19 +285,11 @@ class Settings:
             return os.environ["SESSION_TOKEN"]
         if a.user and a.project:
             return login(self.auth_url, a.user, a.project, self.password(), a.timeout)
-        raise ClientError("no session token: pass --token, set SESSION_TOKEN, or give --user and --project "
+        raise CliError("no session token: pass --token, set SESSION_TOKEN, or give --user and --project "
                           f"to log in (see `{PROG} token --help`)", USAGE)
 
 
 # -- output -----------------------------------------------------------------------------
-
-def out(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
 
 def outputs(reply: Any) -> dict[str, Any]:
     """A suds reply object as a dict; a bare value (abort, notify) as {"value": v}."""
@@ -341,7 +325,7 @@ def new_service_id() -> str:
 
 def cmd_token(s: Settings, args) -> int:
     if not (args.user and args.project):
-        raise ClientError("token needs --user and --project", USAGE)
+        raise CliError("token needs --user and --project", USAGE)
     out(login(s.auth_url, args.user, args.project, s.password(), args.timeout))
     return OK
 
@@ -452,7 +436,7 @@ def _run_loop(svc: Service, sid: str, token: str, args, bar_: Progress, s: Setti
         time.sleep(args.interval)
         try:
             reply = svc.call("getServiceStatus", serviceID=sid, sessionToken=token)
-        except ClientError as e:
+        except CliError as e:
             # A restarting facade should not end the run; a fault or a lasting outage does.
             if e.code != UNREACHABLE or failures >= args.retries:
                 raise
@@ -501,7 +485,7 @@ def _interrupted(svc: Service, sid: str, token: str, args) -> int:
     if answer.startswith("y"):
         try:
             _abort(svc, sid, token)
-        except ClientError as e:
+        except CliError as e:
             note(f"{PROG}: {e}")
     else:
         note(f"left {sid} running; check it with `{PROG} status --id {sid}`")
@@ -522,11 +506,6 @@ def _positive(kind: type, lo: float) -> Callable[[str], Any]:
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("connection and login")
@@ -544,9 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also print the status page (as text, or the raw html)")
     shown.add_argument("--raw", action="store_true", help="print the reply as suds shows it")
 
-    p = _Parser(prog=PROG, description=f"Call the {SERVICE} SOAP service as the workflow manager does.",
+    p = Parser(prog=PROG, description=f"Call the {SERVICE} SOAP service as the workflow manager does.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     kw = {"epilog": EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
     s = sub.add_parser("token", parents=[common], help="log in and print a session token", **kw)
@@ -589,14 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(Settings(args), args)
-    except ClientError as e:
-        note(f"{PROG}: {e}")
-        return e.code
-    except KeyboardInterrupt:
-        note(f"{PROG}: interrupted")
-        return INTERRUPTED
+    return run(PROG, lambda: args.func(Settings(args), args))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
         soap_app = Application([build_service(d, ops)], tns=d.namespace,
                                in_protocol=SafeSoap11(), out_protocol=Soap11())
         spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes)
-        routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path)
+        routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path, enabled=config.facade_fast_path)
     guard = RequestGuard(Router(routes), config.max_body_bytes)
     guard.paths = list(routes)  # for the start-up banner
     return guard

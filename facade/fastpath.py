@@ -17,6 +17,12 @@ descriptors), ~0.35 ms against ~0.1 ms for reading the job's files. So
   path), then checked against spyne on awkward values; if anything differs
   the fast path stays off and says so in the log.
 
+`FACADE_FAST_PATH=false` turns it off (bench S2 measures what it is worth).
+Polls it hands to spyne are counted per reason (`off`, `unparsable`,
+`not_plain`, `invalid`, `fault`, `answer`) and logged as `fast_path_fallback`
+with the counts on the first of each reason and every `LOG_EVERY` after; a
+count that grows with the polls says the fast path is not doing its job.
+
 Faults always come from spyne: the operation has already run, so its outcome
 travels to spyne in the WSGI environ (`PRECOMPUTED`) and facade.service's
 wrapper uses it instead of running the operation again (a slow or dead
@@ -25,7 +31,6 @@ authentication manager is not waited for twice).
 from __future__ import annotations
 
 import io
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -33,13 +38,17 @@ from typing import Any, Callable, Iterable
 import structlog
 from lxml import etree
 
+from .protocol import soap_action
+
 PRECOMPUTED = "facade.precomputed"   # environ key: an Outcome for facade.service's wrapper
 BODY = "facade.body"                 # environ key: the request body, checked by facade.guard
 OPERATION = "getServiceStatus"
+_OPERATION_BYTES = OPERATION.encode()
 _SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 _ENVELOPE = f"{{{_SOAP_ENV}}}Envelope"
 _BODY = f"{{{_SOAP_ENV}}}Body"
 _HEADERS_OK = [("Content-Type", "text/xml; charset=utf-8")]
+LOG_EVERY = 1000  # fallbacks of one reason between two fast_path_fallback events
 # values the start-up check sends through both paths: markup, entities, CR, non-ASCII, quotes
 _AWKWARD = ("plain", "a & b < c > d", "line\r\nnext\ttab", "quotes \" and ' ]]> end", "ünïcødé ✓ 𝄞",
             "  spaced  ", "&amp; already", "")
@@ -63,12 +72,6 @@ def precomputed(ctx, operation: str, args: tuple) -> Outcome | None:
     if isinstance(outcome, Outcome) and outcome.operation == operation and outcome.args == tuple(args):
         return outcome
     return None
-
-
-def soap_action(environ: dict) -> str:
-    """The operation named by the SOAPAction header ('' when absent or empty)."""
-    raw = environ.get("HTTP_SOAPACTION", "").strip().strip('"').strip()
-    return re.split(r"[/#:]", raw)[-1] if raw else ""
 
 
 def xml_text(value: str) -> bytes:
@@ -95,7 +98,7 @@ class Template:
 class StatusFastPath:
     """WSGI: a plain getServiceStatus request answered directly, anything else by spyne."""
 
-    def __init__(self, spyne_app: Callable, status: Callable[[str, str], Any], path: str):
+    def __init__(self, spyne_app: Callable, status: Callable[[str, str], Any], path: str, enabled: bool = True):
         self.spyne_app = spyne_app
         self.status = status  # the service's getServiceStatus (returns what spyne would be given)
         self.path = path
@@ -107,6 +110,11 @@ class StatusFastPath:
         self.single = len(app.interface.service_method_map[self.op_tag][0].out_message._type_info) == 1
         self._local = threading.local()
         self.template: Template | None = None
+        self.fallbacks: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+        if not enabled:
+            log.info("fast_path_off", path=path, reason="FACADE_FAST_PATH=false")
+            return
         try:
             self.template = self._build_template()
         except Exception as e:  # noqa: BLE001 - any surprise: stay on spyne, say why
@@ -114,24 +122,27 @@ class StatusFastPath:
 
     # -- serving -------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        args = None
-        if self.template is not None:
-            try:
-                args = self._plain_request(environ)
-            except Exception:  # noqa: BLE001 - nothing has run yet: spyne decides
-                args = None
-        if args is None:
+        args: tuple[str, str] | str | None = None
+        try:
+            args = self._plain_request(environ)
+        except Exception:  # noqa: BLE001 - nothing has run yet: spyne decides
+            args = "not_plain"
+        if not isinstance(args, tuple):
+            if args is not None:  # None: not a poll at all (a WSDL, another operation)
+                self._fell_back(args)
             return self.spyne_app(environ, start_response)
         sid, token = args
         structlog.contextvars.bind_contextvars(service_id=sid[:140], operation=OPERATION)
         try:
             answer = self.status(sid, token)
         except Exception as e:  # noqa: BLE001 - spyne turns it into the declared fault
+            self._fell_back("fault")
             environ[PRECOMPUTED] = Outcome(OPERATION, args, error=e)
             return self.spyne_app(environ, start_response)
         values = (answer,) if self.single else answer
         if (not isinstance(values, tuple) or len(values) != self.template.slots
                 or not all(isinstance(v, str) for v in values)):
+            self._fell_back("answer")
             environ[PRECOMPUTED] = Outcome(OPERATION, args, value=answer)
             return self.spyne_app(environ, start_response)
         body = self.template.render(values)
@@ -144,8 +155,21 @@ class StatusFastPath:
             parser = self._local.parser = etree.XMLParser(**self.protocol.parser_kwargs)
         return parser
 
-    def _plain_request(self, environ: dict) -> tuple[str, str] | None:
-        """(serviceID, sessionToken) of a plain, valid getServiceStatus request; None for anything else."""
+    def _fell_back(self, reason: str) -> None:
+        """Count a poll handed to spyne; log the counts now and then (per worker process)."""
+        with self._count_lock:
+            n = self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+            counts = dict(self.fallbacks) if n == 1 or n % LOG_EVERY == 0 else None
+        if counts is not None:
+            log.info("fast_path_fallback", path=self.path, reason=reason, count=n, counts=counts)
+
+    def _plain_request(self, environ: dict) -> tuple[str, str] | str | None:
+        """(serviceID, sessionToken) of a plain, valid getServiceStatus request.
+
+        Otherwise why spyne gets it: None when it is no poll at all (not a
+        POSTed SOAP body, or another operation named by SOAPAction), else the
+        reason it is counted as a fallback.
+        """
         body = environ.get(BODY)
         if body is None or environ.get("REQUEST_METHOD") != "POST":
             return None
@@ -154,28 +178,32 @@ class StatusFastPath:
         action = soap_action(environ)
         if action and action != OPERATION:
             return None
+        if _OPERATION_BYTES not in body:
+            return None
+        if self.template is None:
+            return "off"
         try:
             root = etree.fromstring(body, self._parser())
         except etree.XMLSyntaxError:
-            return None
+            return "unparsable"
         if root.tag != _ENVELOPE or root.attrib or len(root) != 1:
-            return None
+            return "not_plain"
         envelope_body = root[0]
         if envelope_body.tag != _BODY or envelope_body.attrib or len(envelope_body) != 1:
-            return None
+            return "not_plain"
         op = envelope_body[0]
         if op.tag != self.op_tag or op.attrib or len(op) != 2:
-            return None
+            return None if op.tag != self.op_tag else "not_plain"
         values = []
         for element, tag in zip(op, self.child_tags):
             if element.tag != tag or element.attrib or len(element) or not element.text:
-                return None
+                return "not_plain"
             values.append(element.text)
         schema = self.protocol.validation_schema
         if schema is not None:
             with self.protocol._validation_lock:
                 if not schema.validate(op):
-                    return None
+                    return "invalid"
         return values[0], values[1]
 
     # -- start-up: the template, checked ----------------------------------------

@@ -14,6 +14,7 @@ import re
 
 from jobs.definitions import Definition
 from jobs.errors import SpecError
+from jobs.progress import read_percent
 from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
@@ -24,7 +25,6 @@ from .errors import InternalError, UnknownServiceID
 from .status_page import PageView
 
 TAIL_LINES = 10
-_PROGRESS_BYTES = 64
 # XML 1.0 cannot carry these; a program's output must not break the SOAP response.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -85,18 +85,6 @@ def read_run(files: RunFiles) -> RunState | None:
         return None
     except SpecError as e:
         raise InternalError(f"the state file of job {files.sid} is unreadable or invalid ({e})") from None
-
-
-def read_percent(path: str) -> float | None:
-    try:
-        with open_regular(path) as f:
-            text = f.read(_PROGRESS_BYTES).decode("ascii", "replace").strip()
-        value = float(text)
-    except (FileNotFoundError, NotRegularFile, ValueError):
-        return None
-    if value != value:  # NaN
-        return None
-    return max(0.0, min(100.0, value))
 
 
 def read_output(path: str, max_bytes: int, placeholder: str) -> str:

@@ -56,7 +56,7 @@ class SafeSoap11(Soap11):
             raise Fault("Client.UnknownOperation",
                         f"unknown operation {_short(tag)!r}: this service offers {self._known()} "
                         f"in namespace {self.app.interface.get_tns()!r}")
-        action, local = _soap_action(ctx), _NS.sub("", tag)
+        action, local = soap_action(getattr(ctx.transport, "req_env", None) or {}), _NS.sub("", tag)
         if action and action != local:
             raise Fault("Client.SOAPActionMismatch",
                         f"SOAPAction {_short(action)!r} does not match the operation {local!r} in the "
@@ -75,13 +75,10 @@ class SafeSoap11(Soap11):
         return None
 
 
-def _soap_action(ctx) -> str:
-    """The operation named by the SOAPAction header ('' when absent or empty)."""
-    env = getattr(ctx.transport, "req_env", None) or {}
-    raw = env.get("HTTP_SOAPACTION", "").strip().strip('"').strip()
-    if not raw:
-        return ""
-    return re.split(r"[/#:]", raw)[-1]
+def soap_action(environ: dict) -> str:
+    """The operation named by the SOAPAction header ('' when absent or empty); facade.fastpath uses it too."""
+    raw = environ.get("HTTP_SOAPACTION", "").strip().strip('"').strip()
+    return re.split(r"[/#:]", raw)[-1] if raw else ""
 
 
 def _short(text: str) -> str:

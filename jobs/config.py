@@ -112,6 +112,13 @@ def _slurm_name(name: str, raw: str) -> str:
     return raw
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r}: must be true or false")
+    return value in ("true", "1", "yes")
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
@@ -141,6 +148,7 @@ class Config:
     devauth_port: int
     devauth_users_file: Path
     supervisor_watch: bool
+    facade_fast_path: bool
     executor: str
     supervisor_on_stop: str
     slurm_partition: str
@@ -178,6 +186,7 @@ _DEFAULTS = {
     "DEVAUTH_PORT": "8081",
     "DEVAUTH_USERS_FILE": "var/devauth/users.json",
     "SUPERVISOR_WATCH": "true",
+    "FACADE_FAST_PATH": "true",
     "EXECUTOR": "local",
     "SUPERVISOR_ON_STOP": "leave",
     "SLURM_PARTITION": "",
@@ -230,6 +239,7 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         devauth_port=_int("DEVAUTH_PORT", raw["DEVAUTH_PORT"], 0, 65535),
         devauth_users_file=_path("DEVAUTH_USERS_FILE"),
         supervisor_watch=watch in ("true", "1", "yes"),
+        facade_fast_path=_flag("FACADE_FAST_PATH", raw["FACADE_FAST_PATH"]),
         executor=_choice("EXECUTOR", raw["EXECUTOR"], EXECUTORS),
         supervisor_on_stop=_choice("SUPERVISOR_ON_STOP", raw["SUPERVISOR_ON_STOP"], ("leave", "requeue")),
         slurm_partition=_slurm_name("SLURM_PARTITION", raw["SLURM_PARTITION"]),

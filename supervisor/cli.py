@@ -18,27 +18,25 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
-
-import psutil
+from typing import Any
 
 from jobs import config as config_mod
+from jobs.cli import FAILED, INTERRUPTED, OK, USAGE, CliError, Parser, note, out, run
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
+from jobs.identity import process_problem
+from jobs.progress import read_percent
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
 from jobs.spool import (SERVICE_ID_RE, NotRegularFile, Spool, open_regular, read_bytes, read_json,
                         validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
+from jobs.wait import wait_for
 
 PROG = "jobctl"
 
-# Exit codes (also in the --help epilog).
-OK = 0
-FAILED = 1       # refused or failed: unknown serviceID, nothing to kill, job exists ...
-USAGE = 2        # bad arguments: malformed serviceID, bad input value, bad configuration
+# Exit codes (also in the --help epilog): OK, FAILED, USAGE, INTERRUPTED from jobs.cli, and
 PENDING = 3      # command queued but not (yet) applied: supervisor down or --wait elapsed
-INTERRUPTED = 130
 
 SUBMITTED = "SUBMITTED"   # a spec in incoming/ the supervisor has not claimed yet
 STALE_HEARTBEAT_S = 5.0   # a live pid whose heartbeat is older than 3 reconcile periods (and this) is hung
@@ -57,14 +55,6 @@ exit codes:
 
 The env file is ENV_FILE (or --env-file); the spool directory comes from it.
 """
-
-
-class CliError(Exception):
-    """A user-facing failure: one line on stderr and an exit code, never a traceback."""
-
-    def __init__(self, message: str, code: int = FAILED):
-        super().__init__(message)
-        self.code = code
 
 
 # -- reading the spool ---------------------------------------------------------
@@ -102,17 +92,9 @@ def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds:
         age = now - (from_iso(beat) if isinstance(beat, str) else float(beat))
     except (TypeError, ValueError):
         pass
-    started = info.get("started_at")
-    try:
-        proc = psutil.Process(pid)
-        created = proc.create_time()
-        alive = proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return SupervisorInfo(pid, False, age, started, f"pid {pid} is gone", stale_after)
     recorded = info.get("create_time")
-    if isinstance(recorded, (int, float)) and abs(created - recorded) > 1.0:
-        return SupervisorInfo(pid, False, age, started, f"pid {pid} now belongs to another process", stale_after)
-    return SupervisorInfo(pid, alive, age, started, "" if alive else f"pid {pid} is a zombie", stale_after)
+    problem = process_problem(pid, recorded if isinstance(recorded, (int, float)) else None)
+    return SupervisorInfo(pid, problem is None, age, info.get("started_at"), problem or "", stale_after)
 
 
 @dataclass
@@ -191,12 +173,7 @@ class Context:
         d = self.definitions().get(run.job or spec.get("job", ""))
         if d is None or d.progress_file is None:
             return None
-        path = self.spool.files(sid).attempt(run.attempt).progress(d)
-        try:
-            value = float(read_bytes(path, 64).decode("utf-8", "replace").strip())
-        except (OSError, SpecError, ValueError):
-            return None
-        return max(0.0, min(100.0, value))
+        return read_percent(self.spool.files(sid).attempt(run.attempt).progress(d))
 
     def view(self, sid: str, now: float) -> JobView:
         spec = self.read_spec(sid)
@@ -269,14 +246,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
-
-
-def out(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # -- commands ------------------------------------------------------------------
@@ -423,7 +392,10 @@ def cmd_control(ctx: Context, args) -> int:
             return run
         return None
 
-    run = _poll(applied, args.wait)
+    try:
+        run = wait_for(applied, args.wait, 0.1, f"the {verb} of {sid}")
+    except TimeoutError:
+        run = None
     if run == "rejected":
         raise CliError(f"the supervisor rejected the {verb} command: {_rejection(ctx.spool, cmd_path)}")
     if run is None:
@@ -455,15 +427,6 @@ def _rejection(spool: Spool, cmd_path: Path) -> str | None:
         return reason.decode("utf-8", "replace").strip() or "no reason given"
     except (OSError, SpecError):
         return "no reason given"
-
-
-def _poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def cmd_logs(ctx: Context, args) -> int:
@@ -627,18 +590,11 @@ def _wait_seconds(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line plus a hint instead of the full usage."""
-
-    def error(self, message: str):
-        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Inspect and control the jobs of the spool supervisor.",
+    p = Parser(prog=PROG, description="Inspect and control the jobs of the spool supervisor.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-file", metavar="FILE", help="configuration file (default: $ENV_FILE or the project's env)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     s = sub.add_parser("list", help="list jobs (active ones and those finished in the last 24 h)",
                        description="List jobs. Without options: unfinished jobs and jobs that ended in the "
@@ -697,27 +653,21 @@ def main(argv: list[str] | None = None) -> int:
             args.inputs = [*args.inputs, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return run(PROG, lambda: _dispatch(args))
+
+
+def _dispatch(args) -> int:
+    """The command, with the spool's and the configuration's errors as CliErrors."""
     try:
-        ctx = Context(args.env_file)
-        return args.func(ctx, args)
-    except CliError as e:
-        note(f"{PROG}: {e}")
-        return e.code
+        return args.func(Context(args.env_file), args)
     except (ConfigError, DefinitionError) as e:
-        note(f"{PROG}: configuration: {e}")
-        return USAGE
+        raise CliError(f"configuration: {e}", USAGE) from None
     except NotRegularFile as e:  # a spool file someone replaced by a FIFO, symlink ...
-        note(f"{PROG}: {e}")
-        return FAILED
+        raise CliError(str(e)) from None
     except SpecError as e:
-        note(f"{PROG}: {e}")
-        return USAGE
+        raise CliError(str(e), USAGE) from None
     except JobsError as e:
-        note(f"{PROG}: {e}")
-        return FAILED
-    except KeyboardInterrupt:
-        note(f"{PROG}: interrupted")
-        return INTERRUPTED
+        raise CliError(str(e)) from None
     except BrokenPipeError:
         # `jobctl logs X | head`: the reader went away; that is not an error.
         try:
@@ -727,8 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         return OK
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        note(f"{PROG}: {e.strerror or e}{where}")
-        return FAILED
+        raise CliError(f"{e.strerror or e}{where}") from None
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from jobs import identity
+
 from .executor import SHIM, Executor, ExitRecord, Job, Seen, read_exit, shim_args, shim_argv
 from .shim import encode_job
 
@@ -193,11 +195,7 @@ class LocalExecutor(Executor):
     @staticmethod
     def _alive(h: Handle) -> bool:
         """True if this exact process (not a reused pid) still runs and is not a zombie."""
-        try:
-            p = psutil.Process(h.pid)
-            return abs(p.create_time() - h.create_time) < 0.05 and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return identity.alive(h.pid, h.create_time)
 
     @staticmethod
     def _reap() -> list[int]:

@@ -372,14 +372,10 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def wait_until(predicate, timeout: float = 30, what: str = "condition"):
-    return wait_for(predicate, timeout, 0.05, what)
-
-
 __all__ = [
     "AUTH_PATH", "BARE_MAX_BODY", "CLIENTS", "SOAP_ENV", "TNS", "USERS",
     "BrokenAuthManagers", "CountingProxy", "DevAuth", "FaultInfo", "Soap", "Stack",
     "fault_string", "make_stack", "new_sid", "soap_envelope", "start_devauth", "start_facade", "suds_client",
-    "wait_until", "zeep_client",
+    "zeep_client",
     "artifacts", "bare_stack", "devauth", "stack",
 ]

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
+import requests
 
-from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, stack, start_devauth,  # noqa: F401
-                            wait_until)
-from harness import processes_with_arg
+from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, soap_envelope, stack,  # noqa: F401
+                            start_devauth, start_facade)
+from harness import ROOT, free_port, processes_with_arg, wait_for
+from jobs import config as jobs_config
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +107,8 @@ def test_every_method_works(kind, soap, stack, tokens):  # noqa: F811
     sid = new_sid(kind)
     soap.call(kind, "startWaiter", sid, tokens["alice"], stack.extra(), 30)
     stack.wait_state(sid, {"RUNNING"})
-    running = page(wait_until(lambda: (r := soap.call(kind, "getServiceStatus", sid, tokens["alice"]))
-                              .status_base64 != "UNCHANGED" and r.status_base64, what="a page"))
+    running = page(wait_for(lambda: (r := soap.call(kind, "getServiceStatus", sid, tokens["alice"]))
+                            .status_base64 != "UNCHANGED" and r.status_base64, 30, what="a page"))
     assert "Running" in running
     assert f"message 1 delivered to {sid}" == soap.call(kind, "notifyService", sid, tokens["alice"], "one")
     assert f"message 2 delivered to {sid}" == soap.call(kind, "notifyService", sid, tokens["alice"], "two")
@@ -114,8 +120,8 @@ def test_missing_seconds_defaults_to_sixty(soap, stack, tokens):  # noqa: F811
     """A start without secondsToWait (as suds sends it when omitted) runs the waiter for 60 s."""
     sid = new_sid("default")
     soap.suds.service.startWaiter(sid, tokens["alice"], stack.extra())
-    spec = json.loads(wait_until(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
-                                 and (stack.spool / "runs" / sid / "spec.json").read_text()))
+    spec = json.loads(wait_for(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
+                               and (stack.spool / "runs" / sid / "spec.json").read_text(), 30))
     assert 60 == spec["inputs"]["secondsToWait"]
     assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
 
@@ -168,8 +174,8 @@ def test_abort_stops_the_program_and_its_children(stack, tokens):  # noqa: F811
     sid = new_sid("tree")
     tree.call("zeep", "startTree", sid, tokens["alice"], stack.extra())
     pids_file = stack.attempt_file(sid, "pids.txt")
-    pids = [int(p) for p in wait_until(lambda: pids_file.exists() and pids_file.read_text().split(),
-                                       what="tree pids")]
+    pids = [int(p) for p in wait_for(lambda: pids_file.exists() and pids_file.read_text().split(),
+                                     30, what="tree pids")]
     procs = [psutil.Process(p) for p in pids]
     assert all(p.is_running() for p in procs)
     assert tree.call("suds", "abortService", sid, tokens["alice"]) is True
@@ -200,7 +206,7 @@ def test_notify_reaches_the_programs_stdout(soap, stack, tokens):  # noqa: F811
     message = 'mesh refined: <b>"10%"</b> & done'
     assert f"message 1 delivered to {sid}" == soap.call("suds", "notifyService", sid, tokens["alice"], message)
     stdout = stack.attempt_file(sid, "stdout.log")
-    wait_until(lambda: f"notification: {message}" in stdout.read_text(), 10, what="notification in stdout.log")
+    wait_for(lambda: f"notification: {message}" in stdout.read_text(), 10, what="notification in stdout.log")
     assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
 
 
@@ -221,7 +227,7 @@ def test_unchanged_between_unchanged_polls(stack, tokens):  # noqa: F811
     sid = new_sid("quiet")
     tree.call("suds", "startTree", sid, tokens["alice"], stack.extra())
     stack.wait_state(sid, {"RUNNING"})
-    wait_until(lambda: "tree started" in stack.attempt_file(sid, "stdout.log").read_text(), what="tree output")
+    wait_for(lambda: "tree started" in stack.attempt_file(sid, "stdout.log").read_text(), 30, what="tree output")
     first = status_of(tree.call("zeep", "getServiceStatus", sid, tokens["alice"]))
     assert "tree started" in page(first)
     time.sleep(1.1)  # the elapsed time on the page changes, which must not count
@@ -238,7 +244,7 @@ def test_progress_changes_the_page(soap, stack, tokens):  # noqa: F811
     soap.call("zeep", "startWaiter", sid, tokens["alice"], stack.extra(), 30)
     stack.wait_state(sid, {"RUNNING"})
     status = stack.attempt_file(sid, "status.txt")
-    wait_until(lambda: status.exists() and status.read_text() not in ("", "0"), 10, what="progress")
+    wait_for(lambda: status.exists() and status.read_text() not in ("", "0"), 10, what="progress")
     one = page(soap.call("zeep", "getServiceStatus", sid, tokens["alice"]).status_base64)
     time.sleep(1.2)
     two = page(soap.call("zeep", "getServiceStatus", sid, tokens["alice"]).status_base64)
@@ -305,7 +311,7 @@ def test_queued_page_says_how_many_are_ahead(tmp_path, devauth):  # noqa: F811
             client.call("zeep", "startWaiter", sid, token, s.extra(), 30)
         s.wait_state(sids[0], {"RUNNING"})
         s.wait_state(sids[2], {"QUEUED"})
-        wait_until(lambda: json.loads((s.spool / "queue.json").read_text())["queued"] == sids[1:], what="queue")
+        wait_for(lambda: json.loads((s.spool / "queue.json").read_text())["queued"] == sids[1:], 30, what="queue")
         queued = page(client.call("suds", "getServiceStatus", sids[2], token).status_base64)
         assert "Waiting for a free slot, 1 ahead" in queued
         assert "<dt>Jobs ahead</dt><dd>1</dd>" in queued
@@ -396,3 +402,79 @@ def test_concurrent_polls_of_one_job_are_consistent(soap, stack, tokens):  # noq
     for t in threads:
         t.join(60)
     assert [] == errors
+
+
+QUIET = """\
+service = "Quiet"
+namespace = "quiet.test"
+start_method = "startQuiet"
+argv = ["{python}", "-c", "import time; time.sleep(120)"]
+[files]
+status = "status.txt"
+[progress]
+file = "status"
+[limits]
+abort_grace_seconds = 1
+"""
+
+
+def test_jobctl_and_the_status_page_agree_on_odd_progress(tmp_path, devauth):  # noqa: F811
+    """A progress file saying NaN or inf is 'unknown' to both readers: no percentage on the page, none in jobctl."""
+    defs = tmp_path / "definitions"
+    defs.mkdir()
+    (defs / "waiter.toml").symlink_to(ROOT / "jobs" / "definitions" / "waiter.toml")  # the façade's readiness check
+    (defs / "quiet.toml").write_text(QUIET)
+    s = make_stack(tmp_path / "stack", devauth, DEFINITIONS_DIR=str(defs))
+    try:
+        quiet, token, sid = Soap(s.url("Quiet") + "?wsdl"), s.token(), new_sid("odd")
+        quiet.call("zeep", "startQuiet", sid, token, s.extra())
+        s.wait_state(sid, {"RUNNING"})
+        shown = ""
+        for text, percent in (("42", 42.0), ("nan", None), ("inf", None), ("-inf", None), ("250", 100.0)):
+            s.attempt_file(sid, "status.txt").write_text(text)
+            status = status_of(quiet.call("zeep", "getServiceStatus", sid, token))
+            shown = shown if status == "UNCHANGED" else page(status)  # UNCHANGED: the same page as before
+            r = subprocess.run([sys.executable, "-m", "supervisor.cli", "list", "--json"], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, "ENV_FILE": str(s.env_file)})
+            row = next(j for j in json.loads(r.stdout) if j["service_id"] == sid)
+            on_page = re.search(r'data-progress="(\d+)"', shown)
+            assert (text, percent, percent) == (text, row["progress"], on_page and float(on_page[1]))
+    finally:
+        s.stop()
+
+
+def test_fast_path_off_answers_the_same_bytes_and_counts_fallbacks(stack, tokens, tmp_path):  # noqa: F811
+    """A second façade on the same spool with FACADE_FAST_PATH=false answers polls byte for byte like the
+    fast one, and its log counts the polls it handed to spyne."""
+    env_off = tmp_path / "env"
+    env_off.write_text(re.sub(r"(?m)^FACADE_PORT=.*$", f"FACADE_PORT={free_port()}", stack.env_file.read_text())
+                       + "FACADE_FAST_PATH=false\n")
+    off = start_facade(env_off, tmp_path / "facade-off.log")
+    on_url, off_url = stack.base_url, stack.base_url.replace(f":{stack.config.facade_port}/",
+                                                             f":{jobs_config.load(env_off, {}).facade_port}/")
+    try:
+        done, running_ = new_sid("fp-done"), new_sid("fp-run")
+        soap = Soap(stack.wsdl)
+        soap.call("zeep", "startWaiter", done, tokens["alice"], stack.extra(), 0)
+        soap.call("zeep", "startWaiter", running_, tokens["alice"], stack.extra(), 30)
+        stack.wait_state(done, {"SUCCEEDED"})
+        stack.wait_state(running_, {"RUNNING"})
+
+        def poll(url: str, sid: str) -> tuple[int, str, bytes]:
+            body = soap_envelope(f"<w:getServiceStatus><w:serviceID>{sid}</w:serviceID><w:sessionToken>"
+                                 f"{tokens['alice']}</w:sessionToken></w:getServiceStatus>")
+            r = requests.post(url, data=body.encode(), timeout=30,
+                              headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"getServiceStatus"'})
+            return r.status_code, r.headers["Content-Type"], r.content
+
+        assert b"COMPLETED" in poll(on_url, done)[2]
+        assert poll(on_url, done) == poll(off_url, done)
+        assert b"UNCHANGED" not in poll(on_url, running_)[2]  # a page; the next polls of both say UNCHANGED
+        unchanged = poll(off_url, running_)
+        assert b"UNCHANGED" in unchanged[2] and unchanged == poll(on_url, running_)
+        events = [json.loads(line) for line in off.output().splitlines() if '"fast_path_fallback"' in line]
+        assert any(e["reason"] == "off" and e["count"] >= 1 for e in events), events
+        assert '"reason": "off"' not in (stack.directory / "facade.log").read_text()
+        soap.call("zeep", "abortService", running_, tokens["alice"])
+    finally:
+        off.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import time
 import types
 from pathlib import Path
@@ -26,6 +27,7 @@ from facade.operations import COMPLETED, UNCHANGED, Operations
 from harness import ROOT
 from jobs.definitions import load_definitions
 from jobs.errors import ConfigError
+from jobs.progress import read_percent
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool
@@ -312,13 +314,27 @@ def test_output_strips_one_newline_caps_and_cleans(tmp_path):
     assert "UNSET" == jobview.read_output(str(tmp_path / "missing"), 10, "UNSET")
 
 
-@pytest.mark.parametrize("text,percent", [("37", 37.0), (" 12.5\n", 12.5), ("150", 100.0), ("-3", 0.0),
-                                          ("", None), ("nan", None), ("abc", None)])
+@pytest.mark.parametrize("text,percent", [
+    ("37", 37.0), (" 12.5\n", 12.5), ("150", 100.0), ("-3", 0.0), ("1e400", None), ("", None), ("abc", None),
+    ("nan", None), ("NaN\n", None), ("inf", None), ("-Infinity", None), ("50 %", None), (" 7" + " " * 80, None),
+    (b"\xff\xfe9", None)])
 def test_progress_is_clamped_or_unknown(tmp_path, text, percent):
-    """The progress file is read as 0-100; anything unreadable means 'unknown'."""
+    """The one reader of progress files (status page and jobctl): 0-100, anything not a finite number is unknown."""
     f = tmp_path / "status.txt"
-    f.write_text(text)
-    assert percent == jobview.read_percent(str(f))
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert percent == read_percent(str(f)) == read_percent(f)
+
+
+def test_progress_of_odd_files_is_unknown(tmp_path):
+    """Missing, a directory, a FIFO or a symlink: unknown, and nothing blocks or follows the link."""
+    target = tmp_path / "real.txt"
+    target.write_text("40")
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    for name in ("missing", "link", "dir", "fifo"):
+        assert read_percent(tmp_path / name) is None, name
+    assert 40.0 == read_percent(target)
 
 
 # -- the operations over a hand-made spool ----------------------------------------------

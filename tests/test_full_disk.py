@@ -18,7 +18,8 @@ import subprocess
 import psutil
 import pytest
 
-from facade_harness import CLIENTS, Soap, definitions_dir, devauth, make_stack, new_sid, wait_until  # noqa: F401
+from facade_harness import CLIENTS, Soap, definitions_dir, devauth, make_stack, new_sid  # noqa: F401
+from harness import wait_for
 
 SLEEP_TOML = """\
 service = "Sleep"
@@ -103,7 +104,7 @@ def test_a_full_spool_refuses_work_clearly_keeps_exit_status_and_recovers_by_its
     waiter.call("zeep", "startWaiter", queued, token, extra, 1)  # waits for the one slot meanwhile
     s.wait_state(ends_full, {"RUNNING"})
     s.wait_state(queued, {"QUEUED"})
-    wait_until(lambda: s.attempt_file(ends_full, "stdout.log").exists(), what="the shim of the running job")
+    wait_for(lambda: s.attempt_file(ends_full, "stdout.log").exists(), 30, what="the shim of the running job")
     daemon = s.supervisor.pid
     os.kill(daemon, signal.SIGSTOP)  # so that a spec is still in incoming/ when the disk fills up
     try:
@@ -126,13 +127,13 @@ def test_a_full_spool_refuses_work_clearly_keeps_exit_status_and_recovers_by_its
 
     # The job that ended meanwhile kept its exit status; the daemon lives and started nothing half-way.
     exit_file = s.attempt_file(ends_full, "exit.json")
-    wait_until(exit_file.exists, 15, what="the exit record of the job that ended on a full disk")
+    wait_for(exit_file.exists, 15, what="the exit record of the job that ended on a full disk")
     assert json.loads(exit_file.read_text())["exit_code"] == 0
-    refusals = wait_until(lambda: [e for e in events(s, "write_refused") if e.get("service_id") == ends_full],
-                          10, what="the supervisor to log the refused state write")
+    refusals = wait_for(lambda: [e for e in events(s, "write_refused") if e.get("service_id") == ends_full],
+                        10, what="the supervisor to log the refused state write")
     assert refusals[0]["errno"] == "ENOSPC" and refusals[0]["level"] == "error"
-    wait_until(lambda: any(e.get("service_id") == queued for e in events(s, "write_refused")), 10,
-               what="the supervisor to try to launch the queued job")
+    wait_for(lambda: any(e.get("service_id") == queued for e in events(s, "write_refused")), 10,
+             what="the supervisor to try to launch the queued job")
     assert s.supervisor.alive(), s.supervisor.output()[-3000:]
     assert (s.spool / "incoming" / f"{unclaimed}.json").exists()  # its claim is retried, not half-done
     assert s.state(queued)["state"] == "QUEUED"
@@ -146,7 +147,7 @@ def test_a_full_spool_refuses_work_clearly_keeps_exit_status_and_recovers_by_its
         assert s.wait_state(sid, {"SUCCEEDED", "FAILED", "ABORTED"}, 30)["state"] == "SUCCEEDED", sid
     assert s.supervisor.alive() and s.supervisor.pid == daemon
     assert events(s, "write_recovered")
-    wait_until(lambda: not os.listdir(s.spool / "tmp"), 10, what="tmp/ free of staging leftovers")
+    wait_for(lambda: not os.listdir(s.spool / "tmp"), 10, what="tmp/ free of staging leftovers")
 
 
 def test_a_read_only_spool_refuses_work_clearly_and_the_daemon_carries_on(small):
@@ -162,8 +163,8 @@ def test_a_read_only_spool_refuses_work_clearly_and_the_daemon_carries_on(small)
     for kind in CLIENTS:
         f = waiter.fault(kind, "startWaiter", sid, token, extra, 1)
         assert UNAVAILABLE in f.code and "EROFS" in f.message, (kind, f)
-    wait_until(lambda: any(e.get("errno") == "EROFS" for e in events(s, "write_refused")), 10,
-               what="the supervisor to log a refused write")
+    wait_for(lambda: any(e.get("errno") == "EROFS" for e in events(s, "write_refused")), 10,
+             what="the supervisor to log a refused write")
     assert s.supervisor.alive(), s.supervisor.output()[-3000:]
     subprocess.run(["umount", str(s.spool)], check=True)  # writable again
     waiter.call("zeep", "startWaiter", sid, token, extra, 1)

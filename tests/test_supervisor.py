@@ -95,6 +95,22 @@ def test_jobs_survive_supervisor_kill(stack):
     assert done["attempt"] == 1 and done["exit_code"] == 0
 
 
+def test_job_is_adopted_when_its_recorded_start_is_a_second_off(stack):
+    """psutil's create time moves with /proc/stat's boot time (whole seconds, shifted by clock steps):
+    a live job recorded a second off is still the same job for the next daemon, not a vanished one."""
+    stack.start()
+    stack.submit("skew-1", secondsToWait=4)
+    wait_for(lambda: (stack.attempt_dir("skew-1") / "stdout.log").exists(), 10, what="skew-1 started")
+    stack.daemon.stop(signal.SIGKILL)
+    state_file = stack.spool.run_dir("skew-1") / "state.json"
+    st = json.loads(state_file.read_text())
+    st["create_time"] += 1.0
+    state_file.write_text(json.dumps(st))
+    stack.start()
+    done = stack.wait_state("skew-1", "SUCCEEDED", "FAILED")
+    assert (done["state"], done["attempt"], done["exit_code"]) == ("SUCCEEDED", 1, 0), done["reason"]
+
+
 def test_crash_between_state_write_and_spawn_requeues(stack):
     """A RUNNING state without a pid and without a process (crash before spawn) is run, not lost."""
     stack.start()
