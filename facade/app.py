@@ -25,8 +25,7 @@ from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
 from .guard import RequestGuard, soap_fault
 from .operations import Operations
-from .protocol import SafeSoap11
-from .service import build_service, status_operation
+from .service import DefinitionSoap11, build_service, status_operation
 
 
 log = structlog.get_logger("facade.app")
@@ -129,7 +128,7 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     routes: dict[str, Callable] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
         soap_app = Application([build_service(d, ops)], tns=d.namespace,
-                               in_protocol=SafeSoap11(), out_protocol=Soap11())
+                               in_protocol=DefinitionSoap11(d), out_protocol=Soap11())
         spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes)
         routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path)
     guard = RequestGuard(Router(routes), config.max_body_bytes)

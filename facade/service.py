@@ -55,6 +55,7 @@ from .errors import (ALL_ERRORS, AuthManagerUnavailable, FacadeError, InternalEr
 from .fastpath import precomputed
 from .jobview import xml_safe
 from .operations import Operations
+from .protocol import SafeSoap11
 
 SPYNE_TYPES = {"integer": Integer, "float": Double, "string": Unicode, "boolean": Boolean}
 COMMON_PARAMS = ("serviceID", "sessionToken")
@@ -196,3 +197,26 @@ def build_service(d: Definition, ops: Operations) -> type[ServiceBase]:
         )(_operation("notifyService", notify, faults)),
     }
     return type(f"{d.service}Service", (ServiceBase,), attrs)
+
+
+class DefinitionSoap11(SafeSoap11):
+    """The in-protocol of one definition's service: an empty optional input means "absent".
+
+    The workflow manager sends `<secondsToWait/>` for a field the user left
+    empty, and the reference waiter then uses its default; the schema would
+    refuse the empty integer, so such elements are dropped before validation.
+    """
+
+    def __init__(self, d: Definition):
+        super().__init__()
+        self.start_tag = f"{{{d.namespace}}}{d.start_method}"
+        self.optional = frozenset(f"{{{d.namespace}}}{i.name}" for i in d.inputs if not i.required)
+
+    def validate_body(self, ctx, message):
+        body = ctx.in_body_doc
+        if message is self.REQUEST and body is not None and body.tag == self.start_tag:
+            for child in list(body):
+                if child.tag in self.optional and not len(child) and not child.attrib \
+                        and not (child.text or "").strip():
+                    body.remove(child)
+        return super().validate_body(ctx, message)

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, stack, start_devauth,  # noqa: F401
-                            wait_until)
+from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, soap_envelope, stack,  # noqa: F401
+                            start_devauth, wait_until)
 from harness import processes_with_arg
 
 
@@ -114,6 +114,22 @@ def test_missing_seconds_defaults_to_sixty(soap, stack, tokens):  # noqa: F811
     """A start without secondsToWait (as suds sends it when omitted) runs the waiter for 60 s."""
     sid = new_sid("default")
     soap.suds.service.startWaiter(sid, tokens["alice"], stack.extra())
+    spec = json.loads(wait_until(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
+                                 and (stack.spool / "runs" / sid / "spec.json").read_text()))
+    assert 60 == spec["inputs"]["secondsToWait"]
+    assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
+
+
+@pytest.mark.parametrize("element", ["<w:secondsToWait/>", "<w:secondsToWait> \n </w:secondsToWait>"])
+def test_empty_seconds_is_absent_and_defaults_to_sixty(element, soap, stack, tokens):  # noqa: F811
+    """An empty optional input (the WFM sends <secondsToWait/> for an empty field) means the default, as in
+    the reference waiter, not a schema fault."""
+    sid = new_sid("empty")
+    extra = stack.extra().replace("&", "&amp;")
+    r = stack.post(soap_envelope(
+        f"<w:startWaiter><w:serviceID>{sid}</w:serviceID><w:sessionToken>{tokens['alice']}</w:sessionToken>"
+        f"<w:extraParameters>{extra}</w:extraParameters>{element}</w:startWaiter>"))
+    assert 200 == r.status_code, r.text
     spec = json.loads(wait_until(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
                                  and (stack.spool / "runs" / sid / "spec.json").read_text()))
     assert 60 == spec["inputs"]["secondsToWait"]
