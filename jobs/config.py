@@ -1,6 +1,7 @@
 """Configuration: the `env` file, overridden by environment variables, parsed once."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -112,6 +113,18 @@ def _slurm_name(name: str, raw: str) -> str:
     return raw
 
 
+def _addresses(name: str, raw: str) -> tuple[str, ...]:
+    """IP addresses or networks (CIDR), or `*`, separated by commas or spaces."""
+    entries = tuple(e for e in re.split(r"[,\s]+", raw) if e)
+    for e in entries:
+        try:
+            if e != "*":
+                ipaddress.ip_network(e, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {e!r} is not an IP address or network (e.g. 10.0.0.0/8), nor '*'") from None
+    return entries
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
@@ -135,6 +148,7 @@ class Config:
     auth_cache_seconds: float
     auth_timeout_seconds: float
     auth_managers: tuple[str, ...]
+    forwarded_allow_ips: tuple[str, ...]
     abort_wait_seconds: float
     max_body_bytes: int
     devauth_host: str
@@ -172,6 +186,7 @@ _DEFAULTS = {
     "AUTH_CACHE_SECONDS": "30",
     "AUTH_TIMEOUT_SECONDS": "5",
     "AUTH_MANAGERS": "",
+    "FORWARDED_ALLOW_IPS": "127.0.0.1,::1",
     "ABORT_WAIT_SECONDS": "4",
     "MAX_BODY_BYTES": "1048576",
     "DEVAUTH_HOST": "127.0.0.1",
@@ -224,6 +239,7 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         auth_cache_seconds=_float("AUTH_CACHE_SECONDS", raw["AUTH_CACHE_SECONDS"], 0, 3600),
         auth_timeout_seconds=_float("AUTH_TIMEOUT_SECONDS", raw["AUTH_TIMEOUT_SECONDS"], 0.1, 60),
         auth_managers=tuple(u for u in re.split(r"[,\s]+", raw["AUTH_MANAGERS"]) if u),
+        forwarded_allow_ips=_addresses("FORWARDED_ALLOW_IPS", raw["FORWARDED_ALLOW_IPS"]),
         abort_wait_seconds=_float("ABORT_WAIT_SECONDS", raw["ABORT_WAIT_SECONDS"], 0, 30),
         max_body_bytes=_int("MAX_BODY_BYTES", raw["MAX_BODY_BYTES"], 1024, 64 * 1024 * 1024),
         devauth_host=raw["DEVAUTH_HOST"],
