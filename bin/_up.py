@@ -165,7 +165,7 @@ def main() -> int:
         holder = port_holder(host, port)
         if holder:
             say(f"up: start-up failed: port {port} ({key}) on {host} is in use by {holder}.\n"
-                f"    Stop that process or set {key} in {cfg.env_file}.", err=True)
+                f"    Stop that process or set {key} in {cfg.env_file or 'an env file (./env)'}.", err=True)
             return 1
 
     # -- start and wait until everything answers ----------------------------------

@@ -10,8 +10,30 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ENV_FILE = PROJECT_ROOT / "env"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # a source checkout, or site-packages when installed
+PACKAGE_DEFINITIONS = Path(__file__).resolve().parent / "definitions"
+SYSTEM_ENV_FILE = Path("/etc/spoolsoap/env")
+
+
+def env_file_candidates() -> list[Path]:
+    """Where the configuration is looked for, first found wins (after ENV_FILE, which must exist):
+    ./env, the source checkout's env (an installed package has none), /etc/spoolsoap/env."""
+    return [Path.cwd() / "env", PROJECT_ROOT / "env", SYSTEM_ENV_FILE]
+
+
+def state_dir(environ: dict[str, str]) -> Path:
+    """Built-in home of the spool when no env file names one: /var/lib/spoolsoap for root,
+    else $XDG_STATE_HOME/spoolsoap (~/.local/state/spoolsoap)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/spoolsoap")
+    return Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "spoolsoap"
+
+
+def find_env_file(environ: dict[str, str]) -> Path | None:
+    """ENV_FILE if set, else the first candidate that is a file, else None (built-in defaults)."""
+    if environ.get("ENV_FILE"):
+        return Path(environ["ENV_FILE"]).expanduser().resolve()
+    return next((p.resolve() for p in env_file_candidates() if p.is_file()), None)
 
 _SEMWES_ROOT = re.compile(r"/[a-z0-9-]{1,32}")
 _DEEP_ROOT = re.compile(r"(/[A-Za-z0-9._~-]+)+")
@@ -163,7 +185,7 @@ class Config:
     slurm_poll_seconds: float
     slurm_jobcomp_log: Path | None
     slurm_bin_dir: Path | None
-    env_file: Path
+    env_file: Path | None
 
     @property
     def retention_seconds(self) -> float:
@@ -172,8 +194,8 @@ class Config:
 
 _DEFAULTS = {
     "CONTEXT_ROOT": "/demo-waiter",
-    "SPOOL_DIR": "var/spool",
-    "DEFINITIONS_DIR": "jobs/definitions",
+    "SPOOL_DIR": "",            # built-in: state_dir()/spool
+    "DEFINITIONS_DIR": str(PACKAGE_DEFINITIONS),
     "MAX_PARALLEL_JOBS": "4",
     "RETENTION_DAYS": "7",
     "RECONCILE_SECONDS": "5",
@@ -191,7 +213,7 @@ _DEFAULTS = {
     "MAX_BODY_BYTES": "1048576",
     "DEVAUTH_HOST": "127.0.0.1",
     "DEVAUTH_PORT": "8081",
-    "DEVAUTH_USERS_FILE": "var/devauth/users.json",
+    "DEVAUTH_USERS_FILE": "",   # built-in: state_dir()/devauth/users.json
     "SUPERVISOR_WATCH": "true",
     "EXECUTOR": "local",
     "SUPERVISOR_ON_STOP": "leave",
@@ -205,13 +227,19 @@ _DEFAULTS = {
 
 
 def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
-    """Read the env file (ENV_FILE or the project's `env`), apply overrides, validate."""
+    """Read the env file (`env_file`, else find_env_file()), apply overrides, validate.
+
+    Relative paths are relative to the env file's directory; without an env
+    file, to the current directory.
+    """
     environ = os.environ if environ is None else environ
-    path = Path(env_file or environ.get("ENV_FILE") or DEFAULT_ENV_FILE).resolve()
-    raw = dict(_DEFAULTS)
-    raw.update(read_env_file(path))
+    path = Path(env_file).resolve() if env_file else find_env_file(environ)
+    state = state_dir(environ)
+    raw = dict(_DEFAULTS, SPOOL_DIR=str(state / "spool"), DEVAUTH_USERS_FILE=str(state / "devauth" / "users.json"))
+    if path is not None:
+        raw.update(read_env_file(path))
     raw.update({k: v for k, v in environ.items() if k in _DEFAULTS})
-    base = path.parent
+    base = path.parent if path is not None else Path.cwd()
 
     def _path(name: str) -> Path:
         p = Path(raw[name]).expanduser()
