@@ -22,8 +22,11 @@ def env_file_candidates() -> list[Path]:
 
 
 def state_dir(environ: dict[str, str]) -> Path:
-    """Built-in home of the spool when no env file names one: /var/lib/spoolsoap for root,
-    else $XDG_STATE_HOME/spoolsoap (~/.local/state/spoolsoap)."""
+    """Built-in home of the spool when no env file names one: systemd's $STATE_DIRECTORY
+    (StateDirectory=spoolsoap: /var/lib/spoolsoap), /var/lib/spoolsoap for root, else
+    $XDG_STATE_HOME/spoolsoap (~/.local/state/spoolsoap)."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
     if os.geteuid() == 0:
         return Path("/var/lib/spoolsoap")
     return Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "spoolsoap"

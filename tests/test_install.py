@@ -75,8 +75,8 @@ def test_installed_wheel_runs_a_waiter_job_outside_the_repo(venv, tmp_path):
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
 
     def run(*argv, **kw):
-        return subprocess.run([str(a) for a in argv], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=60, **kw)
+        kw.setdefault("env", env)
+        return subprocess.run([str(a) for a in argv], cwd=work, capture_output=True, text=True, timeout=60, **kw)
 
     for command in ("waiter-client", "spoolsoap-facade"):
         done = run(bin_dir / command, "--help")
@@ -86,9 +86,12 @@ def test_installed_wheel_runs_a_waiter_job_outside_the_repo(venv, tmp_path):
     pip("--python", str(bin_dir / "python"), "install", "--no-deps", CLFPY)
     assert 0 == run(bin_dir / "waiter-client", "--help").returncode
 
-    # no env file anywhere: the definitions shipped in the package
-    empty = run(bin_dir / "python", "-c", "from jobs import config; print(config.load().definitions_dir)")
-    assert str(venv) in empty.stdout and empty.stdout.strip().endswith("jobs/definitions"), empty
+    # no env file anywhere: the definitions shipped in the package, the spool in systemd's StateDirectory
+    empty = run(bin_dir / "python", "-c", "from jobs import config; c = config.load(); "
+                "print(c.definitions_dir); print(c.spool_dir)", env={**env, "STATE_DIRECTORY": str(tmp_path / "st")})
+    definitions, spool = empty.stdout.split()
+    assert definitions.startswith(str(venv)) and definitions.endswith("jobs/definitions"), empty
+    assert str(tmp_path / "st" / "spool") == spool
 
     facade_port, devauth_port = free_port(), free_port()
     auth_wsdl = f"http://127.0.0.1:{devauth_port}/authManager/AuthManager?wsdl"
