@@ -1,6 +1,14 @@
-"""`python -m client`: the same as the `waiter-client` console script."""
+"""`python -m client` / `waiter-client`: checks for clfpy, then runs client.cli."""
 import sys
 
-from .cli import main
+from jobs.requirements import require_clfpy
 
-sys.exit(main())
+
+def main(argv: list[str] | None = None) -> int:
+    require_clfpy("waiter-client")
+    from .cli import main as cli
+    return cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -163,7 +163,8 @@ def fault_text(fault: Any) -> str:
     """The faultstring of a suds WebFault (raised or, as clfpy does, returned)."""
     f = getattr(fault, "fault", None)
     text = str(getattr(f, "faultstring", None) or fault).strip()
-    reason = getattr(getattr(f, "detail", None), "reason", None)
+    detail = getattr(f, "detail", None)  # <detail><tns:SomeFault><tns:reason>: the declared fault element
+    reason = next((getattr(v, "reason", None) for _, v in detail), None) if hasattr(detail, "__keylist__") else None
     if isinstance(reason, str) and reason.strip() and reason.strip() not in text:
         text += f" ({reason.strip()})"
     return text

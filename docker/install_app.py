@@ -1,7 +1,7 @@
 """Build step: put /opt/spoolsoap/app on the venv's path and write pyproject.toml's console scripts.
 
 The code is not installed into site-packages: the job definitions find their
-programs beside the packages ({project}/scripts/...), so it stays in APP and a
+programs beside the packages ({project}/jobs/programs/...), so it stays in APP and a
 .pth file puts APP on the path. Each [project.scripts] entry becomes a small
 launcher in the venv's bin/. Standard library only (no setuptools, no wheel).
 """

@@ -63,6 +63,7 @@ else
     exit 2
 fi
 compose+=(-f "$HERE/compose.yaml" --env-file "$ENV_FILE" "${PROFILE[@]}")
+hint="$(printf '%q ' "${compose[@]}")"  # the closing hints name the command that exists here
 
 echo "rebuildandrun: building the image and starting the services (env: $ENV_FILE)"
 "${compose[@]}" build
@@ -90,7 +91,7 @@ if ! $ready; then
 fi
 
 echo
-echo "  spoolsoap is running (docker compose -f docker/compose.yaml ps)."
+echo "  spoolsoap is running (${hint}ps)."
 echo "  Point the workflow manager or a client at:"
 for s in $services; do
     echo "    http://$host:$PORT$CONTEXT_ROOT/$s?wsdl"
@@ -110,4 +111,6 @@ if [ "${#PROFILE[@]}" -gt 0 ]; then
         while IFS= read -r line; do echo "    $line"; done <<<"$creds"
     fi
 fi
-echo "  Logs: docker compose -f docker/compose.yaml logs -f    Jobs: docker compose -f docker/compose.yaml exec supervisor jobctl list"
+echo "  Logs: ${hint}logs -f"
+echo "  Jobs: ${hint}exec supervisor jobctl list"
+echo "  Restart the daemon, keep the jobs: ${hint}kill -s HUP supervisor"

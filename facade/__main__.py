@@ -1,6 +1,14 @@
-"""`python -m facade`: serve every job definition's SOAP service under granian."""
+"""`python -m facade` / `spoolsoap-facade`: serve every job definition's SOAP service under granian."""
 import sys
 
-from .server import main
+from jobs.requirements import require_clfpy
 
-sys.exit(main())
+
+def main() -> int:
+    require_clfpy("facade")
+    from .server import main as serve
+    return serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

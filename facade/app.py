@@ -25,8 +25,8 @@ from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
 from .guard import RequestGuard, soap_fault
 from .operations import Operations
-from .protocol import SafeSoap11
-from .service import build_service, status_operation
+from .proxies import TrustedProxies, forwarded_port, last_value
+from .service import DefinitionSoap11, build_service, status_operation
 
 
 log = structlog.get_logger("facade.app")
@@ -40,10 +40,14 @@ class HostAwareWsgiApplication(WsgiApplication):
     Behind a proxy, or after a health check on localhost, every client would
     then be sent to the wrong address; so the WSDL is built for the URL the
     client used (scheme, a well-formed Host header, path), a few variants kept.
+    From a trusted proxy (FORWARDED_ALLOW_IPS) X-Forwarded-Host and
+    X-Forwarded-Port name the public host and port; the server has already
+    applied X-Forwarded-Proto to the scheme (facade.bridge, or gunicorn).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, trusted_proxies: TrustedProxies | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.trusted_proxies = trusted_proxies or TrustedProxies(())
         self._variants: dict[str, bytes] = {}
         self._variants_lock = threading.Lock()
         self._built: tuple[str, bytes] | None = None
@@ -58,11 +62,22 @@ class HostAwareWsgiApplication(WsgiApplication):
         old = f'location="{escape(base_url, quote=True)}"'.encode()
         return base.replace(old, f'location="{escape(url, quote=True)}"'.encode())
 
-    def handle_wsdl_request(self, req_env, start_response, url):
+    def _public_host(self, req_env: dict, scheme: str) -> str:
         host = req_env.get("HTTP_HOST", "")
+        port = None
+        if self.trusted_proxies.trusts(req_env.get("REMOTE_ADDR")):
+            host = last_value(req_env.get("HTTP_X_FORWARDED_HOST")) or host
+            port = forwarded_port(req_env.get("HTTP_X_FORWARDED_PORT"))
         if not _HOST.fullmatch(host):
             host = f"{req_env.get('SERVER_NAME', 'localhost')}:{req_env.get('SERVER_PORT', '80')}"
-        url = f"{req_env.get('wsgi.url_scheme', 'http')}://{host}{req_env.get('SCRIPT_NAME', '')}" \
+        if port is not None:
+            name = host[: host.rindex(":")] if re.search(r":[0-9]+$", host) else host
+            host = name if port == {"http": 80, "https": 443}.get(scheme) else f"{name}:{port}"
+        return host
+
+    def handle_wsdl_request(self, req_env, start_response, url):
+        scheme = req_env.get("wsgi.url_scheme", "http")
+        url = f"{scheme}://{self._public_host(req_env, scheme)}{req_env.get('SCRIPT_NAME', '')}" \
               f"{req_env.get('PATH_INFO', '')}"
         with self._variants_lock:
             wsdl = self._variants.get(url)
@@ -129,8 +144,9 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     routes: dict[str, Callable] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
         soap_app = Application([build_service(d, ops)], tns=d.namespace,
-                               in_protocol=SafeSoap11(), out_protocol=Soap11())
-        spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes)
+                               in_protocol=DefinitionSoap11(d), out_protocol=Soap11())
+        spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
+                                             trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
         routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path, enabled=config.facade_fast_path)
     guard = RequestGuard(Router(routes), config.max_body_bytes)
     guard.paths = list(routes)  # for the start-up banner

@@ -30,10 +30,9 @@ from urllib.parse import unquote
 import structlog
 
 from .guard import soap_fault
+from .proxies import TrustedProxies, forwarded_scheme
 
 PR_SET_PDEATHSIG = 1
-# X-Forwarded-Proto is believed from these peers only (gunicorn's default, kept)
-TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})
 
 log = structlog.get_logger("facade.bridge")
 
@@ -58,8 +57,9 @@ class WsgiOverRsgi:
     """An RSGI application that reads each request whole, then runs a WSGI app in a thread."""
 
     def __init__(self, app: Callable, max_body_bytes: int, read_timeout: float, threads: int,
-                 parent_pid: int | None = None):
+                 parent_pid: int | None = None, trusted_proxies: TrustedProxies | None = None):
         self.app = app
+        self.trusted_proxies = trusted_proxies or TrustedProxies(())
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.threads = threads
@@ -114,14 +114,12 @@ class WsgiOverRsgi:
             return None
         return b"".join(parts)
 
-    @staticmethod
-    def _environ(scope, body: bytes) -> dict:
+    def _environ(self, scope, body: bytes) -> dict:
         server_host, _, server_port = scope.server.rpartition(":")
         client = scope.client.rpartition(":")[0].strip("[]")
         scheme = scope.scheme
-        forwarded = (scope.headers.get("x-forwarded-proto") or "").strip().lower()
-        if client in TRUSTED_PROXIES and forwarded in ("http", "https"):
-            scheme = forwarded
+        if self.trusted_proxies.trusts(client):  # X-Forwarded-Host/-Port: facade.app (the WSDL's address)
+            scheme = forwarded_scheme(scope.headers.get("x-forwarded-proto")) or scheme
         environ = {
             "REQUEST_METHOD": scope.method,
             "SCRIPT_NAME": "",

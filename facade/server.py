@@ -21,6 +21,7 @@ from jobs.errors import JobsError
 
 from .app import make_app
 from .bridge import WsgiOverRsgi
+from .proxies import TrustedProxies
 
 HEADER_BUFFER_BYTES = 64 * 1024  # request line + headers; hyper also caps them at 100 fields
 
@@ -66,7 +67,7 @@ def worker_app() -> WsgiOverRsgi:
 
 def rsgi_app(cfg: config_mod.Config, wsgi_app, parent_pid: int | None) -> WsgiOverRsgi:
     return WsgiOverRsgi(wsgi_app, cfg.max_body_bytes, cfg.facade_read_timeout_seconds, cfg.facade_threads,
-                        parent_pid=parent_pid)
+                        parent_pid=parent_pid, trusted_proxies=TrustedProxies(cfg.forwarded_allow_ips))
 
 
 def granian_server(cfg: config_mod.Config, target: str = "facade.server:worker_app"):

@@ -43,6 +43,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import structlog
+from lxml import etree
 from spyne import Boolean, Double, Fault, Integer, ServiceBase, Unicode, rpc
 
 from jobs.definitions import Definition
@@ -54,9 +55,11 @@ from .errors import (ALL_ERRORS, AuthManagerUnavailable, FacadeError, InternalEr
 from .fastpath import precomputed
 from .jobview import xml_safe
 from .operations import Operations
+from .protocol import SafeSoap11
 
 SPYNE_TYPES = {"integer": Integer, "float": Double, "string": Unicode, "boolean": Boolean}
 COMMON_PARAMS = ("serviceID", "sessionToken")
+DETAIL_FIELDS = ("reason", "state")  # what a FacadeError's detail may say, in the schema's order
 log = structlog.get_logger("facade.service")  # lazy: configured later, by the entry point
 
 _AUTHORIZED = (InvalidRequest, TokenValidationFailed, WrongProject, UnknownServiceID,
@@ -71,14 +74,30 @@ THROWS = {
 
 
 def make_faults(namespace: str) -> dict[type[FacadeError], type[Fault]]:
-    """One spyne Fault class per error, in the definition's namespace (so the WSDL declares it there)."""
+    """One spyne Fault class per error, in the definition's namespace (so the WSDL declares it there).
+
+    The WSDL declares each fault's element with optional DETAIL_FIELDS; spyne
+    would write such members into soap:Fault itself, so they are excluded from
+    serialisation (`exc`) and `fault_detail` writes the element into <detail>.
+    """
+    fields = {name: Unicode(min_occurs=0, exc=True) for name in DETAIL_FIELDS}
     return {
         err: type(err.fault_name, (Fault,), {
             "__namespace__": namespace, "__type_name__": err.fault_name, "__module__": __name__,
-            "__doc__": err.__doc__,
+            "__doc__": err.__doc__, **fields,
         })
         for err in ALL_ERRORS
     }
+
+
+def fault_detail(fault: type[Fault], detail: dict[str, str] | None) -> etree._Element:
+    """The fault's declared element, which typed clients (JAX-WS, .NET) map to their exception class."""
+    namespace = fault.get_namespace()
+    element = etree.Element(f"{{{namespace}}}{fault.get_type_name()}", nsmap={"tns": namespace})
+    for name in DETAIL_FIELDS:
+        if detail and detail.get(name) is not None:
+            etree.SubElement(element, f"{{{namespace}}}{name}").text = xml_safe(str(detail[name]))
+    return element
 
 
 def _operation(name: str, fn: Callable[..., Any], faults: dict[type[FacadeError], type[Fault]]):
@@ -108,14 +127,16 @@ def _operation(name: str, fn: Callable[..., Any], faults: dict[type[FacadeError]
                     f"the service cannot accept work right now: its storage refuses writes ({errno_name}); "
                     "nothing was recorded, try again later")) from None
             log.exception("internal_error")
-            raise faults[InternalError](
-                faultcode=InternalError.faultcode,
-                faultstring="internal error in the service; the operator will find the details in its log",
-            ) from None
+            raise fault(InternalError(
+                "internal error in the service; the operator will find the details in its log")) from None
 
     def declared(e: FacadeError) -> Fault:
         log.info("fault", fault=e.fault_name, message=e.message)
-        return faults[type(e)](faultcode=e.faultcode, faultstring=xml_safe(e.message), detail=e.detail)
+        return fault(e)
+
+    def fault(e: FacadeError) -> Fault:
+        cls = faults[type(e)]
+        return cls(faultcode=e.faultcode, faultstring=xml_safe(e.message), detail=fault_detail(cls, e.detail))
 
     call.__name__ = name
     return call
@@ -176,3 +197,26 @@ def build_service(d: Definition, ops: Operations) -> type[ServiceBase]:
         )(_operation("notifyService", notify, faults)),
     }
     return type(f"{d.service}Service", (ServiceBase,), attrs)
+
+
+class DefinitionSoap11(SafeSoap11):
+    """The in-protocol of one definition's service: an empty optional input means "absent".
+
+    The workflow manager sends `<secondsToWait/>` for a field the user left
+    empty, and the reference waiter then uses its default; the schema would
+    refuse the empty integer, so such elements are dropped before validation.
+    """
+
+    def __init__(self, d: Definition):
+        super().__init__()
+        self.start_tag = f"{{{d.namespace}}}{d.start_method}"
+        self.optional = frozenset(f"{{{d.namespace}}}{i.name}" for i in d.inputs if not i.required)
+
+    def validate_body(self, ctx, message):
+        body = ctx.in_body_doc
+        if message is self.REQUEST and body is not None and body.tag == self.start_tag:
+            for child in list(body):
+                if child.tag in self.optional and not len(child) and not child.attrib \
+                        and not (child.text or "").strip():
+                    body.remove(child)
+        return super().validate_body(ctx, message)

@@ -1,6 +1,7 @@
 """Configuration: the `env` file, overridden by environment variables, parsed once."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -9,8 +10,33 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ENV_FILE = PROJECT_ROOT / "env"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # a source checkout, or site-packages when installed
+PACKAGE_DEFINITIONS = Path(__file__).resolve().parent / "definitions"
+SYSTEM_ENV_FILE = Path("/etc/spoolsoap/env")
+
+
+def env_file_candidates() -> list[Path]:
+    """Where the configuration is looked for, first found wins (after ENV_FILE, which must exist):
+    ./env, the source checkout's env (an installed package has none), /etc/spoolsoap/env."""
+    return [Path.cwd() / "env", PROJECT_ROOT / "env", SYSTEM_ENV_FILE]
+
+
+def state_dir(environ: dict[str, str]) -> Path:
+    """Built-in home of the spool when no env file names one: systemd's $STATE_DIRECTORY
+    (StateDirectory=spoolsoap: /var/lib/spoolsoap), /var/lib/spoolsoap for root, else
+    $XDG_STATE_HOME/spoolsoap (~/.local/state/spoolsoap)."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/spoolsoap")
+    return Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "spoolsoap"
+
+
+def find_env_file(environ: dict[str, str]) -> Path | None:
+    """ENV_FILE if set, else the first candidate that is a file, else None (built-in defaults)."""
+    if environ.get("ENV_FILE"):
+        return Path(environ["ENV_FILE"]).expanduser().resolve()
+    return next((p.resolve() for p in env_file_candidates() if p.is_file()), None)
 
 _SEMWES_ROOT = re.compile(r"/[a-z0-9-]{1,32}")
 _DEEP_ROOT = re.compile(r"(/[A-Za-z0-9._~-]+)+")
@@ -119,6 +145,18 @@ def _flag(name: str, raw: str) -> bool:
     return value in ("true", "1", "yes")
 
 
+def _addresses(name: str, raw: str) -> tuple[str, ...]:
+    """IP addresses or networks (CIDR), or `*`, separated by commas or spaces."""
+    entries = tuple(e for e in re.split(r"[,\s]+", raw) if e)
+    for e in entries:
+        try:
+            if e != "*":
+                ipaddress.ip_network(e, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {e!r} is not an IP address or network (e.g. 10.0.0.0/8), nor '*'") from None
+    return entries
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
@@ -142,6 +180,7 @@ class Config:
     auth_cache_seconds: float
     auth_timeout_seconds: float
     auth_managers: tuple[str, ...]
+    forwarded_allow_ips: tuple[str, ...]
     abort_wait_seconds: float
     max_body_bytes: int
     devauth_host: str
@@ -157,7 +196,7 @@ class Config:
     slurm_poll_seconds: float
     slurm_jobcomp_log: Path | None
     slurm_bin_dir: Path | None
-    env_file: Path
+    env_file: Path | None
 
     @property
     def retention_seconds(self) -> float:
@@ -166,8 +205,8 @@ class Config:
 
 _DEFAULTS = {
     "CONTEXT_ROOT": "/demo-waiter",
-    "SPOOL_DIR": "var/spool",
-    "DEFINITIONS_DIR": "jobs/definitions",
+    "SPOOL_DIR": "",            # built-in: state_dir()/spool
+    "DEFINITIONS_DIR": str(PACKAGE_DEFINITIONS),
     "MAX_PARALLEL_JOBS": "4",
     "RETENTION_DAYS": "7",
     "RECONCILE_SECONDS": "5",
@@ -180,11 +219,12 @@ _DEFAULTS = {
     "AUTH_CACHE_SECONDS": "30",
     "AUTH_TIMEOUT_SECONDS": "5",
     "AUTH_MANAGERS": "",
+    "FORWARDED_ALLOW_IPS": "127.0.0.1,::1",
     "ABORT_WAIT_SECONDS": "4",
     "MAX_BODY_BYTES": "1048576",
     "DEVAUTH_HOST": "127.0.0.1",
     "DEVAUTH_PORT": "8081",
-    "DEVAUTH_USERS_FILE": "var/devauth/users.json",
+    "DEVAUTH_USERS_FILE": "",   # built-in: state_dir()/devauth/users.json
     "SUPERVISOR_WATCH": "true",
     "FACADE_FAST_PATH": "true",
     "EXECUTOR": "local",
@@ -199,13 +239,19 @@ _DEFAULTS = {
 
 
 def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
-    """Read the env file (ENV_FILE or the project's `env`), apply overrides, validate."""
+    """Read the env file (`env_file`, else find_env_file()), apply overrides, validate.
+
+    Relative paths are relative to the env file's directory; without an env
+    file, to the current directory.
+    """
     environ = os.environ if environ is None else environ
-    path = Path(env_file or environ.get("ENV_FILE") or DEFAULT_ENV_FILE).resolve()
-    raw = dict(_DEFAULTS)
-    raw.update(read_env_file(path))
+    path = Path(env_file).resolve() if env_file else find_env_file(environ)
+    state = state_dir(environ)
+    raw = dict(_DEFAULTS, SPOOL_DIR=str(state / "spool"), DEVAUTH_USERS_FILE=str(state / "devauth" / "users.json"))
+    if path is not None:
+        raw.update(read_env_file(path))
     raw.update({k: v for k, v in environ.items() if k in _DEFAULTS})
-    base = path.parent
+    base = path.parent if path is not None else Path.cwd()
 
     def _path(name: str) -> Path:
         p = Path(raw[name]).expanduser()
@@ -233,6 +279,7 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         auth_cache_seconds=_float("AUTH_CACHE_SECONDS", raw["AUTH_CACHE_SECONDS"], 0, 3600),
         auth_timeout_seconds=_float("AUTH_TIMEOUT_SECONDS", raw["AUTH_TIMEOUT_SECONDS"], 0.1, 60),
         auth_managers=tuple(u for u in re.split(r"[,\s]+", raw["AUTH_MANAGERS"]) if u),
+        forwarded_allow_ips=_addresses("FORWARDED_ALLOW_IPS", raw["FORWARDED_ALLOW_IPS"]),
         abort_wait_seconds=_float("ABORT_WAIT_SECONDS", raw["ABORT_WAIT_SECONDS"], 0, 30),
         max_body_bytes=_int("MAX_BODY_BYTES", raw["MAX_BODY_BYTES"], 1024, 64 * 1024 * 1024),
         devauth_host=raw["DEVAUTH_HOST"],

@@ -153,7 +153,7 @@ def test_create_atomic_never_replaces(tmp_path):
 def test_waiter_rejects_bad_arguments(tmp_path):
     """The demo program answers bad arguments with a usage message and exit code 2."""
     for args in ([], ["x", "s", "r"], ["-1", "s", "r"], ["1", str(tmp_path / "no" / "s"), "r"]):
-        p = subprocess.run([sys.executable, str(ROOT / "scripts" / "wait_a_while.py"), *args],
+        p = subprocess.run([sys.executable, str(ROOT / "jobs" / "programs" / "wait_a_while.py"), *args],
                            capture_output=True, text=True, cwd=tmp_path)
         assert p.returncode == 2 and "usage: wait_a_while.py SECONDS STATUS_FILE RESULT_FILE" in p.stderr
 
@@ -162,7 +162,7 @@ def test_waiter_echoes_notifications_and_finishes(tmp_path):
     """The waiter writes UNSET then FINISHED, 100 %, and logs notification messages."""
     notes = tmp_path / "notifications.txt"
     notes.write_text(json.dumps({"at": 0, "message": "hello <b>"}) + "\n")
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "wait_a_while.py"), "1", "s.txt", "r.txt"],
+    p = subprocess.run([sys.executable, str(ROOT / "jobs" / "programs" / "wait_a_while.py"), "1", "s.txt", "r.txt"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=20,
                        env={**os.environ, "JOB_NOTIFICATIONS_FILE": str(notes)})
     assert p.returncode == 0

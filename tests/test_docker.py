@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,23 @@ def test_compose_runs_facade_and_supervisor_on_one_spool_volume_configured_by_en
     with_devauth = compose_config("--profile", "devauth")["services"]
     assert with_devauth["devauth"]["network_mode"] == "service:facade"
     assert with_devauth["devauth"]["command"][:3] == ["python", "-m", "devauth"]
+
+
+def test_offline_build_instructions_generate_the_dependency_list(tmp_path):
+    """docker/README.md's commands for builds without PyPI, run as written, produce a requirements file with
+    exactly pyproject.toml's dependencies (no list copied by hand), and the image build uses the same script."""
+    from packaging.requirements import Requirement
+    readme = (DOCKER / "README.md").read_text()
+    block = readme.split("## Builds without PyPI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    generate = [line for line in block.splitlines() if "requirements" in line and "pip wheel" not in line]
+    assert generate, block
+    script = "\n".join(generate).replace("/tmp/spoolsoap-requirements.txt", str(tmp_path / "req.txt"))
+    run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT)
+    listed = [Requirement(line) for line in (tmp_path / "req.txt").read_text().splitlines() if line.strip()]
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        declared = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    assert [str(r) for r in declared] == [str(r) for r in listed]
+    assert "docker/requirements.py" in (DOCKER / "Dockerfile").read_text()
 
 
 def test_scripts_are_valid_bash():
@@ -308,6 +326,12 @@ def test_rebuildandrun_builds_the_image_and_starts_the_services(deployment):
     ps = deployment.podman("ps", "--filter", f"name={deployment.project}", "--format", "{{.Names}}").stdout.split()
     assert sorted(ps) == sorted(deployment.container(s) for s in ("facade", "supervisor", "devauth"))
     print(f"rebuildandrun.sh took {deployment.up_seconds:.0f} s")
+    # the closing hint names the compose command that exists here (the standalone docker-compose)
+    jobs = re.search(r"^  Jobs: (.*)$", deployment.output, re.M)
+    assert jobs, deployment.output[-2000:]
+    argv = shlex.split(jobs.group(1))
+    assert "docker-compose" == Path(argv[0]).name, argv
+    run(argv, env=deployment.compose_env, timeout=60)  # and it works (exit 0)
 
 
 def test_image_follows_container_manners(deployment):

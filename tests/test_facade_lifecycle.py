@@ -126,6 +126,22 @@ def test_missing_seconds_defaults_to_sixty(soap, stack, tokens):  # noqa: F811
     assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
 
 
+@pytest.mark.parametrize("element", ["<w:secondsToWait/>", "<w:secondsToWait> \n </w:secondsToWait>"])
+def test_empty_seconds_is_absent_and_defaults_to_sixty(element, soap, stack, tokens):  # noqa: F811
+    """An empty optional input (the WFM sends <secondsToWait/> for an empty field) means the default, as in
+    the reference waiter, not a schema fault."""
+    sid = new_sid("empty")
+    extra = stack.extra().replace("&", "&amp;")
+    r = stack.post(soap_envelope(
+        f"<w:startWaiter><w:serviceID>{sid}</w:serviceID><w:sessionToken>{tokens['alice']}</w:sessionToken>"
+        f"<w:extraParameters>{extra}</w:extraParameters>{element}</w:startWaiter>"))
+    assert 200 == r.status_code, r.text
+    spec = json.loads(wait_for(lambda: (stack.spool / "runs" / sid / "spec.json").exists()
+                               and (stack.spool / "runs" / sid / "spec.json").read_text(), 30))
+    assert 60 == spec["inputs"]["secondsToWait"]
+    assert soap.call("zeep", "abortService", sid, tokens["alice"]) is True
+
+
 def test_twenty_parallel_workflows_complete(stack, tokens):  # noqa: F811
     """Twenty workflows started and polled concurrently each end COMPLETED with their own result."""
     sids = [new_sid(f"par{i:02d}") for i in range(20)]

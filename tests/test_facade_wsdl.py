@@ -13,7 +13,7 @@ import pytest
 import requests
 from lxml import etree
 
-from facade_harness import bare_stack, devauth, suds_client, zeep_client  # noqa: F401
+from facade_harness import bare_stack, devauth, make_stack, suds_client, zeep_client  # noqa: F401
 from harness import ROOT, write_env
 
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
@@ -158,3 +158,41 @@ def test_wsdl_address_follows_the_host_the_client_used(bare_stack):  # noqa: F81
         {"Host": "semwes.example.org", "X-Forwarded-Proto": "https"})
     assert bare_stack.base_url == address({})
     assert address({"Host": 'evil"><x'}).startswith("http://127.0.0.1:")
+
+
+def _address(url: str, headers: dict) -> str:
+    r = requests.get(url, headers=headers, timeout=10)
+    return etree.fromstring(r.content).find("wsdl:service/wsdl:port/soap:address", NS).get("location")
+
+
+def test_wsdl_address_follows_forwarded_host_and_port_from_a_trusted_proxy(bare_stack):  # noqa: F811
+    """Behind the platform's reverse proxy (127.0.0.1 is trusted by default) the WSDL names the public URL
+    from X-Forwarded-Host/-Proto/-Port, taking the value the nearest proxy added."""
+    wsdl = bare_stack.wsdl
+    assert "https://public.example.org/demo-waiter/Waiter" == _address(wsdl, {
+        "X-Forwarded-Host": "public.example.org", "X-Forwarded-Proto": "https"})
+    assert "https://public.example.org:8443/demo-waiter/Waiter" == _address(wsdl, {
+        "X-Forwarded-Host": "spoofed.example, public.example.org:80", "X-Forwarded-Proto": "https",
+        "X-Forwarded-Port": "8443"})
+    assert "http://public.example.org/demo-waiter/Waiter" == _address(wsdl, {
+        "X-Forwarded-Host": "public.example.org:8080", "X-Forwarded-Port": "80"})
+    assert bare_stack.base_url == _address(wsdl, {"X-Forwarded-Host": 'evil"><x'})
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_ignored(tmp_path, devauth):  # noqa: F811
+    """With FORWARDED_ALLOW_IPS naming other proxies, a direct client cannot move the WSDL's address."""
+    stack = make_stack(tmp_path, devauth, supervisor=False, FORWARDED_ALLOW_IPS="192.0.2.0/24, 2001:db8::1")
+    try:
+        assert stack.base_url == _address(stack.wsdl, {
+            "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443"})
+    finally:
+        stack.stop()
+
+
+def test_bad_forwarded_allow_ips_stops_start_up(tmp_path):
+    """A FORWARDED_ALLOW_IPS entry that is no address or network is named at start-up."""
+    env_file = write_env(tmp_path, FORWARDED_ALLOW_IPS="127.0.0.1, proxy.example")
+    done = subprocess.run([sys.executable, "-m", "facade"], cwd=ROOT, capture_output=True, text=True,
+                          env={"ENV_FILE": str(env_file), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert 2 == done.returncode
+    assert "FORWARDED_ALLOW_IPS: 'proxy.example' is not an IP address or network" in done.stderr

@@ -1,0 +1,232 @@
+"""./bin/up after its virtual environment is ready: check, start, show, watch, stop.
+
+Nothing is started unless it can work: a stack already up on this spool or a
+port held by another process is reported (with who holds it) and ./bin/up
+exits 1, instead of starting services that die at once. A service that exits
+during start-up or later stops the others and ./bin/up with it (exit 1).
+Ctrl-C (or TERM) stops the three services and says which jobs keep running:
+they run in their own sessions and the next supervisor adopts them.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+from jobs import config as config_mod  # noqa: E402
+from jobs.definitions import load_definitions  # noqa: E402
+from jobs.errors import JobsError  # noqa: E402
+from jobs.spool import Spool  # noqa: E402
+
+READY_SECONDS = 30
+STOP_SECONDS = 15
+ACTIVE = ("RUNNING", "STOPPING")
+
+
+class Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _stop(signum, frame):
+    raise Stop()
+
+
+def say(text: str = "", err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def port_holder(host: str, port: int) -> str | None:
+    """None if (host, port) can be bound; else who holds it, as well as can be told."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no obstacle
+        try:
+            s.bind((host, port))
+            return None
+        except OSError:
+            pass
+    try:
+        owners = {c.pid for c in psutil.net_connections("inet")
+                  if c.laddr and c.laddr.port == port and c.pid and not c.raddr}
+    except psutil.Error:
+        owners = set()
+    for pid in sorted(owners):
+        try:
+            return f"pid {pid} ({shlex.join(psutil.Process(pid).cmdline())[:160]})"
+        except psutil.Error:
+            continue
+    return f"another process (ask `ss -ltnp 'sport = :{port}'` which)"
+
+
+def supervisor_running(env: dict) -> str | None:
+    """`jobctl status` says whether a supervisor runs on this spool: its first line if it does."""
+    done = subprocess.run([str(Path(sys.executable).parent / "jobctl"), "status"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    first = (done.stdout.strip().splitlines() or ["a supervisor runs"])[0]
+    return " ".join(first.split()) if done.returncode in (0, 1) else None
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            r.read()
+        return True
+    except OSError:
+        return False
+
+
+def active_jobs(spool_dir: Path) -> list[str]:
+    """serviceIDs whose state.json says RUNNING or STOPPING."""
+    runs = spool_dir / "runs"
+    if not runs.is_dir():
+        return []
+    spool, found = Spool(spool_dir), []
+    for sid in sorted(os.listdir(runs)):
+        try:
+            state = spool.read_state(sid)
+        except (OSError, JobsError):
+            continue
+        if isinstance(state, dict) and state.get("state") in ACTIVE:
+            found.append(sid)
+    return found
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join("        " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Service:
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict):
+        self.name, self.log = name, log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def exited(self) -> int | None:
+        return self.proc.poll()
+
+
+def stop_all(services: list[Service]) -> None:
+    for s in services:
+        if s.exited() is None:
+            s.proc.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for s in services:
+        try:
+            s.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        cfg = config_mod.load()
+        definitions = load_definitions(cfg.definitions_dir)
+    except JobsError as e:
+        say(f"up: {e}", err=True)
+        return 2
+    facade = f"http://{url_host(cfg.facade_host)}:{cfg.facade_port}"
+    services = {d.service: f"{facade}{cfg.context_root}/{d.service}?wsdl" for d in definitions.values()}
+    auth_wsdl = f"http://{url_host(cfg.devauth_host)}:{cfg.devauth_port}/authManager/AuthManager?wsdl"
+    log_dir = cfg.spool_dir.parent / "log"
+    creds = cfg.devauth_users_file.parent / "demo-credentials.txt"
+    # the façade asks only AUTH_MANAGERS: unless the env file names some, the auth manager started here
+    env = {**os.environ, "AUTH_MANAGERS": " ".join(cfg.auth_managers) or auth_wsdl}
+
+    # -- is anything in the way? -------------------------------------------------
+    running = supervisor_running(env)
+    if running:
+        what = f"{running}; the façade answers at {facade}" if answers(next(iter(services.values()))) else running
+        say(f"up: the system is already up on spool {cfg.spool_dir} ({what}).\n"
+            "    Use it, or stop it first (Ctrl-C in the terminal of the ./bin/up that started it).", err=True)
+        return 1
+    for key, host, port in (("FACADE_PORT", cfg.facade_host, cfg.facade_port),
+                            ("DEVAUTH_PORT", cfg.devauth_host, cfg.devauth_port)):
+        holder = port_holder(host, port)
+        if holder:
+            say(f"up: start-up failed: port {port} ({key}) on {host} is in use by {holder}.\n"
+                f"    Stop that process or set {key} in {cfg.env_file or 'an env file (./env)'}.", err=True)
+            return 1
+
+    # -- start and wait until everything answers ----------------------------------
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Service] = []
+    try:
+        for name, module in (("devauth", ["devauth", "serve", "--demo"]), ("supervisor", ["supervisor.daemon"]),
+                             ("facade", ["facade"])):
+            started.append(Service(name, [sys.executable, "-m", *module], log_dir / f"{name}.log", env))
+        deadline = time.monotonic() + READY_SECONDS
+        for url in [*services.values(), auth_wsdl]:
+            while not answers(url):
+                dead = next((s for s in started if s.exited() is not None), None)
+                if dead is not None:
+                    say(f"up: start-up failed: the {dead.name} exited with code {dead.exited()}; "
+                        f"the end of {dead.log}:\n{tail(dead.log)}", err=True)
+                    stop_all(started)
+                    return 1
+                if time.monotonic() > deadline:
+                    say(f"up: start-up failed: no answer from {url} after {READY_SECONDS} s; see {log_dir}/*.log",
+                        err=True)
+                    stop_all(started)
+                    return 1
+                time.sleep(0.2)
+
+        say("\n  The system is up.")
+        say("    Services (point the workflow manager or a client at a WSDL):")
+        for d in definitions.values():
+            say(f"        {d.service:<16} {services[d.service]}")
+        say(f"    Development auth manager (extraParameters: auth=<this>,):\n        {auth_wsdl}")
+        if creds.exists():
+            say("    Demo user:\n" + "\n".join("        " + line for line in creds.read_text().splitlines()))
+        say(f"    Logs: {log_dir}/{{devauth,supervisor,facade}}.log")
+        say("    Spool: jobctl list   (in another terminal: source .venv/bin/activate)")
+        if "waiter" in definitions:
+            say("\n  Try it (another terminal):\n    .venv/bin/waiter-client run --seconds 20 --user demo "
+                f"--project demo --password-stdin < <(sed -n 's/^password=//p' {shlex.quote(str(creds))})")
+        say("\n  Ctrl-C stops the services; running jobs keep running.")
+
+        while True:
+            dead = next((s for s in started if s.exited() is not None), None)
+            if dead is not None:
+                say(f"up: the {dead.name} exited with code {dead.exited()}; stopping the others. "
+                    f"The end of {dead.log}:\n{tail(dead.log)}", err=True)
+                stop_all(started)
+                return 1
+            time.sleep(0.5)
+    except Stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        say("\nstopping services (running jobs keep running)...")
+        stop_all(started)
+        jobs = active_jobs(cfg.spool_dir)
+        if jobs:
+            listed = ", ".join(jobs[:10]) + (f" and {len(jobs) - 10} more" if len(jobs) > 10 else "")
+            say(f"{len(jobs)} job{'s' if len(jobs) > 1 else ''} still running: {listed}.\n"
+                "The next ./bin/up adopts them (jobctl list shows them; jobctl kill ID stops one).")
+        else:
+            say("No job was running.")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

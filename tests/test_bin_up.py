@@ -1,0 +1,114 @@
+"""./bin/up with real processes: its own env file (ENV_FILE) on free ports.
+
+Why: ./bin/up is the first thing a new user runs. It used to wait 30 s and
+exit 0 when a port was taken, report "The system is up." while its own
+services died because the stack was already up, stay silent on Ctrl-C, and
+list only the Waiter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facade_harness import definitions_dir
+from harness import ROOT, free_port, kill_leftovers, wait_for, write_env
+
+UP = ROOT / "bin" / "up"
+
+
+class Up:
+    """One ./bin/up process in its own process group, as a terminal would run it."""
+
+    def __init__(self, env_file: Path, out: Path):
+        self.out_path = out
+        self._out = open(out, "wb")
+        self.proc = subprocess.Popen([str(UP)], stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env={**os.environ, "ENV_FILE": str(env_file)}, start_new_session=True)
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        self._out.close()
+
+
+@pytest.fixture
+def env_file(tmp_path):
+    path = write_env(tmp_path, DEFINITIONS_DIR=definitions_dir(tmp_path), LOG_LEVEL="info")
+    yield path
+    kill_leftovers(tmp_path)
+
+
+def env_value(env_file: Path, key: str) -> str:
+    return next(line.split("=", 1)[1] for line in env_file.read_text().splitlines() if line.startswith(key + "="))
+
+
+def test_up_lists_every_service_refuses_a_second_run_and_reports_running_jobs_on_ctrl_c(env_file, tmp_path):
+    """The banner names every definition's WSDL; a second ./bin/up while it is up exits 1 saying so (and the
+    first stack keeps serving); Ctrl-C prints the stopping line and names the job still running."""
+    up = Up(env_file, tmp_path / "up.out")
+    try:
+        wait_for(lambda: "The system is up." in up.output() or up.proc.poll() is not None, 90,
+                 what="./bin/up banner")
+        banner = up.output()
+        assert "The system is up." in banner, banner
+        port = env_value(env_file, "FACADE_PORT")
+        for service in ("Waiter", "Tree", "ExitWith"):
+            assert f"http://127.0.0.1:{port}/demo-waiter/{service}?wsdl" in banner, banner
+
+        second = Up(env_file, tmp_path / "up2.out")
+        assert 1 == second.wait(60), second.output()
+        assert "already up" in second.output(), second.output()
+        assert up.proc.poll() is None, up.output()
+
+        env = {**os.environ, "ENV_FILE": str(env_file)}
+        jobctl = str(Path(sys.executable).parent / "jobctl")
+        sid = subprocess.run([jobctl, "submit", "waiter", "secondsToWait=60"], env=env, capture_output=True,
+                             text=True, check=True, timeout=30).stdout.strip()
+        state = tmp_path / "spool" / "runs" / sid / "state.json"
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["state"] == "RUNNING", 30,
+                 what=f"{sid} RUNNING")
+
+        os.killpg(up.proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+        assert 0 == up.wait(60), up.output()
+        after = up.output()[len(banner):]
+        assert "stopping services" in after, after
+        assert f"1 job still running: {sid}" in after, after
+    finally:
+        up.kill()
+
+
+def test_up_with_the_facade_port_taken_exits_1_naming_the_port_and_its_holder(env_file, tmp_path):
+    """Another process listening on FACADE_PORT: ./bin/up starts nothing, exits 1 at once, names port and pid."""
+    port = int(env_value(env_file, "FACADE_PORT"))
+    with socket.create_server(("127.0.0.1", port)):
+        up = Up(env_file, tmp_path / "up.out")
+        started = time.monotonic()
+        try:
+            code = up.wait(60)
+        finally:
+            up.kill()
+    out = up.output()
+    assert 1 == code, out
+    assert time.monotonic() - started < 25, out
+    assert f"port {port} (FACADE_PORT) on 127.0.0.1 is in use by pid {os.getpid()}" in out, out
+    assert not (tmp_path / "log" / "supervisor.log").exists()
