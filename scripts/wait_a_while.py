@@ -1,0 +1,1 @@
+../jobs/programs/wait_a_while.py
