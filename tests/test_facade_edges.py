@@ -163,7 +163,7 @@ def test_slow_and_idle_clients_do_not_starve_polls_and_are_timed_out(tmp_path, d
                  "<soapenv:Envelope").encode()
     held = []
     try:
-        for i in range(300):
+        for i in range(500):
             held.append(_held(port, (half_headers, half_body, b"")[i % 3]))
         time.sleep(0.5)
         worst = 0.0
@@ -172,7 +172,7 @@ def test_slow_and_idle_clients_do_not_starve_polls_and_are_timed_out(tmp_path, d
             r = _post(stack, POLL.format(sid=sid, token=token), timeout=10)
             worst = max(worst, time.monotonic() - t0)
             assert 200 == r.status_code
-        assert worst < 2.0, f"a poll took {worst:.2f} s with 300 slow connections held"
+        assert worst < 2.0, f"a poll took {worst:.2f} s with 500 slow connections held"
 
         def all_closed():
             for s in held:
