@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from html import escape
 
 import psutil
@@ -17,8 +18,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from facade_harness import devauth, make_stack, new_sid, soap_envelope  # noqa: F401
-from harness import start_supervisor, wait_for
+from facade_harness import devauth, make_stack, new_sid, soap_envelope, wait_http  # noqa: F401
+from harness import ROOT, Managed, free_port, start_supervisor, wait_for
 from test_full_disk import fill, small  # noqa: F401
 
 POLLS, BAD_POLLS = 80, 6
@@ -132,3 +133,34 @@ def test_readyz_says_503_while_the_spool_is_full(small):  # noqa: F811
     finally:
         os.unlink(small.spool / "filler")
     wait_for(lambda: requests.get(base + "/readyz", timeout=10).status_code == 200, 15, what="ready after space")
+
+
+CONSOLE_APP = """\
+from starlette.applications import Starlette
+from console.health import routes
+app = Starlette(routes=routes)
+"""
+
+
+def test_console_health_routes_serve_the_same_answers(tmp_path, devauth):  # noqa: F811
+    """console/health.py's routes in a Starlette app under granian, as the console mounts them."""
+    s = make_stack(tmp_path / "stack", devauth)
+    try:
+        (tmp_path / "app").mkdir()
+        (tmp_path / "app" / "console_probe.py").write_text(CONSOLE_APP)
+        port = free_port()
+        server = Managed([sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                          "--port", str(port), "--workers", "1", "console_probe:app"], tmp_path / "console.log",
+                         {"ENV_FILE": str(s.env_file), "PYTHONPATH": f"{tmp_path / 'app'}:{ROOT}"})
+        s.extras.append(server)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz", server, what="console probe")
+        assert requests.get(base + "/readyz", timeout=10).status_code == 200
+        m = metrics(base)
+        assert m[("spoolsoap_queue_length", ())] == 0
+        assert not any(name.startswith("spoolsoap_facade") for name, _ in m)
+        s.supervisor.stop()
+        r = requests.get(base + "/readyz", timeout=10)
+        assert r.status_code == 503 and "supervisor not running" in r.text
+    finally:
+        s.stop()
