@@ -899,7 +899,7 @@ def s8_slurm(b: Bench) -> None:
                         value_of(floor, scale=MS) if floor else None, "local executor (S4)", "{:.0f}"))
 
 
-SCENARIOS = ("S4", "S5", "S3", "S7", "S6", "S1", "S2", "S9", "S8")
+SCENARIOS = ("S4", "S5", "S3", "S7", "S6", "S1", "S2", "S9", "S10", "S8")
 
 
 def run_all(b: Bench, only: set[str] | None = None) -> None:
@@ -924,7 +924,7 @@ def run_all(b: Bench, only: set[str] | None = None) -> None:
         attempt("S3", s3_start_latency, b)
     if want("S7"):
         attempt("S7", s7_spool_size, b)
-    if want("S1", "S2", "S6", "S9"):
+    if want("S1", "S2", "S6", "S9", "S10"):
         idle = attempt("S6", s6_idle, b)
         if attempt("fleet", start_fleet, b) and idle is not None:
             if want("S1", "S6"):
@@ -933,5 +933,8 @@ def run_all(b: Bench, only: set[str] | None = None) -> None:
                 attempt("S2", s2_throughput, b)
             if want("S9"):
                 attempt("S9", s9_server_choice, b)
+            if want("S10"):
+                from .console import s10_console  # it uses this module's helpers
+                attempt("S10", s10_console, b)
     if want("S8"):
         attempt("S8", s8_slurm, b)

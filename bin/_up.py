@@ -4,7 +4,8 @@ Nothing is started unless it can work: a stack already up on this spool or a
 port held by another process is reported (with who holds it) and ./bin/up
 exits 1, instead of starting services that die at once. A service that exits
 during start-up or later stops the others and ./bin/up with it (exit 1).
-Ctrl-C (or TERM) stops the three services and says which jobs keep running:
+The operator console is started too when it is installed (console.app).
+Ctrl-C (or TERM) stops the services and says which jobs keep running:
 they run in their own sessions and the next supervisor adopts them.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shlex
 import signal
 import socket
+import importlib.util
 import subprocess
 import sys
 import time
@@ -106,6 +108,14 @@ def active_jobs(spool_dir: Path) -> list[str]:
     return found
 
 
+def console_present() -> bool:
+    """The operator console is optional: started when its package is installed."""
+    try:
+        return importlib.util.find_spec("console.app") is not None
+    except ImportError:
+        return False
+
+
 def tail(path: Path, lines: int = 8) -> str:
     try:
         return "\n".join("        " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
@@ -148,6 +158,8 @@ def main() -> int:
     facade = f"http://{url_host(cfg.facade_host)}:{cfg.facade_port}"
     services = {d.service: f"{facade}{cfg.context_root}/{d.service}?wsdl" for d in definitions.values()}
     auth_wsdl = f"http://{url_host(cfg.devauth_host)}:{cfg.devauth_port}/authManager/AuthManager?wsdl"
+    console_host, console_port = getattr(cfg, "console_host", "127.0.0.1"), getattr(cfg, "console_port", 8082)
+    console = f"http://{url_host(console_host)}:{console_port}" if console_present() else None
     log_dir = cfg.spool_dir.parent / "log"
     creds = cfg.devauth_users_file.parent / "demo-credentials.txt"
     # the façade asks only AUTH_MANAGERS: unless the env file names some, the auth manager started here
@@ -160,8 +172,8 @@ def main() -> int:
         say(f"up: the system is already up on spool {cfg.spool_dir} ({what}).\n"
             "    Use it, or stop it first (Ctrl-C in the terminal of the ./bin/up that started it).", err=True)
         return 1
-    for key, host, port in (("FACADE_PORT", cfg.facade_host, cfg.facade_port),
-                            ("DEVAUTH_PORT", cfg.devauth_host, cfg.devauth_port)):
+    ports = [("FACADE_PORT", cfg.facade_host, cfg.facade_port), ("DEVAUTH_PORT", cfg.devauth_host, cfg.devauth_port)]
+    for key, host, port in ports + ([("CONSOLE_PORT", console_host, console_port)] if console else []):
         holder = port_holder(host, port)
         if holder:
             say(f"up: start-up failed: port {port} ({key}) on {host} is in use by {holder}.\n"
@@ -172,11 +184,12 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     started: list[Service] = []
     try:
-        for name, module in (("devauth", ["devauth", "serve", "--demo"]), ("supervisor", ["supervisor.daemon"]),
-                             ("facade", ["facade"])):
+        modules = [("devauth", ["devauth", "serve", "--demo"]), ("supervisor", ["supervisor.daemon"]),
+                   ("facade", ["facade"])] + ([("console", ["console"])] if console else [])
+        for name, module in modules:
             started.append(Service(name, [sys.executable, "-m", *module], log_dir / f"{name}.log", env))
         deadline = time.monotonic() + READY_SECONDS
-        for url in [*services.values(), auth_wsdl]:
+        for url in [*services.values(), auth_wsdl] + ([f"{console}/healthz"] if console else []):
             while not answers(url):
                 dead = next((s for s in started if s.exited() is not None), None)
                 if dead is not None:
@@ -198,7 +211,10 @@ def main() -> int:
         say(f"    Development auth manager (extraParameters: auth=<this>,):\n        {auth_wsdl}")
         if creds.exists():
             say("    Demo user:\n" + "\n".join("        " + line for line in creds.read_text().splitlines()))
-        say(f"    Logs: {log_dir}/{{devauth,supervisor,facade}}.log")
+        if console:
+            say(f"    Operator console (log in as the demo user):\n        {console}/")
+        say(f"    Health: {facade}/readyz, metrics: {facade}/metrics" + (f" and {console}/metrics" if console else ""))
+        say(f"    Logs: {log_dir}/{{{','.join(name for name, _ in modules)}}}.log")
         say("    Spool: jobctl list   (in another terminal: source .venv/bin/activate)")
         if "waiter" in definitions:
             say("\n  Try it (another terminal):\n    .venv/bin/waiter-client run --seconds 20 --user demo "

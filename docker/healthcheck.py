@@ -1,9 +1,12 @@
 """The image's HEALTHCHECK: exit 0 if the component this container runs is serving, 1 if not.
 
-    python /opt/spoolsoap/docker/healthcheck.py [facade|supervisor|devauth]
+    python /opt/spoolsoap/docker/healthcheck.py [facade|supervisor|devauth|console]
 
 Without an argument the component is found among the container's processes.
-- facade: every service's WSDL answers 200 under CONTEXT_ROOT;
+- facade: every service's WSDL answers 200 under CONTEXT_ROOT, and /healthz;
+- console: its /healthz answers 200 (its /readyz and the façade's say whether
+  the spool takes writes and the supervisor is alive: for a load balancer, not
+  a restart);
 - supervisor: the daemon's heartbeat (supervisor.json in the spool) is recent
   and names a live process;
 - devauth: the auth manager's WSDL answers 200.
@@ -32,6 +35,8 @@ def running_component() -> str | None:
             return "supervisor"
         if "facade" in argv and "-m" in argv:
             return "facade"
+        if "console" in argv and "-m" in argv:
+            return "console"
         if "devauth" in argv:
             return "devauth"
     return None
@@ -58,7 +63,13 @@ def check_facade(cfg) -> str:
     services = sorted({d.service for d in load_definitions(cfg.definitions_dir).values()})
     for service in services:
         _get(f"http://{_local(cfg.facade_host)}:{cfg.facade_port}{cfg.context_root}/{service}?wsdl")
+    _get(f"http://{_local(cfg.facade_host)}:{cfg.facade_port}/healthz")
     return f"{len(services)} service(s) answer under {cfg.context_root}"
+
+
+def check_console(cfg) -> str:
+    _get(f"http://{_local(getattr(cfg, 'console_host', '127.0.0.1'))}:{getattr(cfg, 'console_port', 8082)}/healthz")
+    return "/healthz answers"
 
 
 def check_supervisor(cfg) -> str:
@@ -82,9 +93,10 @@ def check_devauth(cfg) -> str:
 
 def main(argv: list[str]) -> int:
     component = argv[0] if argv else running_component()
-    checks = {"facade": check_facade, "supervisor": check_supervisor, "devauth": check_devauth}
+    checks = {"facade": check_facade, "supervisor": check_supervisor, "devauth": check_devauth,
+              "console": check_console}
     if component not in checks:
-        print(f"healthcheck: unknown component {component!r} (facade, supervisor or devauth)")
+        print(f"healthcheck: unknown component {component!r} (facade, supervisor, devauth or console)")
         return 1
     try:
         from jobs import config

@@ -1,8 +1,9 @@
 """`make_app(config)`: the façade's WSGI callable, one SOAP service per job definition.
 
 Each service is mounted at `<CONTEXT_ROOT>/<definition.service>` (the waiter:
-`/demo-waiter/Waiter`, WSDL at `?wsdl`); every other path is a 404 that lists
-the services. `RequestGuard` sits in front of everything.
+`/demo-waiter/Waiter`, WSDL at `?wsdl`); `/healthz`, `/readyz` and `/metrics`
+answer beside them (facade.metrics); every other path is a 404 that lists
+the services. `RequestGuard` sits in front of the services.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from jobs.spool import Spool
 from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
 from .guard import RequestGuard, soap_fault
+from .metrics import HEALTH_PATHS, instrument
 from .operations import Operations
 from .proxies import TrustedProxies, forwarded_port, last_value
 from .service import DefinitionSoap11, build_service, status_operation
@@ -91,14 +93,15 @@ class HostAwareWsgiApplication(WsgiApplication):
 
 
 class Router:
-    """Exact-path dispatch to the mounted services."""
+    """Exact-path dispatch to the mounted services; anything else to `fallback`, or a 404."""
 
-    def __init__(self, routes: dict[str, Callable]):
+    def __init__(self, routes: dict[str, Callable], fallback: Callable | None = None):
         self.routes = routes
+        self.fallback = fallback
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        app = self.routes.get(path) or self.routes.get(path.rstrip("/"))
+        app = self.routes.get(path) or self.routes.get(path.rstrip("/")) or self.fallback
         if app is not None:
             return _last_resort(app, environ, start_response)
         body = ("not found; services here: "
@@ -148,6 +151,8 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
         spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
                                              trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
         routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path, enabled=config.facade_fast_path)
-    guard = RequestGuard(Router(routes), config.max_body_bytes)
-    guard.paths = list(routes)  # for the start-up banner
-    return guard
+    # /healthz, /readyz, /metrics sit beside CONTEXT_ROOT, outside the guard and the request counts
+    counted, health = instrument(RequestGuard(Router(routes), config.max_body_bytes), spool, config.reconcile_seconds)
+    app = Router(dict.fromkeys(HEALTH_PATHS, health), fallback=counted)
+    app.paths = list(routes)  # for the start-up banner
+    return app

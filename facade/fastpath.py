@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable
 import structlog
 from lxml import etree
 
+from .metrics import note
 from .protocol import soap_action
 
 PRECOMPUTED = "facade.precomputed"   # environ key: an Outcome for facade.service's wrapper
@@ -146,6 +147,7 @@ class StatusFastPath:
             environ[PRECOMPUTED] = Outcome(OPERATION, args, value=answer)
             return self.spyne_app(environ, start_response)
         body = self.template.render(values)
+        note(environ, OPERATION)
         start_response("200 OK", _HEADERS_OK + [("Content-Length", str(len(body)))])
         return [body]
 

@@ -53,6 +53,7 @@ from .errors import (ALL_ERRORS, AuthManagerUnavailable, FacadeError, InternalEr
                      JobFailed, JobNotActive, ServiceUnavailable, TokenValidationFailed, UnknownServiceID,
                      WrongProject)
 from .fastpath import precomputed
+from .metrics import note
 from .jobview import xml_safe
 from .operations import Operations
 from .protocol import SafeSoap11
@@ -111,6 +112,9 @@ def _operation(name: str, fn: Callable[..., Any], faults: dict[type[FacadeError]
         sid = args[0]
         structlog.contextvars.bind_contextvars(
             service_id=sid[:140] if isinstance(sid, str) else None, operation=name)
+        environ = getattr(getattr(ctx, "transport", None), "req_env", None)
+        environ = environ if isinstance(environ, dict) else {}
+        note(environ, name)
         try:
             done = precomputed(ctx, name, args)
             if done is not None:
@@ -119,8 +123,10 @@ def _operation(name: str, fn: Callable[..., Any], faults: dict[type[FacadeError]
                 return done.value
             return fn(*args)
         except FacadeError as e:
+            note(environ, name, e.fault_name)
             raise declared(e) from None
         except Exception as e:
+            note(environ, name, (ServiceUnavailable if storage_refused(e) else InternalError).fault_name)
             if (errno_name := storage_refused(e)) is not None:
                 log.warning("storage_refused", errno=errno_name, error=str(e))
                 raise declared(ServiceUnavailable(

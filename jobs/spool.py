@@ -288,6 +288,10 @@ class Spool:
             _unlink(tmp)
             raise
 
+    def probe_write(self) -> None:
+        """Stage a tiny file in tmp/ and remove it; the OSError says why the spool takes no writes."""
+        os.unlink(self._stage(b"probe\n", durable=False))
+
     def create_atomic(self, dest: Path, data: bytes) -> bool:
         """Like write_atomic but never replaces: False if dest already exists."""
         tmp = self._stage(data)

@@ -174,8 +174,11 @@ def definitions_dir(directory: Path) -> Path:
     return defs
 
 
-def make_stack(directory: Path, auth: DevAuth, supervisor: bool = True, **overrides) -> Stack:
-    """A stack whose façade allows `auth` (AUTH_MANAGERS) unless `overrides` say otherwise."""
+def make_stack(directory: Path, auth: DevAuth, supervisor: bool = True, facade_env: dict | None = None,
+               **overrides) -> Stack:
+    """A stack whose façade allows `auth` (AUTH_MANAGERS) unless `overrides` say otherwise.
+
+    `facade_env`: extra environment variables for the façade process only."""
     directory.mkdir(parents=True, exist_ok=True)
     overrides.setdefault("DEFINITIONS_DIR", str(definitions_dir(directory)))
     overrides.setdefault("AUTH_MANAGERS", auth.wsdl)
@@ -183,7 +186,7 @@ def make_stack(directory: Path, auth: DevAuth, supervisor: bool = True, **overri
     cfg = jobs_config.load(env_file, {})
     sup = start_supervisor(env_file, directory / "supervisor.log") if supervisor else None
     try:
-        fac = start_facade(env_file, directory / "facade.log")
+        fac = start_facade(env_file, directory / "facade.log", **(facade_env or {}))
     except BaseException:
         if sup:
             sup.stop()

@@ -105,10 +105,13 @@ def test_compose_runs_facade_and_supervisor_on_one_spool_volume_configured_by_en
     assert services["facade"]["environment"]["FACADE_HOST"] == "0.0.0.0"
     assert services["facade"]["build"]["args"]["BASE"] == "python:3.11-slim-bookworm"
     assert {p["target"] for p in services["facade"]["ports"]} == {int(env_lines["FACADE_PORT"]),
-                                                                 int(env_lines["DEVAUTH_PORT"])}
+                                                                 int(env_lines["DEVAUTH_PORT"]), 8082}
     with_devauth = compose_config("--profile", "devauth")["services"]
     assert with_devauth["devauth"]["network_mode"] == "service:facade"
     assert with_devauth["devauth"]["command"][:3] == ["python", "-m", "devauth"]
+    with_console = compose_config("--profile", "console")["services"]
+    assert with_console["console"]["command"] == ["python", "-m", "console"]
+    assert ("volume", "spool", SPOOL) in {(v["type"], v["source"], v["target"]) for v in with_console["console"]["volumes"]}
 
 
 def test_offline_build_instructions_generate_the_dependency_list(tmp_path):

@@ -1,0 +1,183 @@
+"""S10: the operator console with the fleet running and 20 browsers' event streams open.
+
+Asks of the console only what a browser uses: a `/login` form POST (the
+bench's devauth user) and the server-sent events at `/events`. A change in
+the spool is a job's state change: a BenchNoop job (`true`) is started and
+ends at once; its delay is from the mtime of its SUCCEEDED state.json (the
+supervisor's write) to the first event naming the job and SUCCEEDED on each
+stream. Meanwhile the console's CPU; and S1-like polls and the supervisor's
+CPU with and without the console, in interleaved blocks.
+"""
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+import threading
+import time
+
+import psutil
+import requests
+
+from .report import Figure, Target, Value, value_of
+from .scenarios import HOST, MS, NOOP, Bench, Sampler, _cpu, log, poll_load
+from .stack import PROJECT, free_port, wait_http
+from .stats import percentile, summary
+
+BROWSERS = 20
+
+
+def console_installed() -> str | None:
+    """None if the console can run, else why not."""
+    try:
+        if importlib.util.find_spec("console.app") is None:
+            return "the console is not installed (console.app not found)"
+    except ImportError as e:
+        return f"the console is not installed ({e})"
+    return None
+
+
+class Stream(threading.Thread):
+    """One logged-in browser: its /events stream, every data line with its arrival time."""
+
+    def __init__(self, base: str, user: str):
+        super().__init__(daemon=True)
+        self.session = requests.Session()
+        r = self.session.post(f"{base}/login", data={"username": user, "password": f"{user}-pw", "project": PROJECT},
+                              timeout=30, allow_redirects=False)
+        if r.status_code >= 400:
+            raise RuntimeError(f"console login as {user}: HTTP {r.status_code}: {r.text[:200]}")
+        self.url, self.events, self.halt, self.error = f"{base}/events", [], threading.Event(), None
+        self.response = None
+
+    def run(self) -> None:
+        try:
+            with self.session.get(self.url, stream=True, timeout=(10, None),
+                                  headers={"Accept": "text/event-stream"}) as r:
+                self.response = r
+                if r.status_code != 200:
+                    raise RuntimeError(f"/events: HTTP {r.status_code}")
+                for line in r.iter_lines(decode_unicode=True):
+                    if self.halt.is_set():
+                        return
+                    if line and line.startswith("data:"):
+                        self.events.append((time.time(), line))
+        except Exception as e:  # noqa: BLE001 - reported by the scenario
+            if not self.halt.is_set():
+                self.error = e
+
+    def close(self) -> None:
+        self.halt.set()
+        if self.response is not None:
+            self.response.close()
+
+
+def _console(b: Bench):
+    port = free_port()
+    env = {"ENV_FILE": str(b.env.path), "CONSOLE_HOST": HOST, "CONSOLE_PORT": str(port),
+           "AUTH_MANAGERS": b.auth.wsdl}
+    proc = b.stack._start("console", [sys.executable, "-m", "console"], b.env.path.parent / "console.log", env)
+    base = f"http://{HOST}:{port}"
+    wait_http(f"{base}/healthz", proc)
+    streams = [Stream(base, b.auth.users[i % len(b.auth.users)]) for i in range(BROWSERS)]
+    for s in streams:
+        s.start()
+    return proc, streams
+
+
+def _stop(b: Bench, proc, streams) -> None:
+    for s in streams:
+        s.close()
+    proc.stop()
+    b.stack.procs.remove(proc)
+
+
+def _delays(b: Bench, streams: list[Stream], samples: int) -> list[float]:
+    """Start a job that ends at once; how long until each stream names it as SUCCEEDED."""
+    delays = []
+    for i in range(samples):
+        sid = f"s10-{i:03d}-{time.time_ns() % 10**9}"
+        b.ours(NOOP, _start_body(b, sid, i))
+        state = b.env.spool / "runs" / sid / "state.json"
+
+        def done():
+            s = b.state(sid)
+            return s is not None and s.get("state") == "SUCCEEDED"
+        from jobs.wait import wait_for
+        wait_for(done, 30, 0.005, f"{sid} SUCCEEDED")
+        changed = state.stat().st_mtime
+        deadline = time.time() + 10
+        for s in streams:
+            while time.time() < deadline:
+                hit = next((t for t, line in list(s.events) if sid in line and "SUCCEEDED" in line.upper()), None)
+                if hit is not None:
+                    delays.append(max(0.0, hit - changed))
+                    break
+                time.sleep(0.01)
+        time.sleep(0.3)
+    return delays
+
+
+def _start_body(b: Bench, sid: str, i: int) -> bytes:
+    from . import soap
+    return soap.start_body(NOOP[0], "startBenchNoop", sid, b.token(i), b.auth.extra(), [])
+
+
+def s10_console(b: Bench) -> None:
+    why = console_installed()
+    if why:
+        b.report.skipped.append(f"S10 console: skipped: {why}")
+        return
+    plan = b.plan
+    samples, blocks = (5, 1) if plan.quick else (30, 2)
+    seconds = plan.poll_seconds / 2
+    n = plan.poll_ns[1]
+    log(f"S10 console: {BROWSERS} event streams, {samples} state changes, {len(b.fleet)} jobs running")
+    proc, streams = _console(b)
+    try:
+        procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+        t0, cpu0 = time.monotonic(), _cpu(procs)
+        delays = _delays(b, streams, samples)
+        console_share = (_cpu(procs) - cpu0) / (time.monotonic() - t0) * 100
+        broken = [s.error for s in streams if s.error is not None]
+    finally:
+        _stop(b, proc, streams)
+    expected = samples * BROWSERS
+    if broken or not delays:
+        raise RuntimeError(f"S10: {len(delays)} of {expected} events seen; stream errors: {broken[:3]}")
+    d = summary(delays)
+    b.report.add(Figure("S10", f"spool change → event on {BROWSERS} open streams, p50", "ms",
+                        value_of(d, scale=MS), None, "", "{:.1f}"))
+    b.report.add(Figure("S10", f"spool change → event on {BROWSERS} open streams, p95", "ms",
+                        Value(percentile(delays, 95) * MS, d["p75"] * MS, d["max"] * MS, "p75–max", d["n"]),
+                        None, "", "{:.1f}"))
+    b.report.add(Figure("S10", f"console CPU, {BROWSERS} streams, {len(b.fleet):,} jobs running", "% of a core",
+                        Value(console_share, console_share, console_share, "one window", 1), None, "", "{:.2f}"))
+    b.report.notes.append(f"S10: {len(delays)} of {expected} events seen (a BenchNoop job's SUCCEEDED state.json → "
+                          f"the first event naming it, on each of {BROWSERS} logged-in streams)")
+
+    # the supervisor and the façade with and without the console, interleaved
+    with_c, without = {"p99": [], "cpu": []}, {"p99": [], "cpu": []}
+    for block in range(blocks):
+        for running in (False, True):
+            started = _console(b) if running else None
+            try:
+                with Sampler(b.supervisor.pid) as sup:
+                    res = poll_load(b, n, seconds, baseline=False)
+            finally:
+                if started:
+                    _stop(b, *started)
+            into = with_c if running else without
+            into["p99"].append(summary(res.latencies)["p99"] * MS)
+            into["cpu"].append(sup.share * 100)
+            log(f"  block {block + 1} console {'on' if running else 'off'}: poll p99 {into['p99'][-1]:.2f} ms, "
+                f"supervisor {into['cpu'][-1]:.2f} % of a core")
+    for key, what, unit in (("p99", f"poll p99, N={n:,}, console running", "ms"),
+                            ("cpu", "supervisor CPU, console running", "% of a core")):
+        on, off = statistics.median(with_c[key]), statistics.median(without[key])
+        b.report.add(Figure("S10", what, unit, Value(on, min(with_c[key]), max(with_c[key]), "min–max of blocks",
+                                                     blocks),
+                            Value(off, min(without[key]), max(without[key]), "min–max of blocks", blocks),
+                            "console stopped, interleaved", "{:.2f}", ratio=on / off if off else None))
+    b.report.target(Target("S10", "poll p99 with the console running", statistics.median(with_c["p99"]), 20, "<=",
+                           "ms", f"vs {statistics.median(without['p99']):.2f} ms without"))
