@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-_STOP = re.compile(r"(aborted|restarted) by ([^\s()]+)")
+_STOP = re.compile(r"(aborted|restarted) by ([^\s();,]+)")
 _VERBS = {"aborted": "stopped", "restarted": "restarted"}
 
 
