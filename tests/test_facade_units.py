@@ -448,8 +448,9 @@ def test_aborted_job_reads_aborted(ops):
     """ABORTED: the page and then the fault say the job was aborted, and by whom."""
     adir = claim(ops, "s-5", JobState.ABORTED, reason="aborted by facade", exit_code=143, started_at=1.0e9)
     (adir / "stdout.log").write_text("aborted after 3 s\n")
-    assert "The job was aborted" in html(ops.status(WAITER, "s-5", "tok"))
-    with pytest.raises(JobFailed, match="job s-5 was aborted: aborted by facade"):
+    page = html(ops.status(WAITER, "s-5", "tok"))
+    assert "The job was aborted" in page and "stopped at the user&#x27;s request (abortService)" in page
+    with pytest.raises(JobFailed, match=r"job s-5 was aborted: stopped at the user's request \(abortService\)"):
         ops.status(WAITER, "s-5", "tok")
 
 
