@@ -15,7 +15,7 @@ import re
 from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.progress import read_percent
-from jobs.reasons import describe
+from jobs.reasons import describe, under_way
 from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
@@ -134,7 +134,7 @@ def running_view(files: RunFiles, definition: Definition, run: RunState) -> Page
     stopping = run.state is JobState.STOPPING
     return PageView(
         state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
-        headline=("Stopping: " + describe(run.stop_reason or run.reason or "stop requested")) if stopping
+        headline=under_way(run.stop_reason or run.reason) if stopping
         else (f"Running, {percent:.0f} % done" if percent is not None else "Running"),
         # a job handed to a cluster but not started there yet: say why it waits
         detail=run.reason if run.started_at is None and not stopping else "",

@@ -196,7 +196,7 @@ def test_restart_runs_attempt_two_and_keeps_attempt_ones_logs(running):
     assert 0 == first.returncode
     assert "aborted after" in first.stdout
     wait_for(lambda: log_contains(running.stdout_log(sid, 2), "waiting 60 s"), 10, what="attempt 2 output")
-    assert "restarted by jobctl" in running.jobctl("show", sid).stdout
+    assert "restarted by an operator (jobctl, user" in running.jobctl("show", sid).stdout
     assert 0 == running.jobctl("kill", sid).returncode
 
 
