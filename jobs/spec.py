@@ -8,7 +8,7 @@ from typing import Any
 from .definitions import Definition
 from .errors import SpecError
 from .spool import MAX_JSON_BYTES, dump_json, validate_service_id
-from .times import iso, read_time
+from .times import from_iso, iso, read_time
 
 SCHEMA_VERSION = 1
 _FIELDS = {"schema_version", "service_id", "job", "inputs", "auth_url", "owner", "submitted_at"}
@@ -23,6 +23,10 @@ class JobSpec:
     owner: dict[str, str | None] = field(default_factory=dict)  # username, project
     submitted_at: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        # the spool keeps times to the microsecond: a spec equals the one read back from its file
+        object.__setattr__(self, "submitted_at", from_iso(iso(self.submitted_at)))
 
     def to_json(self) -> bytes:
         return dump_json({**asdict(self), "submitted_at": iso(self.submitted_at)})
