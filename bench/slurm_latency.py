@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from jobs.runstate import from_iso
+from jobs.times import read_time
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.wait import wait_for
@@ -52,7 +53,7 @@ def measure_spool_to_running(spool_dir: str | Path, samples: int = 5, job: str =
         if state["state"] != "SUCCEEDED":
             raise RuntimeError(f"{sid} ended {state['state']}: {state.get('reason')}")
         exit_file = spool.attempt_dir(sid, state["attempt"]) / "exit.json"
-        shim_started = json.loads(exit_file.read_text())["started_at"]
+        shim_started = read_time(json.loads(exit_file.read_text())["started_at"])  # ISO 8601 (older: UNIX time)
         rows.append({"service_id": sid, "slurm_job_id": state.get("executor_id"),
                      "submitted": submitted - t0, "running": shim_started - t0, "finished": finished - t0,
                      "slurm_started_at": from_iso(state.get("started_at"))})

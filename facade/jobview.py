@@ -15,6 +15,7 @@ import re
 from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.progress import read_percent
+from jobs.reasons import describe, under_way
 from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
@@ -133,7 +134,7 @@ def running_view(files: RunFiles, definition: Definition, run: RunState) -> Page
     stopping = run.state is JobState.STOPPING
     return PageView(
         state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
-        headline=("Stopping: " + (run.stop_reason or run.reason or "stop requested")) if stopping
+        headline=under_way(run.stop_reason or run.reason) if stopping
         else (f"Running, {percent:.0f} % done" if percent is not None else "Running"),
         # a job handed to a cluster but not started there yet: say why it waits
         detail=run.reason if run.started_at is None and not stopping else "",
@@ -154,7 +155,7 @@ def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageVi
     return PageView(
         state="aborted" if aborted else "failed", title=definition.service, service_id=files.sid,
         headline="The job was aborted" if aborted else "The job failed",
-        detail=run.reason, started_at=run.started_at,
+        detail=describe(run.reason), started_at=run.started_at,
         finished_at=run.finished_at if run.started_at is not None else None,
         attempt=run.attempt, exit_code=run.exit_code, signal=run.signal,
         stopped=run.stopped_how(definition.abort_grace_s) or "",

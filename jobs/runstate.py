@@ -3,22 +3,14 @@ from __future__ import annotations
 
 import signal as _signal
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from .errors import SpecError
 from .spool import dump_json, validate_service_id
 from .states import JobState, check_transition
+from .times import from_iso, iso  # noqa: F401  (from_iso: readers import it from here too)
 
 _TIME_FIELDS = ("queued_at", "started_at", "finished_at", "updated_at", "not_before")
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
-def from_iso(value: str | None) -> float | None:
-    return None if value is None else datetime.fromisoformat(value).timestamp()
 
 
 def signal_name(number: int) -> str:

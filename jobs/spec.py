@@ -8,6 +8,7 @@ from typing import Any
 from .definitions import Definition
 from .errors import SpecError
 from .spool import MAX_JSON_BYTES, dump_json, validate_service_id
+from .times import from_iso, iso, read_time
 
 SCHEMA_VERSION = 1
 _FIELDS = {"schema_version", "service_id", "job", "inputs", "auth_url", "owner", "submitted_at"}
@@ -23,8 +24,12 @@ class JobSpec:
     submitted_at: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
 
+    def __post_init__(self):
+        # the spool keeps times to the microsecond: a spec equals the one read back from its file
+        object.__setattr__(self, "submitted_at", from_iso(iso(self.submitted_at)))
+
     def to_json(self) -> bytes:
-        return dump_json(asdict(self))
+        return dump_json({**asdict(self), "submitted_at": iso(self.submitted_at)})
 
     @classmethod
     def parse(cls, data: Any, definitions: dict[str, Definition]) -> "JobSpec":
@@ -55,10 +60,10 @@ class JobSpec:
         if not isinstance(owner, dict) or set(owner) - {"username", "project"} or not all(
                 v is None or (isinstance(v, str) and len(v) <= 256) for v in owner.values()):
             raise SpecError("spec: owner must be an object {username, project} of strings or nulls")
-        ts = data["submitted_at"]
-        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 < ts < 1e11:
-            raise SpecError("spec: submitted_at must be a UNIX time")
-        return cls(sid, job, inputs, auth_url, dict(owner), float(ts))
+        ts = read_time(data["submitted_at"])  # ISO 8601; a UNIX time in specs written before
+        if ts is None:
+            raise SpecError("spec: submitted_at must be an ISO 8601 time with its UTC offset")
+        return cls(sid, job, inputs, auth_url, dict(owner), ts)
 
     @classmethod
     def parse_bytes(cls, raw: bytes, definitions: dict[str, Definition]) -> "JobSpec":

@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import secrets
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,11 +27,13 @@ from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.identity import process_problem
 from jobs.progress import read_percent
+from jobs.reasons import describe
 from jobs.runstate import RunState, from_iso
 from jobs.spec import JobSpec
 from jobs.spool import (SERVICE_ID_RE, NotRegularFile, Spool, open_regular, read_bytes, read_json,
                         validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
+from jobs.times import read_time
 from jobs.wait import wait_for
 
 PROG = "jobctl"
@@ -192,9 +195,10 @@ class Context:
             v.pid = run.pid or (f"slurm:{run.executor_id}" if run.executor_id else None)
             if run.started_at:
                 v.runtime = max(0.0, now - run.started_at)
-            v.progress = self.progress(sid, run, spec)
         elif run.state in TERMINAL and run.started_at and run.finished_at:
             v.runtime = max(0.0, run.finished_at - run.started_at)
+        if run.state in ACTIVE or run.state in TERMINAL:  # a finished job shows how far it got
+            v.progress = self.progress(sid, run, spec)
         return v
 
     def service_ids(self) -> list[str]:
@@ -210,10 +214,7 @@ class Context:
     def views(self, now: float) -> list[JobView]:
         views = [self.view(sid, now) for sid in self.service_ids()]
 
-        def submitted(v: JobView) -> float:
-            ts = v.spec.get("submitted_at")
-            return float(ts) if isinstance(ts, (int, float)) else 0.0
-        views.sort(key=lambda v: (submitted(v), v.service_id))
+        views.sort(key=lambda v: (read_time(v.spec.get("submitted_at")) or 0.0, v.service_id))
         return views
 
     def require_job(self, sid: str) -> str:
@@ -242,10 +243,28 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
+def table(rows: list[list[str]], header: list[str], width: int | None = None) -> str:
+    """Aligned columns; with `width`, the last column is cut (…) so lines fit, but keeps MIN_LAST chars."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    last = None if width is None else max(MIN_LAST, width - sum(w + 2 for w in widths[:-1]))
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip([*r[:-1], clip(str(r[-1]), last)], widths)).rstrip()
+             for r in [header, *rows]]
     return "\n".join(lines)
+
+
+MIN_LAST = 20  # a reason cut shorter than this says nothing
+
+
+def clip(text: str, width: int | None) -> str:
+    text = " ".join(text.split())  # one line per job, whatever the reason holds
+    return text if width is None or len(text) <= width else text[:width - 1] + "…"
+
+
+def terminal_width() -> int | None:
+    """The width to fit lines to: the terminal's, or $COLUMNS; None (no cut) when stdout is a pipe or file."""
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 # -- commands ------------------------------------------------------------------
@@ -270,8 +289,10 @@ def cmd_list(ctx: Context, args) -> int:
         note("no jobs" + ("" if args.all or args.state else " (active or finished in the last 24 h; --all shows every job)"))
         return OK
     rows = [[v.service_id, v.job, v.state, v.pid or "-", hms(v.runtime),
-             "-" if v.progress is None else f"{v.progress:.0f}%", v.attempt or "-"] for v in views]
-    out(table(rows, ["SERVICE ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT"]))
+             "-" if v.progress is None else f"{v.progress:.0f}%", v.attempt or "-", describe(v.reason) or "-"]
+            for v in views]
+    out(table(rows, ["SERVICE ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "REASON"],
+              terminal_width()))
     return OK
 
 
@@ -287,9 +308,9 @@ def cmd_show(ctx: Context, args) -> int:
         return OK
     out(f"serviceID   {sid}")
     out(f"job         {v.job}")
-    out(f"state       {v.state}" + (f"  ({v.reason})" if v.reason else ""))
+    out(f"state       {v.state}" + (f"  ({describe(v.reason)})" if v.reason else ""))
     if spec:
-        out(f"submitted   {when(spec.get('submitted_at') if isinstance(spec.get('submitted_at'), (int, float)) else None)}")
+        out(f"submitted   {when(read_time(spec.get('submitted_at')))}")
         owner = spec.get("owner") or {}
         if owner:
             out(f"owner       {owner.get('username') or '-'} (project {owner.get('project') or '-'})")
@@ -320,7 +341,7 @@ def cmd_show(ctx: Context, args) -> int:
             out("history")
             rows = [[h.attempt, when(h.started_at), when(h.finished_at),
                      "-" if h.exit_code is None else h.exit_code, "-" if h.signal is None else h.signal,
-                     h.reason or "-"] for h in run.history]
+                     describe(h.reason) or "-"] for h in run.history]
             for line in table(rows, ["ATTEMPT", "STARTED", "FINISHED", "EXIT", "SIGNAL", "REASON"]).splitlines():
                 out("  " + line)
     out("")

@@ -5,7 +5,7 @@ the whole job):  python -S shim.py RUN_DIR STDOUT STDERR EXIT -- PROGRAM ARGS...
 (the paths come from jobs/runfiles.py, which this script does not import). It
 opens the attempt's stdout/stderr logs, runs the program with the run
 directory as its working directory, waits for it and writes the exit record
-EXIT atomically. The record's space is taken before the program starts (a padded
+EXIT atomically (times in ISO 8601 UTC, like every spool file). The record's space is taken before the program starts (a padded
 file, overwritten in place at the end, then renamed), so a disk that fills
 up meanwhile cannot lose the exit status. It imports only the standard
 library and runs without site (-S) to keep the spool->spawn path short. It
@@ -37,6 +37,11 @@ def _to_json(record):
             return '"' + "".join(c if c.isprintable() and c not in '"\\' else "\\u%04x" % ord(c) for c in v) + '"'
         return repr(v)
     return "{" + ", ".join('"%s": %s' % (k, value(v)) for k, v in sorted(record.items())) + "}"
+
+
+def _iso(t):
+    """ISO 8601 in UTC, as jobs/times.py writes every spool time (datetime would cost an import)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%06d+00:00" % int(t % 1 * 1e6)
 
 
 EXIT_RECORD_BYTES = 1024  # every record fits (the error text is cut short); readers skip the padding
@@ -161,11 +166,11 @@ def run(where, program, env):
         except OSError:
             pass  # the log may be on a full disk; the exit record has its space
         write_exit(exit_path, {"exit_code": 127, "signal": None, "error": str(e)[:120],
-                                 "started_at": started, "ended_at": time.time()}, reserved)
+                                 "started_at": _iso(started), "ended_at": _iso(time.time())}, reserved)
         return 127
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    record = {"pid": pid, "started_at": started, "ended_at": time.time(),
+    record = {"pid": pid, "started_at": _iso(started), "ended_at": _iso(time.time()),
               "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
     write_exit(exit_path, record, reserved)
     return code if code >= 0 else 128 - code

@@ -1,6 +1,7 @@
 """waiter-client as a real subprocess against the real stack: devauth, supervisor and façade."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,6 +94,73 @@ def test_start_status_notify_abort(stack):
     assert "ABORTED" == stack.state(sid)["state"]
 
 
+def test_status_after_an_abort_says_who_aborted_and_exits_1(stack):
+    """Right after abortService the page says ABORTED (in the user's words), exit 1; the next poll is the fault."""
+    token = stack.token()
+    sid = new_sid("cli")
+    assert 0 == client(stack, "start", "--id", sid, "--seconds", "60", *auth_args(stack), token=token).returncode
+    stack.wait_state(sid, {"RUNNING"})
+    assert 0 == client(stack, "abort", "--id", sid, token=token).returncode
+    r = client(stack, "status", "--id", sid, token=token)
+    assert 1 == r.returncode, r.stdout + r.stderr
+    assert r.stdout.startswith("status: ABORTED: stopped at the user's request (abortService); exit code 143"), r.stdout
+    again = client(stack, "status", "--id", sid, token=token)
+    assert 1 == again.returncode
+    assert f"job {sid} was aborted: stopped at the user's request (abortService)" in again.stderr
+
+
+def test_run_drives_another_service_and_reports_its_failure(stack):
+    """`run --service ExitWith --input ...` types the inputs from the WSDL; a failed job: its reason, exit 1."""
+    ok = client(stack, "run", "--service", "ExitWith", "--input", "seconds=0.2", "--input", "code=0",
+                "--interval", "0.3", "--json", *auth_args(stack), token=stack.token())
+    assert 0 == ok.returncode, ok.stdout + ok.stderr
+    assert "COMPLETED" == json.loads(ok.stdout)["status"]
+    bad = client(stack, "run", "--service", "ExitWith", "--input", "seconds=0.2", "--input", "code=4",
+                 "--interval", "0.3", *auth_args(stack), token=stack.token())
+    assert 1 == bad.returncode, bad.stdout + bad.stderr
+    assert "FAILED: exit code 4" == bad.stdout.splitlines()[-1]
+    sid = bad.stdout.splitlines()[0].removeprefix("serviceID: ")
+    assert ("FAILED", {"seconds": 0.2, "code": 4}) == (stack.state(sid)["state"],
+                                                      json.loads((stack.spool / "runs" / sid / "spec.json").read_text())["inputs"])
+
+
+def test_services_are_listed_with_their_typed_inputs(stack):
+    """`services` reads the façade's list and each WSDL; a wrong --service or input names what exists."""
+    r = client(stack, "services", "--json")
+    assert 0 == r.returncode, r.stderr
+    listed = {x["service"]: x for x in json.loads(r.stdout)}
+    assert {"Waiter", "ExitWith", "Tree"} <= set(listed)
+    assert ("startExitWith", {"seconds": "double", "code": "integer"}) == (listed["ExitWith"]["start"],
+                                                                         listed["ExitWith"]["inputs"])
+    before = stack.spool_entries()
+    wrong = client(stack, "start", "--service", "Nope", token=stack.token())
+    assert 2 == wrong.returncode and "ExitWith, Tree, Waiter" in wrong.stderr
+    typed = client(stack, "start", "--service", "ExitWith", "--input", "code=x", token=stack.token())
+    assert 2 == typed.returncode and "input code: 'x' is not an integer" in typed.stderr
+    assert before == stack.spool_entries()  # nothing was started
+
+
+def test_every_command_speaks_json(stack):
+    """--json: one JSON value on stdout for token, start, status, notify and abort."""
+    password, project = USERS["alice"]
+    tok = client(stack, "token", "--json", "--user", "alice", "--project", project, "--password-stdin",
+                 *auth_args(stack), stdin=password + "\n")
+    token = json.loads(tok.stdout)["token"]
+    sid = new_sid("cli")
+    start = json.loads(client(stack, "start", "--json", "--id", sid, "--seconds", "60", *auth_args(stack),
+                              token=token).stdout)
+    assert (sid, "QUEUED", {"result": "UNSET"}) == (start["serviceID"], start["status"], start["outputs"])
+    stack.wait_state(sid, {"RUNNING"})
+    status = json.loads(client(stack, "status", "--json", "--id", sid, token=token).stdout)
+    assert status["status"] in ("RUNNING", "UNCHANGED")
+    assert "delivered" in json.loads(client(stack, "notify", "--json", "--id", sid, "hi", token=token).stdout)["response"]
+    assert {"serviceID": sid, "aborted": True} == json.loads(client(stack, "abort", "--json", "--id", sid,
+                                                                    token=token).stdout)
+    ended = client(stack, "status", "--json", "--id", sid, token=token)
+    assert (1, "ABORTED") == (ended.returncode, json.loads(ended.stdout)["status"])
+    assert "stopped at the user's request (abortService)" == json.loads(ended.stdout)["reason"]
+
+
 def test_status_of_an_unknown_id_shows_the_fault(stack):
     """A SOAP fault is printed as its faultstring on one line, exit 1, no traceback."""
     r = client(stack, "status", "--id", new_sid("nobody"), token=stack.token())
@@ -114,7 +182,7 @@ def test_connection_refused_says_what_to_do(stack):
     url = f"http://127.0.0.1:{free_port()}/demo-waiter/Waiter?wsdl"
     r = client(stack, "status", "--id", "x1", "--url", url, token="t", env_file=False)
     assert cli.UNREACHABLE == r.returncode
-    assert f"waiter-client: cannot reach the waiter service at {url}: is it running? (bin/up)\n" == r.stderr
+    assert f"waiter-client: cannot reach the Waiter service at {url}: is it running? (bin/up)\n" == r.stderr
 
 
 def test_missing_token_is_a_usage_error(stack):

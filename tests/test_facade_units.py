@@ -444,12 +444,21 @@ def test_failure_is_a_page_once_then_a_fault(ops):
     assert "The job failed" in html(ops.start(WAITER, "s-4", "tok", f"auth={AUTH},", {}))  # a retried start: page
 
 
+def test_stopping_job_says_who_stopped_it(ops):
+    """STOPPING: the headline names who asked, in words, not the command file's origin."""
+    claim(ops, "s-10", JobState.STOPPING, reason="restarted by jobctl:ann", stop_reason="restarted by jobctl:ann",
+          stop_target="QUEUED", started_at=1.0e9)
+    page = html(ops.status(WAITER, "s-10", "tok"))
+    assert "Restarting by an operator (jobctl, user ann)" in page and "jobctl:ann" not in page
+
+
 def test_aborted_job_reads_aborted(ops):
     """ABORTED: the page and then the fault say the job was aborted, and by whom."""
     adir = claim(ops, "s-5", JobState.ABORTED, reason="aborted by facade", exit_code=143, started_at=1.0e9)
     (adir / "stdout.log").write_text("aborted after 3 s\n")
-    assert "The job was aborted" in html(ops.status(WAITER, "s-5", "tok"))
-    with pytest.raises(JobFailed, match="job s-5 was aborted: aborted by facade"):
+    page = html(ops.status(WAITER, "s-5", "tok"))
+    assert "The job was aborted" in page and "stopped at the user&#x27;s request (abortService)" in page
+    with pytest.raises(JobFailed, match=r"job s-5 was aborted: stopped at the user's request \(abortService\)"):
         ops.status(WAITER, "s-5", "tok")
 
 

@@ -1,6 +1,7 @@
 """jobctl, the operator CLI, as a real subprocess against the real supervisor daemon and waiter program."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -17,9 +18,10 @@ from tests.harness import ROOT, Stack, kill_leftovers, processes_with_arg, wait_
 class Ops(Stack):
     """A Stack with jobctl pointed at it."""
 
-    def jobctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def jobctl(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, text=True,
-                              capture_output=True, timeout=timeout, env={**os.environ, "ENV_FILE": str(self.env)})
+                              capture_output=True, timeout=timeout,
+                              env={**os.environ, "ENV_FILE": str(self.env), **env})
 
     def submit(self, *args: str) -> str:
         r = self.jobctl("submit", "waiter", *args)
@@ -143,6 +145,43 @@ def test_kill_ends_a_running_job_aborted(running):
     assert "nothing to kill" in again.stderr
 
 
+def test_list_shows_who_stopped_a_job_and_how_far_it_got(running):
+    """`list` has a REASON column (in words, cut to the terminal's width) and the last progress of a finished job."""
+    sid = running.submit("secondsToWait=60")
+    running.wait_state(sid, "RUNNING")
+    wait_for(lambda: (running.row(sid).get("progress") or 0) > 0, 15, interval=0.2, what="progress above 0 %")
+    assert 0 == running.jobctl("kill", sid).returncode
+    row = running.row(sid)
+    assert "ABORTED" == row["state"] and row["progress"] is not None and row["progress"] > 0
+    wide = running.jobctl("list", COLUMNS="250")
+    header, line = wide.stdout.splitlines()[0], next(x for x in wide.stdout.splitlines() if x.startswith(sid))
+    assert header.split()[-1] == "REASON"
+    assert line.endswith(f"stopped by an operator (jobctl, user {getpass.getuser()})")
+    assert f"{row['progress']:.0f}%" in line.split()
+    narrow = running.jobctl("list", COLUMNS="110")
+    line = next(x for x in narrow.stdout.splitlines() if x.startswith(sid))
+    assert len(line) <= 110 and line.endswith("…")
+    assert f"(stopped by an operator (jobctl, user {getpass.getuser()}))" in running.jobctl("show", sid).stdout
+
+
+def test_spool_times_are_iso_8601_utc_and_old_unix_times_still_read(running):
+    """spec.json and the shim's exit.json say ISO 8601 UTC like state.json; a spec with a UNIX time still runs."""
+    from datetime import datetime, timedelta
+    sid = running.submit("secondsToWait=0")
+    running.wait_state(sid, "SUCCEEDED")
+    spec = json.loads((running.spool.run_dir(sid) / "spec.json").read_text())
+    exit_rec = json.loads((running.spool.attempt_dir(sid, 1) / "exit.json").read_text())
+    for value in (spec["submitted_at"], exit_rec["started_at"], exit_rec["ended_at"]):
+        assert isinstance(value, str) and datetime.fromisoformat(value).utcoffset() == timedelta(0), value
+    assert datetime.fromisoformat(exit_rec["started_at"]) <= datetime.fromisoformat(exit_rec["ended_at"])
+    old = {"schema_version": 1, "service_id": "old-spec", "job": "waiter", "inputs": {"secondsToWait": 0},
+           "submitted_at": 1_700_000_000.5}
+    assert running.spool.submit(json.dumps(old).encode(), "old-spec")
+    running.wait_state("old-spec", "SUCCEEDED")
+    assert datetime.fromtimestamp(1_700_000_000.5).astimezone().strftime("%Y-%m-%d %H:%M:%S") in \
+        running.jobctl("show", "old-spec").stdout
+
+
 def test_restart_runs_attempt_two_and_keeps_attempt_ones_logs(running):
     """`restart` of a running job stops it and starts attempt 2; attempt 1's logs stay readable."""
     sid = running.submit("secondsToWait=60")
@@ -157,7 +196,7 @@ def test_restart_runs_attempt_two_and_keeps_attempt_ones_logs(running):
     assert 0 == first.returncode
     assert "aborted after" in first.stdout
     wait_for(lambda: log_contains(running.stdout_log(sid, 2), "waiting 60 s"), 10, what="attempt 2 output")
-    assert "restarted by jobctl" in running.jobctl("show", sid).stdout
+    assert "restarted by an operator (jobctl, user" in running.jobctl("show", sid).stdout
     assert 0 == running.jobctl("kill", sid).returncode
 
 

@@ -29,6 +29,7 @@ from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import JobState
+from jobs.times import read_time
 from jobs.runfiles import RunFiles
 from supervisor.executor import Job
 from supervisor.slurm import (JOB_SCRIPT, SlurmExecutor, SlurmExit, parse_record, parse_squeue, slurm_end_note,
@@ -506,7 +507,7 @@ def test_ten_jobs_on_two_cpus_queue_in_slurm_and_all_finish(tmp_path, slurm_clus
         wait_for(all_done, 90, interval=0.1, what="ten jobs done")
         assert len(pending_seen) >= 10 - cpus
         spans = [json.loads((s.attempt_dir(sid) / "exit.json").read_text()) for sid in sids]
-        spans = [(e["started_at"], e["ended_at"]) for e in spans]
+        spans = [(read_time(e["started_at"]), read_time(e["ended_at"])) for e in spans]
         for start, _ in spans:  # never more at once than the cluster has CPUs
             assert sum(1 for a, b in spans if a <= start < b) <= cpus
         assert len({s.state(sid)["executor_id"] for sid in sids}) == 10
