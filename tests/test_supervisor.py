@@ -263,7 +263,8 @@ def test_restart_runs_a_new_attempt_and_keeps_old_logs(stack):
     assert (stack.attempt_dir("re-1", 1) / "stdout.log").read_text()
     hist = stack.state("re-1")["history"]
     assert hist[0]["attempt"] == 1 and "restarted by operator" in hist[0]["reason"]
-    assert len(waiter_processes(stack)) == 1
+    # RUNNING is durable before the shim has started the program: wait for it; never two at once
+    wait_for(lambda: len(waiter_processes(stack)) == 1, 10, what="attempt 2's waiter")
     stack.spool.send_command("re-1", "kill", origin="operator")
     stack.wait_state("re-1", "ABORTED")
 
