@@ -185,7 +185,7 @@ class Console:
                              "signal_name": None if rs.signal is None else signal_name(rs.signal),
                              "stopped": rs.stopped_how(grace) or "", "reason": rs.reason,
                              "logs": self._logs(job.sid, rs.attempt), "current": True})
-        return {**job.as_json(now), "attempts": attempts, "inputs": job.inputs,
+        return {**job.as_json(now), "attempt_history": attempts, "inputs": job.inputs,
                 "timestamps": {"submitted": job.submitted_at, "queued": job.queued_at, "started": job.started_at,
                                "finished": job.finished_at, "updated": rs.updated_at if rs else None},
                 "definition_inputs": [{"name": i.name, "type": i.type, "default": i.default, "min": i.min,
@@ -420,7 +420,9 @@ async def job_page(request: Request):
     job = c.visible(request.state.user, request.path_params["sid"])
     if job is None:
         return _not_found(c, request)
-    return c.render(request, "job.html", job=c.detail(job), seq=c.index.seq)
+    requested = request.session.pop("requested", None)
+    requested = requested if isinstance(requested, list) and requested[:1] == [job.sid] else None
+    return c.render(request, "job.html", job=c.detail(job), seq=c.index.seq, requested=requested)
 
 
 @login_required()
@@ -476,7 +478,8 @@ async def job_command(request: Request):
     else:
         request.session["flash"] = (f"{verb} queued: the supervisor is {h['supervisor']}; it will be applied "
                                     "when the supervisor runs again")
-    c.index.refresh()
+    c.index.refresh()  # the pending command is on the row from now on: its end is the outcome
+    request.session["requested"] = [sid, verb, c.index.seq]
     return RedirectResponse(f"/jobs/{sid}", 303)
 
 

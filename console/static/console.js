@@ -54,18 +54,19 @@ function jobPage() {
   var box = document.getElementById("job");
   if (!box) return;
   var sid = box.dataset.sid, log = document.getElementById("log"), outcome = document.getElementById("outcome");
-  var pending = box.dataset.pending ? box.dataset.pending.split(",") : [];
+  // the command this page was opened after (kill, restart): its outcome is the first row without it pending
+  var requested = box.dataset.requested || null, requestedSeq = Number(box.dataset.requestedSeq || 0);
   var attempt = null;
   var refresh = refresher(box, function () { return "/jobs/" + encodeURIComponent(sid) + "/summary"; });
   var es = new EventSource("/jobs/" + encodeURIComponent(sid) + "/events");
   es.addEventListener("job", function (ev) {
     var job = JSON.parse(ev.data);
-    if (pending.length && !job.pending_commands.length) {
-      outcome.textContent = pending.join(", ") + " applied by the supervisor: the job is now " + job.state +
+    if (requested && !job.pending_commands.length && job.seq > requestedSeq) {
+      outcome.textContent = requested + " applied by the supervisor: the job is now " + job.state +
         (job.reason ? " (" + job.reason + ")" : "");
       outcome.hidden = false;
+      requested = null;
     }
-    pending = job.pending_commands;
     refresh();
   });
   es.addEventListener("log", function (ev) {
