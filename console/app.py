@@ -591,7 +591,7 @@ async def job_events(request: Request):
                 seq = current.seq
                 yield {"event": "job", "id": f"{seq}.{attempt}.{out}.{err}",
                        "data": json.dumps(current.as_json(time.time()))}
-            await c.index.wait_change(seq, 0.5)
+            await c.index.wait_change(c.index.seq, 0.5)  # any change, or 0.5 s for the logs
     return EventSourceResponse(events(), ping=15, headers={"cache-control": "no-store"})
 
 

@@ -31,7 +31,7 @@ from jobs.states import TERMINAL, JobState
 
 SUBMITTED = "SUBMITTED"  # a spec in incoming/ the supervisor has not claimed yet
 STATES = (SUBMITTED,) + tuple(s.value for s in JobState)
-COLD_PER_PASS = 500
+COLD_PER_PASS = 200
 TOMBSTONE_SECONDS = 600
 MAX_SAMPLES = 600
 HISTORY_POINTS = 720
@@ -112,6 +112,8 @@ class Index:
         self._queue_stamp: tuple | None = None
         self._queue: dict[str, int] = {}
         self._cold: deque[str] = deque()
+        self._tombstones: dict[str, float] = {}  # removed sid -> when
+        self._hot: set[str] = set()        # unfinished (or just added, removed or commanded): looked at every pass
         self._changed = asyncio.Event()
 
     # -- reading ------------------------------------------------------------
@@ -143,26 +145,26 @@ class Index:
         self._scan_incoming(now)
         pending = self._scan_commands()
         self._read_queue()
-        for job in list(self.jobs.values()):
-            if job.removed:
-                continue
-            job_pending = tuple(pending.get(job.sid, ()))
-            hot = job.state not in _TERMINAL or job_pending or not job.stamp
-            if hot and job.state != SUBMITTED:
-                self._load_state(job, now)
-            job.position = self._queue.get(job.sid) if job.state == JobState.QUEUED.value else None
-            job.pending = job_pending
-            if job.state == JobState.RUNNING.value:
-                self._read_progress(job, now)
+        touched = self._hot | (pending.keys() & self.jobs.keys())
         for _ in range(min(COLD_PER_PASS, len(self._cold))):
             sid = self._cold.popleft()
-            job = self.jobs.get(sid)
-            if job is not None and not job.removed:
+            if sid in self.jobs and not self.jobs[sid].removed:
                 self._cold.append(sid)
-                if job.state in _TERMINAL:
+                touched.add(sid)
+        for sid in touched:
+            job = self.jobs[sid]
+            if not job.removed:
+                if job.state != SUBMITTED:
                     self._load_state(job, now)
-        for job in self.jobs.values():
+                job.position = self._queue.get(sid) if job.state == JobState.QUEUED.value else None
+                job.pending = tuple(pending.get(sid, ()))
+                if job.state == JobState.RUNNING.value:
+                    self._read_progress(job, now)
             self._bump_if_changed(job)
+            if job.removed or (job.state in _TERMINAL and not job.pending):
+                self._hot.discard(sid)
+            else:
+                self._hot.add(sid)
         self._prune(now)
         if self.seq != before:
             self._changed.set()
@@ -201,9 +203,10 @@ class Index:
                 job = self.jobs.get(entry.name)
                 if job is None or job.removed or job.state == SUBMITTED:
                     self._add(entry.name, self.spool.files(entry.name).spec, now)
-        for sid, job in self.jobs.items():
-            if sid not in present and job.state != SUBMITTED and not job.removed:
-                job.removed, job.removed_at = True, now
+        for sid in self.jobs.keys() - present:
+            job = self.jobs[sid]
+            if job.state != SUBMITTED and not job.removed:
+                self._remove(job, now)
 
     def _scan_incoming(self, now: float) -> None:
         try:
@@ -218,12 +221,13 @@ class Index:
             waiting.add(sid)
             if sid not in self.jobs or self.jobs[sid].removed:
                 self._add(sid, self.spool.files(sid).incoming, now)
-        for sid, job in self.jobs.items():  # claimed (the run appears) or rejected (it goes)
-            if job.state == SUBMITTED and sid not in waiting and not job.removed:
+        for sid in self._hot - waiting:  # claimed (the run appears) or rejected (it goes)
+            job = self.jobs[sid]
+            if job.state == SUBMITTED and not job.removed:
                 if os.path.isdir(self.spool.files(sid).run):
                     self._load_state(job, now)
                 else:
-                    job.removed, job.removed_at = True, now
+                    self._remove(job, now)
 
     def _add(self, sid: str, spec_path: str, now: float) -> None:
         try:
@@ -239,7 +243,10 @@ class Index:
         if old is not None:
             job.samples = old.samples if not old.removed else []
         self.jobs[sid] = job
-        self._cold.append(sid)
+        self._tombstones.pop(sid, None)
+        if old is None:
+            self._cold.append(sid)
+        self._hot.add(sid)
         if os.path.isdir(self.spool.files(sid).run):
             self._load_state(job, now)
 
@@ -308,10 +315,18 @@ class Index:
             self._queue_stamp = stamp
             self._queue = {sid: i + 1 for i, sid in enumerate(self.spool.read_queue()) if isinstance(sid, str)}
 
+    def _remove(self, job: Job, now: float) -> None:
+        job.removed, job.removed_at = True, now
+        self._tombstones[job.sid] = now
+        self._hot.add(job.sid)  # its last event: removed
+
     def _prune(self, now: float) -> None:
-        for sid in [s for s, j in self.jobs.items()
-                    if j.removed and now - (j.removed_at or now) > TOMBSTONE_SECONDS]:
-            self.floor = max(self.floor, self.jobs.pop(sid).seq)
+        """Forget tombstones after TOMBSTONE_SECONDS; a client behind that gets a snapshot."""
+        for sid in [s for s, t in self._tombstones.items() if now - t > TOMBSTONE_SECONDS]:
+            del self._tombstones[sid]
+            job = self.jobs.get(sid)
+            if job is not None and job.removed:
+                self.floor = max(self.floor, self.jobs.pop(sid).seq)
 
 
 _TERMINAL = frozenset(s.value for s in TERMINAL)
