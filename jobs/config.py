@@ -196,6 +196,10 @@ class Config:
     slurm_poll_seconds: float
     slurm_jobcomp_log: Path | None
     slurm_bin_dir: Path | None
+    console_host: str
+    console_port: int
+    console_secret_file: Path
+    console_operators: tuple[str, ...]
     env_file: Path | None
 
     @property
@@ -235,6 +239,10 @@ _DEFAULTS = {
     "SLURM_POLL_SECONDS": "2",
     "SLURM_JOBCOMP_LOG": "",
     "SLURM_BIN_DIR": "",
+    "CONSOLE_HOST": "127.0.0.1",
+    "CONSOLE_PORT": "8082",
+    "CONSOLE_SECRET_FILE": "",  # built-in: state_dir()/console/secret
+    "CONSOLE_OPERATORS": "",
 }
 
 
@@ -247,7 +255,8 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
     environ = os.environ if environ is None else environ
     path = Path(env_file).resolve() if env_file else find_env_file(environ)
     state = state_dir(environ)
-    raw = dict(_DEFAULTS, SPOOL_DIR=str(state / "spool"), DEVAUTH_USERS_FILE=str(state / "devauth" / "users.json"))
+    raw = dict(_DEFAULTS, SPOOL_DIR=str(state / "spool"), DEVAUTH_USERS_FILE=str(state / "devauth" / "users.json"),
+               CONSOLE_SECRET_FILE=str(state / "console" / "secret"))
     if path is not None:
         raw.update(read_env_file(path))
     raw.update({k: v for k, v in environ.items() if k in _DEFAULTS})
@@ -295,6 +304,10 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         slurm_poll_seconds=_float("SLURM_POLL_SECONDS", raw["SLURM_POLL_SECONDS"], 0.2, 600),
         slurm_jobcomp_log=_path("SLURM_JOBCOMP_LOG") if raw["SLURM_JOBCOMP_LOG"] else None,
         slurm_bin_dir=_path("SLURM_BIN_DIR") if raw["SLURM_BIN_DIR"] else None,
+        console_host=raw["CONSOLE_HOST"],
+        console_port=_int("CONSOLE_PORT", raw["CONSOLE_PORT"], 0, 65535),
+        console_secret_file=_path("CONSOLE_SECRET_FILE"),
+        console_operators=tuple(u for u in re.split(r"[,\s]+", raw["CONSOLE_OPERATORS"]) if u),
         env_file=path,
     )
 

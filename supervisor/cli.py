@@ -25,14 +25,14 @@ from jobs import config as config_mod
 from jobs.cli import FAILED, INTERRUPTED, OK, USAGE, CliError, Parser, note, out, run
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
-from jobs.identity import process_problem
 from jobs.progress import read_percent
 from jobs.reasons import describe
-from jobs.runstate import RunState, from_iso
+from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import (SERVICE_ID_RE, NotRegularFile, Spool, open_regular, read_bytes, read_json,
                         validate_service_id)
 from jobs.states import ACTIVE, TERMINAL, JobState
+from jobs.supervisorinfo import supervisor_status
 from jobs.times import read_time
 from jobs.wait import wait_for
 
@@ -42,7 +42,6 @@ PROG = "jobctl"
 PENDING = 3      # command queued but not (yet) applied: supervisor down or --wait elapsed
 
 SUBMITTED = "SUBMITTED"   # a spec in incoming/ the supervisor has not claimed yet
-STALE_HEARTBEAT_S = 5.0   # a live pid whose heartbeat is older than 3 reconcile periods (and this) is hung
 RECENT_S = 24 * 3600.0    # `list` without --all shows terminal jobs this recent
 
 EPILOG = f"""\
@@ -61,44 +60,6 @@ The env file is ENV_FILE (or --env-file); the spool directory comes from it.
 
 
 # -- reading the spool ---------------------------------------------------------
-
-@dataclass
-class SupervisorInfo:
-    """What supervisor.json says, checked against the live process table."""
-    pid: int | None
-    running: bool
-    heartbeat_age: float | None
-    started_at: str | None
-    problem: str = ""
-    stale_after: float = STALE_HEARTBEAT_S
-
-    @property
-    def hung(self) -> bool:
-        return self.running and self.heartbeat_age is not None and self.heartbeat_age > self.stale_after
-
-
-def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds: float = 0.0) -> SupervisorInfo:
-    """Running means: supervisor.json names a live pid whose create time matches.
-
-    The daemon refreshes its heartbeat once per reconcile period, so a heartbeat
-    is stale only when it is older than three of those (and at least 5 s).
-    """
-    now = time.time() if now is None else now
-    stale_after = max(STALE_HEARTBEAT_S, 3 * reconcile_seconds)
-    info = spool.read_supervisor()
-    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
-        return SupervisorInfo(None, False, None, None, "no supervisor.json")
-    pid = info["pid"]
-    age = None
-    try:
-        beat = info.get("heartbeat")
-        age = now - (from_iso(beat) if isinstance(beat, str) else float(beat))
-    except (TypeError, ValueError):
-        pass
-    recorded = info.get("create_time")
-    problem = process_problem(pid, recorded if isinstance(recorded, (int, float)) else None)
-    return SupervisorInfo(pid, problem is None, age, info.get("started_at"), problem or "", stale_after)
-
 
 @dataclass
 class JobView:

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -154,7 +155,10 @@ class Stack:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
-                p.kill()
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass  # it ended meanwhile
 
 
 def start_facade(env_file: Path, log: Path, **extra_env) -> Managed:

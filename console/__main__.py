@@ -1,0 +1,54 @@
+"""`python -m console` (spoolsoap-console): the console under granian, configured from the env file.
+
+One worker: the board's index and the event streams live in the process.
+"""
+from __future__ import annotations
+
+import sys
+
+import structlog
+
+from jobs import config as config_mod
+from jobs import logs
+from jobs.errors import JobsError
+
+_app = None
+
+
+def asgi_app():
+    """granian's factory: the app main() built (and checked) before serving."""
+    global _app
+    if _app is None:
+        from .app import make_app
+        _app = make_app(config_mod.load())
+    return _app
+
+
+def main() -> int:
+    global _app
+    try:
+        cfg = config_mod.load()
+        logs.configure(cfg.log_level)
+        from .app import make_app
+        _app = make_app(cfg)
+    except JobsError as e:
+        print(f"console: error: {e}", file=sys.stderr)
+        return 2
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server import Server
+    server = Server("console.__main__:asgi_app", factory=True, interface=Interfaces.ASGI,
+                    address=cfg.console_host, port=cfg.console_port, workers=1, http=HTTPModes.http1,
+                    log_access=False, process_name="console")
+    host = f"[{cfg.console_host}]" if ":" in cfg.console_host else cfg.console_host
+
+    @server.on_startup
+    def listening():
+        print(f"console: http://{host}:{cfg.console_port}/", flush=True)
+        structlog.get_logger("console").info("ready", port=cfg.console_port, spool=str(cfg.spool_dir))
+
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The console's picture of the spool: every job, kept in memory and refreshed by mtime.
+
+One pass (`refresh`, every REFRESH_SECONDS) costs what changed, not the size of
+the spool: runs/ is listed again only when its mtime moved (a run appears or
+goes), queue.json is read again only when it changed, and state.json is
+stat()ed every pass only for *hot* jobs: not finished, or named by a command
+waiting in commands/ (a restart of a finished job). Finished jobs are
+re-checked in a rolling sweep, COLD_PER_PASS a pass. Every change to what a
+job shows bumps a global sequence number, which is the SSE event id: "what
+changed since n" is simply every job whose seq is above n, and a removed job
+leaves a tombstone for TOMBSTONE_SECONDS so that a resuming client hears of it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import structlog
+
+from jobs.definitions import Definition
+from jobs.errors import SpecError
+from jobs.progress import read_percent
+from jobs.runstate import RunState
+from jobs.spec import JobSpec
+from jobs.spool import SERVICE_ID_RE, Spool, read_json
+from jobs.states import TERMINAL, JobState
+
+SUBMITTED = "SUBMITTED"  # a spec in incoming/ the supervisor has not claimed yet
+STATES = (SUBMITTED,) + tuple(s.value for s in JobState)
+COLD_PER_PASS = 200
+TOMBSTONE_SECONDS = 600
+MAX_SAMPLES = 600
+HISTORY_POINTS = 720
+
+log = structlog.get_logger("console.index")
+
+
+@dataclass
+class Job:
+    """One row of the board: what the spec and state.json say, plus what the console saw."""
+    sid: str
+    job: str
+    project: str | None
+    username: str | None
+    submitted_at: float
+    inputs: dict[str, Any]
+    state: str = SUBMITTED
+    reason: str = "waiting for the supervisor to pick it up"
+    attempt: int = 1
+    executor: str = "local"
+    executor_id: str | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float | None = None
+    position: int | None = None           # 1-based place in queue.json
+    pending: tuple[str, ...] = ()         # commands waiting in commands/
+    removed: bool = False
+    removed_at: float | None = None
+    seq: int = 0
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (time, percent) seen while it ran
+    stamp: tuple = ()                      # identity of the state.json last read
+    last_shown: tuple = ()                 # shown() when seq was last bumped
+
+    def shown(self) -> tuple:
+        return (self.state, self.reason, self.attempt, self.executor, self.executor_id, self.started_at,
+                self.finished_at, self.progress, self.position, self.pending, self.removed)
+
+    def elapsed(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or now) - self.started_at if self.state != JobState.QUEUED.value else None
+
+    def remaining(self, now: float) -> float | None:
+        """A straight-line estimate from progress so far (the status page's rule)."""
+        elapsed = self.elapsed(now)
+        if self.state != JobState.RUNNING.value or not elapsed or not self.progress:
+            return None
+        return elapsed * (100 - self.progress) / self.progress
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        return {
+            "service_id": self.sid, "job": self.job, "project": self.project, "username": self.username,
+            "state": self.state, "reason": self.reason, "attempt": self.attempt, "progress": self.progress,
+            "queue_position": self.position, "executor": self.executor, "executor_id": self.executor_id,
+            "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
+            "elapsed_seconds": _round(self.elapsed(now)), "remaining_seconds": _round(self.remaining(now)),
+            "pending_commands": list(self.pending), "removed": self.removed, "seq": self.seq,
+        }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+class Index:
+    """All jobs of one spool; refreshed on the event loop, read by every request."""
+
+    def __init__(self, spool: Spool, definitions: dict[str, Definition], clock=time.time):
+        self.spool = spool
+        self.definitions = definitions
+        self.clock = clock
+        self.jobs: dict[str, Job] = {}
+        self.seq = 0
+        self.floor = 0          # changes at or below this may have been forgotten (pruned tombstones)
+        self.history: deque[tuple[float, int, int, int]] = deque(maxlen=HISTORY_POINTS)
+        self._runs_mtime = -1
+        self._queue_stamp: tuple | None = None
+        self._queue: dict[str, int] = {}
+        self._cold: deque[str] = deque()
+        self._tombstones: dict[str, float] = {}  # removed sid -> when
+        self._hot: set[str] = set()        # unfinished (or just added, removed or commanded): looked at every pass
+        self._changed = asyncio.Event()
+
+    # -- reading ------------------------------------------------------------
+    def get(self, sid: str) -> Job | None:
+        job = self.jobs.get(sid)
+        return None if job is None or job.removed else job
+
+    def live(self) -> Iterable[Job]:
+        return (j for j in self.jobs.values() if not j.removed)
+
+    def changed_since(self, seq: int) -> list[Job]:
+        return sorted((j for j in self.jobs.values() if j.seq > seq), key=lambda j: j.seq)
+
+    async def wait_change(self, seq: int, timeout: float) -> None:
+        """Return once seq has moved on (or after timeout)."""
+        deadline = time.monotonic() + timeout
+        while self.seq <= seq and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                return
+
+    # -- refreshing -----------------------------------------------------------
+    def refresh(self, now: float | None = None) -> int:
+        """One pass; the number of jobs whose row changed."""
+        now = self.clock() if now is None else now
+        before = self.seq
+        self._scan_runs(now)
+        self._scan_incoming(now)
+        pending = self._scan_commands()
+        self._read_queue()
+        touched = self._hot | (pending.keys() & self.jobs.keys())
+        for _ in range(min(COLD_PER_PASS, len(self._cold))):
+            sid = self._cold.popleft()
+            if sid in self.jobs and not self.jobs[sid].removed:
+                self._cold.append(sid)
+                touched.add(sid)
+        for sid in touched:
+            job = self.jobs[sid]
+            if not job.removed:
+                if job.state != SUBMITTED:
+                    self._load_state(job, now)
+                job.position = self._queue.get(sid) if job.state == JobState.QUEUED.value else None
+                job.pending = tuple(pending.get(sid, ()))
+                if job.state == JobState.RUNNING.value:
+                    self._read_progress(job, now)
+            self._bump_if_changed(job)
+            if job.removed or (job.state in _TERMINAL and not job.pending):
+                self._hot.discard(sid)
+            else:
+                self._hot.add(sid)
+        self._prune(now)
+        if self.seq != before:
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return self.seq - before
+
+    def sample_history(self, now: float | None = None) -> None:
+        """One point of the jobs-over-time chart: queued, running, finished."""
+        now = self.clock() if now is None else now
+        counts = {"q": 0, "r": 0, "f": 0}
+        for j in self.live():
+            counts["f" if j.state in _TERMINAL else "r" if j.state in _ACTIVE else "q"] += 1
+        self.history.append((now, counts["q"], counts["r"], counts["f"]))
+
+    def _bump_if_changed(self, job: Job) -> None:
+        shown = job.shown()
+        if job.last_shown != shown:
+            job.last_shown = shown
+            self.seq += 1
+            job.seq = self.seq
+
+    def _scan_runs(self, now: float) -> None:
+        try:
+            mtime = os.stat(self.spool.runs).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._runs_mtime:
+            return
+        self._runs_mtime = mtime
+        present = set()
+        with os.scandir(self.spool.runs) as it:
+            for entry in it:
+                if not SERVICE_ID_RE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                    continue
+                present.add(entry.name)
+                job = self.jobs.get(entry.name)
+                if job is None or job.removed or job.state == SUBMITTED:
+                    self._add(entry.name, self.spool.files(entry.name).spec, now)
+        for sid in self.jobs.keys() - present:
+            job = self.jobs[sid]
+            if job.state != SUBMITTED and not job.removed:
+                self._remove(job, now)
+
+    def _scan_incoming(self, now: float) -> None:
+        try:
+            names = os.listdir(self.spool.incoming)
+        except FileNotFoundError:
+            return
+        waiting = set()
+        for name in names:
+            sid = name[:-5] if name.endswith(".json") else ""
+            if not SERVICE_ID_RE.fullmatch(sid):
+                continue
+            waiting.add(sid)
+            if sid not in self.jobs or self.jobs[sid].removed:
+                self._add(sid, self.spool.files(sid).incoming, now)
+        for sid in self._hot - waiting:  # claimed (the run appears) or rejected (it goes)
+            job = self.jobs[sid]
+            if job.state == SUBMITTED and not job.removed:
+                if os.path.isdir(self.spool.files(sid).run):
+                    self._load_state(job, now)
+                else:
+                    self._remove(job, now)
+
+    def _add(self, sid: str, spec_path: str, now: float) -> None:
+        try:
+            spec = JobSpec.parse(read_json(spec_path), self.definitions)
+        except FileNotFoundError:
+            return  # claimed or removed meanwhile: the next pass sees where it went
+        except SpecError as e:
+            log.warning("spec_unreadable", service_id=sid, error=str(e))
+            return
+        job = Job(sid, spec.job, spec.owner.get("project"), spec.owner.get("username"), spec.submitted_at,
+                  spec.inputs)
+        old = self.jobs.get(sid)
+        if old is not None:
+            job.samples = old.samples if not old.removed else []
+        self.jobs[sid] = job
+        self._tombstones.pop(sid, None)
+        if old is None:
+            self._cold.append(sid)
+        self._hot.add(sid)
+        if os.path.isdir(self.spool.files(sid).run):
+            self._load_state(job, now)
+
+    def _load_state(self, job: Job, now: float) -> None:
+        path = self.spool.files(job.sid).state
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == job.stamp:
+            return
+        try:
+            rs = RunState.from_dict(read_json(path))
+        except FileNotFoundError:
+            return
+        except SpecError as e:
+            log.warning("state_unreadable", service_id=job.sid, error=str(e))
+            return
+        job.stamp = stamp
+        if rs.attempt != job.attempt:
+            job.samples = []
+        job.state, job.reason, job.attempt = rs.state.value, rs.reason, rs.attempt
+        job.executor, job.executor_id = rs.executor, rs.executor_id
+        job.queued_at, job.started_at, job.finished_at = rs.queued_at, rs.started_at, rs.finished_at
+        if rs.state is not JobState.RUNNING and rs.state not in TERMINAL:
+            job.progress = None
+        elif rs.state in TERMINAL and rs.state is not JobState.SUCCEEDED:
+            pass  # keep the last progress seen: how far it got
+        elif rs.state is JobState.SUCCEEDED:
+            self._read_progress(job, now)
+
+    def _read_progress(self, job: Job, now: float) -> None:
+        d = self.definitions.get(job.job)
+        if d is None or d.progress_file is None:
+            return
+        pct = read_percent(self.spool.files(job.sid).attempt(job.attempt).progress(d))
+        if pct is None:
+            return
+        job.progress = pct
+        if not job.samples or job.samples[-1][1] != pct or now - job.samples[-1][0] >= 5:
+            job.samples.append((now, pct))
+            del job.samples[:-MAX_SAMPLES]
+
+    def _scan_commands(self) -> dict[str, list[str]]:
+        """Commands waiting in commands/, by serviceID: `<time>-<sid>-<verb>.json`."""
+        pending: dict[str, list[str]] = {}
+        try:
+            names = sorted(os.listdir(self.spool.commands))
+        except FileNotFoundError:
+            return pending
+        for name in names:
+            sid, _, verb = name[21:-5].rpartition("-") if name.endswith(".json") else ("", "", "")
+            if SERVICE_ID_RE.fullmatch(sid) and verb in ("kill", "restart"):
+                pending.setdefault(sid, []).append(verb)
+        return pending
+
+    def _read_queue(self) -> None:
+        try:
+            st = os.stat(self.spool.queue_file)
+        except FileNotFoundError:
+            self._queue = {}
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._queue_stamp:
+            self._queue_stamp = stamp
+            self._queue = {sid: i + 1 for i, sid in enumerate(self.spool.read_queue()) if isinstance(sid, str)}
+
+    def _remove(self, job: Job, now: float) -> None:
+        job.removed, job.removed_at = True, now
+        self._tombstones[job.sid] = now
+        self._hot.add(job.sid)  # its last event: removed
+
+    def _prune(self, now: float) -> None:
+        """Forget tombstones after TOMBSTONE_SECONDS; a client behind that gets a snapshot."""
+        for sid in [s for s, t in self._tombstones.items() if now - t > TOMBSTONE_SECONDS]:
+            del self._tombstones[sid]
+            job = self.jobs.get(sid)
+            if job is not None and job.removed:
+                self.floor = max(self.floor, self.jobs.pop(sid).seq)
+
+
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+_ACTIVE = frozenset({JobState.RUNNING.value, JobState.STOPPING.value})
+

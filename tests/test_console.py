@@ -1,0 +1,180 @@
+"""The operator console over HTTP: real devauth, supervisor, façade and console (granian) processes."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import stat
+
+import requests
+from console_harness import console  # noqa: F401 - fixture
+from facade_harness import Soap, devauth, new_sid  # noqa: F401 - fixture
+from harness import start_supervisor, wait_for
+
+from jobs.spec import JobSpec
+
+
+def submit_as(c, user: str, project: str, seconds: int = 60) -> str:
+    """A job dropped into the spool as the façade would, owned by (user, project)."""
+    sid = new_sid("c")
+    spec = JobSpec(sid, "waiter", {"secondsToWait": seconds}, c.stack.auth.wsdl, {"username": user, "project": project})
+    assert c.stack.config and c.stack.spool
+    from jobs.spool import Spool
+    assert Spool(c.stack.spool).submit(spec.to_json(), sid)
+    return sid
+
+
+def commands(c) -> list[dict]:
+    d = c.stack.spool / "commands"
+    return [json.loads((d / n).read_text()) for n in sorted(os.listdir(d))]
+
+
+def test_unauthenticated_requests_get_only_the_login_page(console):
+    """Pages redirect to the login page; the API and the event streams answer 401."""
+    for path in ("/", "/jobs/x-1", "/submit/waiter", "/board"):
+        r = requests.get(console.url + path, timeout=30)
+        assert r.url.startswith(console.url + "/login") and "password" in r.text, path
+    for path in ("/api/jobs", "/api/jobs/x-1", "/api/health", "/events", "/jobs/x-1/events"):
+        assert requests.get(console.url + path, timeout=30).status_code == 401, path
+
+
+def test_session_cookie_is_signed_httponly_and_samesite(console):
+    """The session cookie cannot be read by scripts nor sent by other sites."""
+    s = console.session()
+    cookie = next(c for c in s.cookies if c.name == "console_session")
+    assert cookie.has_nonstandard_attr("httponly") and cookie.get_nonstandard_attr("samesite").lower() == "strict"
+    secret = console.stack.directory / "console-secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_wrong_password_is_refused(console):
+    """A wrong password is refused by the authentication manager and logs nobody in."""
+    s = requests.Session()
+    r = s.post(console.url + "/login", data={"username": "alice", "password": "nope", "project": "demo",
+                                            "csrf_token": console.csrf(s, "/login")}, timeout=30)
+    assert r.status_code == 401 and "Invalid username or password" in r.text
+    assert s.get(console.url + "/api/jobs", timeout=30).status_code == 401
+
+
+def test_every_post_without_the_csrf_token_is_refused(console):
+    """Login, logout, kill, restart and submit refuse a request without the session's CSRF token."""
+    sid = submit_as(console, "alice", "demo")
+    s = console.session()
+    for path, data in (("/jobs/%s/kill" % sid, {}), ("/jobs/%s/restart" % sid, {}),
+                       ("/submit/waiter", {"input.secondsToWait": "1"}), ("/logout", {}),
+                       ("/jobs/%s/kill" % sid, {"csrf_token": "forged"})):
+        r = s.post(console.url + path, data=data, timeout=30, allow_redirects=False)
+        assert r.status_code == 403 and "CSRF" in r.text, path
+    fresh = requests.Session()
+    r = fresh.post(console.url + "/login", data={"username": "alice", "password": "alice-pw-1", "project": "demo"},
+                   timeout=30)
+    assert r.status_code == 403
+    assert not [c for c in commands(console) if c["service_id"] == sid]
+    assert s.get(console.url + "/api/jobs", timeout=30).status_code == 200  # still logged in
+
+
+def test_a_user_sees_only_their_projects_jobs(console):
+    """bob's job is invisible to alice (404 on page, API and actions); the operator sees both."""
+    mine, theirs = submit_as(console, "alice", "demo"), submit_as(console, "bob", "other")
+    alice = console.session("alice")
+    wait_for(lambda: mine in [j["service_id"] for j in alice.get(console.url + "/api/jobs", timeout=30).json()["jobs"]],
+             10, what="alice's job on the board")
+    listed = [j["service_id"] for j in alice.get(console.url + "/api/jobs?per_page=500", timeout=30).json()["jobs"]]
+    assert theirs not in listed
+    assert alice.get(f"{console.url}/jobs/{theirs}", timeout=30).status_code == 404
+    assert alice.get(f"{console.url}/api/jobs/{theirs}", timeout=30).status_code == 404
+    assert alice.get(f"{console.url}/jobs/{theirs}/attempts/1/stdout", timeout=30).status_code == 404
+    r = alice.post(f"{console.url}/jobs/{theirs}/kill", data={"csrf_token": console.csrf(alice)}, timeout=30)
+    assert r.status_code == 404
+    assert not [c for c in commands(console) if c["service_id"] == theirs]
+    assert alice.get(f"{console.url}/api/jobs/{mine}", timeout=30).json()["project"] == "demo"
+
+    olga = console.session("olga")
+    seen = {j["service_id"]: j for j in olga.get(console.url + "/api/jobs", timeout=30).json()["jobs"]}
+    assert {mine, theirs} <= set(seen) and seen[theirs]["username"] == "bob"
+    assert olga.get(f"{console.url}/jobs/{theirs}", timeout=30).status_code == 200
+
+
+def test_submit_validates_inputs_with_the_soap_start_messages(console):
+    """The form's errors are the SOAP start's faultstrings; a valid submit drops a spec owned by the user.
+
+    (A non-number never reaches the definition's check over SOAP: the schema refuses it first.)
+    """
+    s = console.session("dave")
+    soap = Soap(console.stack.wsdl)
+    token = console.stack.token("dave")
+
+    def refused(value: str) -> str:
+        r = s.post(console.url + "/submit/waiter", data={"input.secondsToWait": value, "csrf_token": console.csrf(s)},
+                   timeout=30)
+        assert r.status_code == 400
+        return html.unescape(r.text)
+    for value in ("-5", "99999999"):
+        fault = soap.fault("suds", "startWaiter", new_sid(), token, console.stack.extra(), value)
+        assert fault.message.startswith("invalid input secondsToWait: must be") and fault.message in refused(value)
+    assert "invalid input secondsToWait: must be an integer, got 'ten'" in refused("ten")
+    assert not [sid for sid in os.listdir(console.stack.spool / "incoming")]
+    r = s.post(console.url + "/submit/waiter", data={"input.secondsToWait": "1", "service_id": "dave-form-1",
+                                                     "csrf_token": console.csrf(s)}, timeout=30)
+    assert r.status_code == 200 and r.url.endswith("/jobs/dave-form-1")
+    job = s.get(console.url + "/api/jobs/dave-form-1", timeout=30).json()
+    assert (job["username"], job["project"], job["inputs"]) == ("dave", "demo", {"secondsToWait": 1})
+    console.stack.wait_state("dave-form-1", {"SUCCEEDED"})
+
+
+def test_kill_and_restart_drop_command_files_and_wait_for_a_stopped_supervisor(console):
+    """With the supervisor down, kill is dropped into commands/ and the page says it is queued; it applies later."""
+    stack = console.stack
+    stack.supervisor.stop()
+    stack.supervisor = None
+    sid = submit_as(console, "alice", "demo", seconds=30)
+    s = console.session()
+    wait_for(lambda: s.get(f"{console.url}/api/health", timeout=30).json()["supervisor"] == "down", 10,
+             what="health says down")
+    r = s.post(f"{console.url}/jobs/{sid}/kill", data={"csrf_token": console.csrf(s)}, timeout=30)
+    assert r.status_code == 200 and "kill queued: the supervisor is down" in r.text
+    assert [(c["verb"], c["origin"]) for c in commands(console) if c["service_id"] == sid] == [("kill", "console:alice")]
+    stack.supervisor = start_supervisor(stack.env_file, stack.directory / "supervisor-2.log")
+    stack.wait_state(sid, {"ABORTED"})
+    wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "ABORTED", 10,
+             what="console shows ABORTED")
+    r = s.post(f"{console.url}/jobs/{sid}/restart", data={"csrf_token": console.csrf(s)}, timeout=30)
+    assert "restart requested; waiting for the supervisor" in r.text
+    assert [c["verb"] for c in commands(console) if c["service_id"] == sid] in (["restart"], [])
+    stack.wait_state(sid, {"RUNNING"})
+    wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "RUNNING", 10,
+             what="console shows the restarted job running")
+
+
+def test_event_stream_resumes_from_last_event_id(console):
+    """A reconnecting client gets what changed since its Last-Event-ID, and a snapshot without one."""
+    s = console.session()
+    seq = s.get(console.url + "/api/jobs", timeout=30).json()["seq"]
+    sid = submit_as(console, "alice", "demo", seconds=1)
+    console.stack.wait_state(sid, {"SUCCEEDED"})
+    wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "SUCCEEDED", 10,
+             what="console sees the end")
+    with s.get(console.url + "/events", headers={"Last-Event-ID": str(seq)}, stream=True, timeout=30) as r:
+        events = _read_events(r, lambda evs: any(e.get("event") == "job" and json.loads(e["data"])["service_id"] == sid
+                                                 and json.loads(e["data"])["state"] == "SUCCEEDED" for e in evs))
+    assert all(int(e["id"]) > seq for e in events if e.get("event") == "job")
+    with s.get(console.url + "/events", stream=True, timeout=30) as r:
+        first = _read_events(r, lambda evs: len(evs) >= 1)[0]
+    assert first["event"] == "snapshot" and sid in [j["service_id"] for j in json.loads(first["data"])["jobs"]]
+
+
+def _read_events(response, enough, limit: int = 500) -> list[dict]:
+    events, current = [], {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if current:
+                events.append(current)
+                if enough(events):
+                    return events
+            current = {}
+            limit -= 1
+            assert limit, events
+        elif ":" in line and not line.startswith(":"):
+            key, _, value = line.partition(":")
+            current[key] = value.lstrip(" ")
+    raise AssertionError(f"stream ended: {events}")
