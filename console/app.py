@@ -102,6 +102,7 @@ class Console:
         self.wsdl = auth_wsdl(cfg)
         self.auth = AuthManagerClient(self.wsdl, cfg.auth_timeout_seconds)
         self.index = Index(self.spool, self.definitions)
+        self._health: dict[str, Any] | None = None
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(duration=duration, clock=clock, percent=percent)
@@ -114,6 +115,7 @@ class Console:
         while True:
             try:
                 self.index.refresh()
+                self._health = self._measure_health()
                 if time.time() - last_sample >= HISTORY_SECONDS:
                     last_sample = time.time()
                     self.index.sample_history(last_sample)
@@ -123,6 +125,12 @@ class Console:
 
     # -- views ------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """The supervisor's health as of the last refresh pass (measured once a pass, not per stream)."""
+        if self._health is None:
+            self._health = self._measure_health()
+        return self._health
+
+    def _measure_health(self) -> dict[str, Any]:
         sup = supervisor_status(self.spool, None, self.cfg.reconcile_seconds)
         try:
             free = shutil.disk_usage(self.spool.root).free
@@ -518,7 +526,7 @@ def _since(request: Request) -> str | None:
 
 @login_required(api=True)
 async def board_events(request: Request):
-    """Every change to a job the user may see (event `job`, id = the index's seq), and the health.
+    """Every change to the jobs the user may see (event `jobs`, a list; id = the index's seq), and the health.
 
     A client that comes back with Last-Event-ID gets what changed since; one
     that has been away longer than the index remembers removals gets a snapshot.
@@ -537,13 +545,18 @@ async def board_events(request: Request):
             yield {"event": "snapshot", "id": str(c.index.seq), "data": json.dumps(
                 {"jobs": [j.as_json(now) for j in c.index.live() if user.may_see(j.project)]})}
             last = c.index.seq
+        sent_health = None
         while True:
             now = time.time()
-            for job in c.index.changed_since(last):
-                if user.may_see(job.project):
-                    yield {"event": "job", "id": str(job.seq), "data": json.dumps(job.as_json(now))}
+            # one event per wake-up with every visible change, each job's text made once for all streams
+            rows = [job.json_text(now) for job in c.index.changed_since(last) if user.may_see(job.project)]
             last = c.index.seq
-            yield {"event": "health", "data": json.dumps(c.health())}
+            if rows:
+                yield {"event": "jobs", "id": str(last), "data": "[" + ",".join(rows) + "]"}
+            health = c.health()
+            if health != sent_health:
+                sent_health = health
+                yield {"event": "health", "data": json.dumps(health)}
             await c.index.wait_change(last, 2.0)
     return EventSourceResponse(events(), ping=15, headers={"cache-control": "no-store"})
 

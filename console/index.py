@@ -13,6 +13,7 @@ leaves a tombstone for TOMBSTONE_SECONDS so that a resuming client hears of it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import deque
@@ -64,6 +65,8 @@ class Job:
     seq: int = 0
     samples: list[tuple[float, float]] = field(default_factory=list)  # (time, percent) seen while it ran
     stamp: tuple = ()                      # identity of the state.json last read
+    progress_stamp: tuple = ()             # identity of the progress file last read
+    _json: tuple = ((), "")                # (seq, whole second) -> as_json text, shared by every stream
     last_shown: tuple = ()                 # shown() when seq was last bumped
 
     def shown(self) -> tuple:
@@ -91,6 +94,14 @@ class Job:
             "elapsed_seconds": _round(self.elapsed(now)), "remaining_seconds": _round(self.remaining(now)),
             "pending_commands": list(self.pending), "removed": self.removed, "seq": self.seq,
         }
+
+
+    def json_text(self, now: float) -> str:
+        """as_json as text, made once a second per change however many streams send it."""
+        key = (self.seq, int(now))
+        if self._json[0] != key:
+            self._json = (key, json.dumps(self.as_json(float(int(now)))))
+        return self._json[1]
 
 
 def _round(x: float | None) -> float | None:
@@ -283,7 +294,16 @@ class Index:
         d = self.definitions.get(job.job)
         if d is None or d.progress_file is None:
             return
-        pct = read_percent(self.spool.files(job.sid).attempt(job.attempt).progress(d))
+        path = self.spool.files(job.sid).attempt(job.attempt).progress(d)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == job.progress_stamp:
+            return  # unchanged: a stat, not a read, for each running job on every pass
+        job.progress_stamp = stamp
+        pct = read_percent(path)
         if pct is None:
             return
         job.progress = pct

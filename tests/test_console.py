@@ -155,9 +155,9 @@ def test_event_stream_resumes_from_last_event_id(console):
     wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "SUCCEEDED", 10,
              what="console sees the end")
     with s.get(console.url + "/events", headers={"Last-Event-ID": str(seq)}, stream=True, timeout=30) as r:
-        events = _read_events(r, lambda evs: any(e.get("event") == "job" and json.loads(e["data"])["service_id"] == sid
-                                                 and json.loads(e["data"])["state"] == "SUCCEEDED" for e in evs))
-    assert all(int(e["id"]) > seq for e in events if e.get("event") == "job")
+        events = _read_events(r, lambda evs: any(e.get("event") == "jobs" and any(
+            j["service_id"] == sid and j["state"] == "SUCCEEDED" for j in json.loads(e["data"])) for e in evs))
+    assert all(int(e["id"]) > seq for e in events if e.get("event") == "jobs")
     with s.get(console.url + "/events", stream=True, timeout=30) as r:
         first = _read_events(r, lambda evs: len(evs) >= 1)[0]
     assert first["event"] == "snapshot" and sid in [j["service_id"] for j in json.loads(first["data"])["jobs"]]

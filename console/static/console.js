@@ -45,7 +45,7 @@ function board() {
   if (!box) return;
   var refresh = refresher(box, function () { return "/board?" + box.dataset.query; });
   var es = new EventSource("/events?since=" + box.dataset.seq);
-  es.addEventListener("job", refresh);
+  es.addEventListener("jobs", refresh);
   es.addEventListener("snapshot", refresh);
   es.addEventListener("health", function (ev) { showHealth(JSON.parse(ev.data)); });
 }
