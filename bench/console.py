@@ -12,6 +12,7 @@ CPU with and without the console, in interleaved blocks.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import statistics
 import sys
@@ -41,7 +42,7 @@ def console_installed() -> str | None:
 
 
 class Stream(threading.Thread):
-    """One logged-in browser: its /events stream, every data line with its arrival time."""
+    """One logged-in browser: its /events stream; when each job was first said to have SUCCEEDED."""
 
     def __init__(self, base: str, user: str):
         super().__init__(daemon=True)
@@ -53,8 +54,20 @@ class Stream(threading.Thread):
                               timeout=30, allow_redirects=False)
         if r.status_code >= 400:
             raise RuntimeError(f"console login as {user}: HTTP {r.status_code}: {r.text[:200]}")
-        self.url, self.events, self.halt, self.error = f"{base}/events", [], threading.Event(), None
+        self.url, self.halt, self.error = f"{base}/events", threading.Event(), None
         self.response = None
+        self.events = 0
+        self.finished: dict[str, float] = {}  # serviceID -> arrival of the first event saying it SUCCEEDED
+
+    def record(self, at: float, data: str) -> None:
+        self.events += 1
+        try:
+            rows = json.loads(data)
+        except ValueError:
+            return
+        for row in rows if isinstance(rows, list) else rows.get("jobs", ()) if isinstance(rows, dict) else ():
+            if isinstance(row, dict) and row.get("state") == "SUCCEEDED":
+                self.finished.setdefault(str(row.get("service_id")), at)
 
     def run(self) -> None:
         try:
@@ -63,11 +76,11 @@ class Stream(threading.Thread):
                 self.response = r
                 if r.status_code != 200:
                     raise RuntimeError(f"/events: HTTP {r.status_code}")
-                for line in r.iter_lines(decode_unicode=True):
+                for line in r.iter_lines(chunk_size=65536, decode_unicode=True):
                     if self.halt.is_set():
                         return
                     if line and line.startswith("data:"):
-                        self.events.append((time.time(), line))
+                        self.record(time.time(), line[5:])
         except Exception as e:  # noqa: BLE001 - reported by the scenario
             if not self.halt.is_set():
                 self.error = e
@@ -115,7 +128,7 @@ def _delays(b: Bench, streams: list[Stream], samples: int) -> list[float]:
         deadline = time.time() + 10
         for s in streams:
             while time.time() < deadline:
-                hit = next((t for t, line in list(s.events) if sid in line and "SUCCEEDED" in line.upper()), None)
+                hit = s.finished.get(sid)
                 if hit is not None:
                     delays.append(max(0.0, hit - changed))
                     break

@@ -20,12 +20,17 @@ function showHealth(h) {
   });
 }
 
-// Refetch a server-rendered fragment into `box`, at most one request in flight.
+// Refetch a server-rendered fragment into `box`: at most one request in flight and one every
+// 400 ms, so a busy spool (every running job's progress changes each second) costs a page a
+// few requests a second, not one per change.
 function refresher(box, url) {
-  var busy = false, again = false;
+  var busy = false, again = false, last = 0;
   function run() {
     if (busy) { again = true; return; }
+    var wait = last + 400 - Date.now();
+    if (wait > 0) { busy = true; setTimeout(function () { busy = false; run(); }, wait); return; }
     busy = true;
+    last = Date.now();
     fetch(url(), {credentials: "same-origin"}).then(function (r) {
       if (r.status === 200) return r.text();
       if (r.status === 401 || r.redirected) window.location.reload();
