@@ -46,7 +46,7 @@ from .health import routes as health_routes
 from .index import STATES, Index, Job
 
 HERE = Path(__file__).resolve().parent
-REFRESH_SECONDS = 0.5
+REFRESH_SECONDS = 0.25
 HISTORY_SECONDS = 5.0
 PER_PAGE = 50
 LOG_CHUNK = 64 * 1024
