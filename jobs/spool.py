@@ -24,6 +24,7 @@ paths inside runs/<sid>/ come from jobs/runfiles.py):
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -40,6 +41,7 @@ from .runfiles import RUNS, RunFiles
 SERVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 COMMAND_VERBS = ("kill", "restart")
 MAX_JSON_BYTES = 64 * 1024
+HIGH_FD = 512  # staging descriptors live above this (jobs.spool._high_fd)
 # The storage refused a write (full, over quota, read-only, failing, not permitted): a
 # condition of the machine that passes, never a reason to die or to fail a job.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
@@ -198,7 +200,7 @@ class Spool:
     # -- atomic writes -----------------------------------------------------
     def _stage(self, data: bytes, durable: bool = True) -> Path:
         tmp = self.tmp / f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _high_fd(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
         try:
             try:
                 _write_all(fd, data)
@@ -385,15 +387,28 @@ def tail_lines(path: Path, n: int = 10, max_bytes: int = 8192) -> list[str]:
     return lines[-n:]
 
 
+def _high_fd(fd: int) -> int:
+    """Move a new descriptor above the low numbers a careless thread may still write to (see below)."""
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
+    except OSError:
+        return fd  # no room up there: the read-back still guards the file
+    os.close(fd)
+    return high
+
+
 def _verify_staged(path: Path, data: bytes) -> None:
     """Check that a staged file holds exactly what was written, before it is published.
 
     A thread that writes through a descriptor number it already closed lands in
     whatever file now has that number: gunicorn's gthread worker, exiting after
     its master died, wrote its wake-up NUL bytes into a spec being staged by
-    another thread, which was then acknowledged and published. Once our
-    descriptor is closed nothing can reach this file through it, so what is
-    read back now is what a reader will see.
+    another thread, which was then acknowledged and published. So a staged
+    file's descriptor leaves the low numbers at once (_high_fd), and once it is
+    closed nothing new can reach the file through it: what is read back now
+    is what a reader will see. (A write already under way in the kernel when
+    the number was ours could still land; the window is the instant between
+    open() and the move.)
     """
     with open(path, "rb") as f:
         landed = f.read(len(data) + 1)
