@@ -31,7 +31,8 @@ def settings(unit: Path) -> dict[str, list[str]]:
     return values
 
 
-@pytest.mark.parametrize("name", ["spoolsoap-supervisor.service", "spoolsoap-facade.service"])
+@pytest.mark.parametrize("name", ["spoolsoap-supervisor.service", "spoolsoap-facade.service",
+                                  "spoolsoap-console.service"])
 def test_unit_passes_systemd_analyze_verify(name, tmp_path):
     """No warning at all from `systemd-analyze verify` (its exit status ignores unknown keys and bad values);
     ExecStart points at this venv's console script of the same name, so that it is checked too."""
@@ -48,9 +49,9 @@ def test_unit_passes_systemd_analyze_verify(name, tmp_path):
 
 
 def test_units_run_as_a_user_from_the_env_file_restart_on_failure_and_leave_jobs_running():
-    """Both: User=, ENV_FILE=/etc/spoolsoap/env, Restart=on-failure; the supervisor's KillMode=process."""
-    sup, fac = (settings(UNITS / f"spoolsoap-{n}.service") for n in ("supervisor", "facade"))
-    for unit, command in ((sup, "spool-supervisor"), (fac, "spoolsoap-facade")):
+    """All: User=, ENV_FILE=/etc/spoolsoap/env, Restart=on-failure; the supervisor's KillMode=process."""
+    sup, fac, con = (settings(UNITS / f"spoolsoap-{n}.service") for n in ("supervisor", "facade", "console"))
+    for unit, command in ((sup, "spool-supervisor"), (fac, "spoolsoap-facade"), (con, "spoolsoap-console")):
         assert ["spoolsoap"] == unit["User"]
         assert ["ENV_FILE=/etc/spoolsoap/env"] == unit["Environment"]
         assert ["on-failure"] == unit["Restart"]
