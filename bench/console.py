@@ -60,7 +60,6 @@ class Stream(threading.Thread):
         self.finished: dict[str, float] = {}  # serviceID -> arrival of the first event saying it SUCCEEDED
 
     def record(self, at: float, data: str) -> None:
-        self.events += 1
         try:
             rows = json.loads(data)
         except ValueError:
@@ -76,11 +75,18 @@ class Stream(threading.Thread):
                 self.response = r
                 if r.status_code != 200:
                     raise RuntimeError(f"/events: HTTP {r.status_code}")
+                event = ""
                 for line in r.iter_lines(chunk_size=65536, decode_unicode=True):
                     if self.halt.is_set():
                         return
-                    if line and line.startswith("data:"):
-                        self.record(time.time(), line[5:])
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        self.events += 1
+                        if event in ("jobs", "snapshot"):  # a state is in a row, never in `progress`
+                            self.record(time.time(), line[5:])
+                    elif not line:
+                        event = ""
         except Exception as e:  # noqa: BLE001 - reported by the scenario
             if not self.halt.is_set():
                 self.error = e

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -103,6 +104,9 @@ class Console:
         self.auth = AuthManagerClient(self.wsdl, cfg.auth_timeout_seconds)
         self.index = Index(self.spool, self.definitions)
         self._health: dict[str, Any] | None = None
+        self._health_event: tuple[dict | None, bytes] = (None, b"")
+        self._batches: dict[tuple, bytes] = {}
+        self._batches_seq = -1
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(duration=duration, clock=clock, percent=percent)
@@ -140,6 +144,38 @@ class Console:
                 "pid": sup.pid, "heartbeat_age_seconds": None if sup.heartbeat_age is None else round(sup.heartbeat_age, 1),
                 "problem": sup.problem, "queue_length": sum(1 for j in self.index.live() if j.state == "QUEUED"),
                 "free_bytes": free, "free": _bytes(free)}
+
+    def changes(self, since: int, user: access.User) -> bytes:
+        """The encoded events for what changed after `since` that `user` may see; b"" if nothing.
+
+        Every stream wakes at the same change with the same `since`, so a batch
+        is made once per (since, what its viewer may see) and sent by all.
+        """
+        seq = self.index.seq
+        if self._batches_seq != seq:
+            self._batches, self._batches_seq = {}, seq
+        key = (since, None if user.operator else user.project)
+        batch = self._batches.get(key)
+        if batch is None:
+            now = time.time()
+            rows, moved = self.index.changed_since(since)
+            rows = [j.json_text(now) for j in rows if user.may_see(j.project)]
+            moved = {j.sid: j.progress for j in moved if user.may_see(j.project)}
+            events = []
+            if moved:
+                events.append(ServerSentEvent(json.dumps(moved, separators=(",", ":")), event="progress",
+                                              id=None if rows else str(seq)))
+            if rows:
+                events.append(ServerSentEvent("[" + ",".join(rows) + "]", event="jobs", id=str(seq)))
+            batch = self._batches[key] = b"".join(e.encode() for e in events)
+        return batch
+
+    def health_event(self) -> bytes:
+        """The `health` event of the last pass, encoded once for every stream."""
+        health = self.health()
+        if self._health_event[0] != health:
+            self._health_event = (health, ServerSentEvent(json.dumps(health), event="health").encode())
+        return self._health_event[1]
 
     def visible(self, user: access.User, sid: str) -> Job | None:
         try:
@@ -526,10 +562,13 @@ def _since(request: Request) -> str | None:
 
 @login_required(api=True)
 async def board_events(request: Request):
-    """Every change to the jobs the user may see (event `jobs`, a list; id = the index's seq), and the health.
+    """Every change to the jobs the user may see, and the supervisor's health (event `health`).
 
-    A client that comes back with Last-Event-ID gets what changed since; one
-    that has been away longer than the index remembers removals gets a snapshot.
+    Each wake-up sends `progress` ({serviceID: percent} for jobs whose
+    percentage alone moved) and `jobs` (the whole rows of the others, in seq
+    order); the last of them carries the id, the index's seq. A client that
+    comes back with Last-Event-ID gets what changed since; one that has been
+    away longer than the index remembers removals gets a snapshot.
     """
     c = _console(request)
     user = request.state.user
@@ -547,16 +586,14 @@ async def board_events(request: Request):
             last = c.index.seq
         sent_health = None
         while True:
-            now = time.time()
-            # one event per wake-up with every visible change, each job's text made once for all streams
-            rows = [job.json_text(now) for job in c.index.changed_since(last) if user.may_see(job.project)]
+            batch = c.changes(last, user)
             last = c.index.seq
-            if rows:
-                yield {"event": "jobs", "id": str(last), "data": "[" + ",".join(rows) + "]"}
-            health = c.health()
-            if health != sent_health:
+            if batch:
+                yield batch
+            health = c.health_event()
+            if health is not sent_health:
                 sent_health = health
-                yield {"event": "health", "data": json.dumps(health)}
+                yield health
             await c.index.wait_change(last, 2.0)
     return EventSourceResponse(events(), ping=15, headers={"cache-control": "no-store"})
 

@@ -9,6 +9,10 @@ re-checked in a rolling sweep, COLD_PER_PASS a pass. Every change to what a
 job shows bumps a global sequence number, which is the SSE event id: "what
 changed since n" is simply every job whose seq is above n, and a removed job
 leaves a tombstone for TOMBSTONE_SECONDS so that a resuming client hears of it.
+
+A job remembers apart the seq of its last change other than progress
+(`row_seq`): with every running job reporting each second, most changes are a
+new percentage, and a stream sends those as one small map instead of rows.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import structlog
 from jobs.definitions import Definition
 from jobs.errors import SpecError
 from jobs.progress import read_percent
+from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import SERVICE_ID_RE, Spool, read_json
@@ -62,16 +67,21 @@ class Job:
     pending: tuple[str, ...] = ()         # commands waiting in commands/
     removed: bool = False
     removed_at: float | None = None
-    seq: int = 0
+    seq: int = 0                           # the last change of anything shown
+    row_seq: int = 0                       # the last change of anything but the progress
     samples: list[tuple[float, float]] = field(default_factory=list)  # (time, percent) seen while it ran
     stamp: tuple = ()                      # identity of the state.json last read
     progress_stamp: tuple = ()             # identity of the progress file last read
     _json: tuple = ((), "")                # (seq, whole second) -> as_json text, shared by every stream
-    last_shown: tuple = ()                 # shown() when seq was last bumped
+    last_shown: tuple = ()                 # shown() when row_seq was last bumped
+    last_progress: float | None = None     # progress when seq was last bumped
+    files: RunFiles | None = None          # its paths, made once
+    progress_path: tuple[int, str | None] = (0, None)  # (attempt, the definition's progress file)
 
     def shown(self) -> tuple:
+        """Everything a row shows that moves by events, but the progress (see row_seq)."""
         return (self.state, self.reason, self.attempt, self.executor, self.executor_id, self.started_at,
-                self.finished_at, self.progress, self.position, self.pending, self.removed)
+                self.finished_at, self.position, self.pending, self.removed)
 
     def elapsed(self, now: float) -> float | None:
         if self.started_at is None:
@@ -135,8 +145,19 @@ class Index:
     def live(self) -> Iterable[Job]:
         return (j for j in self.jobs.values() if not j.removed)
 
-    def changed_since(self, seq: int) -> list[Job]:
-        return sorted((j for j in self.jobs.values() if j.seq > seq), key=lambda j: j.seq)
+    def changed_since(self, seq: int) -> tuple[list[Job], list[Job]]:
+        """Jobs with a change after seq: (whose row changed, in seq order; whose progress alone changed)."""
+        rows, progress = [], []
+        for j in self.jobs.values():
+            if j.seq > seq:
+                (rows if j.row_seq > seq else progress).append(j)
+        rows.sort(key=lambda j: j.seq)
+        return rows, progress
+
+    def run_files(self, job: Job) -> RunFiles:
+        if job.files is None:
+            job.files = self.spool.files(job.sid)
+        return job.files
 
     async def wait_change(self, seq: int, timeout: float) -> None:
         """Return once seq has moved on (or after timeout)."""
@@ -192,10 +213,12 @@ class Index:
 
     def _bump_if_changed(self, job: Job) -> None:
         shown = job.shown()
-        if job.last_shown != shown:
-            job.last_shown = shown
+        if job.last_shown != shown or job.last_progress != job.progress:
             self.seq += 1
             job.seq = self.seq
+            if job.last_shown != shown:
+                job.last_shown, job.row_seq = shown, self.seq
+            job.last_progress = job.progress
 
     def _scan_runs(self, now: float) -> None:
         try:
@@ -262,7 +285,7 @@ class Index:
             self._load_state(job, now)
 
     def _load_state(self, job: Job, now: float) -> None:
-        path = self.spool.files(job.sid).state
+        path = self.run_files(job).state
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -291,10 +314,13 @@ class Index:
             self._read_progress(job, now)
 
     def _read_progress(self, job: Job, now: float) -> None:
-        d = self.definitions.get(job.job)
-        if d is None or d.progress_file is None:
+        attempt, path = job.progress_path
+        if attempt != job.attempt:
+            d = self.definitions.get(job.job)
+            path = None if d is None else self.run_files(job).attempt(job.attempt).progress(d)
+            job.progress_path = (job.attempt, path)
+        if path is None:
             return
-        path = self.spool.files(job.sid).attempt(job.attempt).progress(d)
         try:
             st = os.stat(path)
         except OSError:

@@ -5,6 +5,7 @@ import html
 import json
 import os
 import stat
+import time
 
 import requests
 from console_harness import console  # noqa: F401 - fixture
@@ -163,9 +164,37 @@ def test_event_stream_resumes_from_last_event_id(console):
     assert first["event"] == "snapshot" and sid in [j["service_id"] for j in json.loads(first["data"])["jobs"]]
 
 
-def _read_events(response, enough, limit: int = 500) -> list[dict]:
+def test_event_stream_sends_a_moving_percentage_as_a_small_map_and_only_to_who_may_see_it(console):
+    """With every running job reporting each second, most changes are a new percentage: a `progress`
+    event {serviceID: percent}, not whole rows; alice's stream and the operator's are made apart."""
+    mine, theirs = submit_as(console, "alice", "demo", seconds=30), submit_as(console, "bob", "other", seconds=30)
+    seen: dict[str, dict[str, list]] = {}
+    for user in ("alice", "olga"):
+        s = console.session(user)
+        seq = s.get(console.url + "/api/jobs", timeout=30).json()["seq"]
+        with s.get(console.url + "/events", headers={"Last-Event-ID": str(seq)}, stream=True, timeout=30) as r:
+            events = _read_events(r, lambda evs: sum(1 for e in evs if e.get("event") == "progress"
+                                                     and mine in json.loads(e["data"])) >= 2)
+        progress = [json.loads(e["data"]) for e in events if e.get("event") == "progress"]
+        rows = [j for e in events if e.get("event") == "jobs" for j in json.loads(e["data"])]
+        seen[user] = {"moved": [sid for p in progress for sid in p], "rows": [j["service_id"] for j in rows]}
+        assert all(isinstance(v, float) and 0 <= v <= 100 for p in progress for v in p.values() if v is not None)
+        assert len({p[mine] for p in progress if mine in p}) >= 2  # it moved, and each step was sent
+        ids = [int(e["id"]) for e in events if "id" in e]
+        assert ids == sorted(ids) and all(i > seq for i in ids)
+        assert all("id" in e for e in events if e.get("event") == "jobs")  # a batch's last event carries the id
+    assert theirs not in seen["alice"]["moved"] + seen["alice"]["rows"]
+    s = console.session("olga")
+    wait_for(lambda: s.get(f"{console.url}/api/jobs/{theirs}", timeout=30).json()["progress"] is not None, 20,
+             what="bob's job reports progress")
+    assert mine in seen["olga"]["moved"]
+
+
+def _read_events(response, enough, limit: int = 500, seconds: float = 30) -> list[dict]:
     events, current = [], {}
+    deadline = time.monotonic() + seconds
     for line in response.iter_lines(decode_unicode=True):
+        assert time.monotonic() < deadline, f"not enough after {seconds} s: {events[-5:]}"
         if line == "":
             if current:
                 events.append(current)

@@ -20,15 +20,27 @@ function showHealth(h) {
   });
 }
 
-// Refetch a server-rendered fragment into `box`: at most one request in flight and one every
-// 400 ms, so a busy spool (every running job's progress changes each second) costs a page a
-// few requests a second, not one per change.
+// Refetch a server-rendered fragment into `box`: at most one request in flight, and none sooner
+// than `gap` ms after the last one: 400 ms after a change of state, 5 s when only percentages
+// moved (the board sets those in place), so a busy spool (every running job's progress changes
+// each second) costs a page a few requests a second at most, not one per change.
 function refresher(box, url) {
-  var busy = false, again = false, last = 0;
-  function run() {
-    if (busy) { again = true; return; }
-    var wait = last + 400 - Date.now();
-    if (wait > 0) { busy = true; setTimeout(function () { busy = false; run(); }, wait); return; }
+  var busy = false, again = null, last = 0, timer = null, due = Infinity;
+  function run(gap) {
+    gap = gap === undefined ? 400 : gap;
+    if (busy) { again = again === null ? gap : Math.min(again, gap); return; }
+    var at = last + gap;
+    if (at > Date.now()) {
+      if (at < due) {
+        clearTimeout(timer);
+        due = at;
+        timer = setTimeout(function () { timer = null; due = Infinity; run(0); }, at - Date.now());
+      }
+      return;
+    }
+    clearTimeout(timer);
+    timer = null;
+    due = Infinity;
     busy = true;
     last = Date.now();
     fetch(url(), {credentials: "same-origin"}).then(function (r) {
@@ -39,10 +51,25 @@ function refresher(box, url) {
       if (html !== null) box.innerHTML = html;
     }).finally(function () {
       busy = false;
-      if (again) { again = false; run(); }
+      if (again !== null) { var g = again; again = null; run(g); }
     });
   }
   return run;
+}
+
+// `progress` is {serviceID: percent or null} for jobs whose percentage alone moved.
+function showProgress(box, moved) {
+  box.querySelectorAll("tr[data-sid]").forEach(function (tr) {
+    if (!Object.prototype.hasOwnProperty.call(moved, tr.dataset.sid)) return;
+    var p = moved[tr.dataset.sid], bar = tr.querySelector("progress"), pct = tr.querySelector(".pct");
+    if (p === null) {
+      bar.removeAttribute("value");
+      pct.textContent = "–";
+    } else {
+      bar.value = p;
+      pct.textContent = p.toFixed(0) + " %";
+    }
+  });
 }
 
 function board() {
@@ -50,8 +77,12 @@ function board() {
   if (!box) return;
   var refresh = refresher(box, function () { return "/board?" + box.dataset.query; });
   var es = new EventSource("/events?since=" + box.dataset.seq);
-  es.addEventListener("jobs", refresh);
-  es.addEventListener("snapshot", refresh);
+  es.addEventListener("jobs", function () { refresh(400); });
+  es.addEventListener("snapshot", function () { refresh(400); });
+  es.addEventListener("progress", function (ev) {
+    showProgress(box, JSON.parse(ev.data));
+    refresh(5000);  // the elapsed and remaining times
+  });
   es.addEventListener("health", function (ev) { showHealth(JSON.parse(ev.data)); });
 }
 
