@@ -200,6 +200,7 @@ class Config:
     console_port: int
     console_secret_file: Path
     console_operators: tuple[str, ...]
+    console_nice: int
     env_file: Path | None
 
     @property
@@ -243,6 +244,7 @@ _DEFAULTS = {
     "CONSOLE_PORT": "8082",
     "CONSOLE_SECRET_FILE": "",  # built-in: state_dir()/console/secret
     "CONSOLE_OPERATORS": "",
+    "CONSOLE_NICE": "10",
 }
 
 
@@ -308,6 +310,7 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
         console_port=_int("CONSOLE_PORT", raw["CONSOLE_PORT"], 0, 65535),
         console_secret_file=_path("CONSOLE_SECRET_FILE"),
         console_operators=tuple(u for u in re.split(r"[,\s]+", raw["CONSOLE_OPERATORS"]) if u),
+        console_nice=_int("CONSOLE_NICE", raw["CONSOLE_NICE"], 0, 19),
         env_file=path,
     )
 

@@ -7,6 +7,7 @@ import os
 import stat
 import time
 
+import psutil
 import requests
 from console_harness import console  # noqa: F401 - fixture
 from facade_harness import Soap, devauth, new_sid  # noqa: F401 - fixture
@@ -28,6 +29,14 @@ def submit_as(c, user: str, project: str, seconds: int = 60) -> str:
 def commands(c) -> list[dict]:
     d = c.stack.spool / "commands"
     return [json.loads((d / n).read_text()) for n in sorted(os.listdir(d))]
+
+
+def test_console_yields_the_cpu_to_the_facade_and_the_supervisor(console):
+    """The console and its worker run at CONSOLE_NICE (10 by default); the façade and supervisor at 0."""
+    proc = psutil.Process(console.proc.pid)
+    assert [p.nice() for p in [proc] + proc.children(recursive=True)] == [10] * (1 + len(proc.children(True)))
+    assert proc.children(recursive=True), "granian's worker"
+    assert psutil.Process(console.stack.supervisor.pid).nice() == 0
 
 
 def test_unauthenticated_requests_get_only_the_login_page(console):
