@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
+import queue
 import re
 import statistics
 import sys
@@ -21,6 +23,8 @@ import time
 
 import psutil
 import requests
+
+from jobs.wait import wait_for
 
 from . import httpload
 from .report import Figure, Target, Value, value_of
@@ -43,10 +47,11 @@ def console_installed() -> str | None:
 
 
 class Stream(threading.Thread):
-    """One logged-in browser: its /events stream; when each job was first said to have SUCCEEDED."""
+    """One logged-in browser: its /events stream; reports the first event saying a job SUCCEEDED."""
 
-    def __init__(self, base: str, user: str):
+    def __init__(self, number: int, base: str, user: str, out):
         super().__init__(daemon=True)
+        self.number, self.out = number, out
         self.session = requests.Session()
         page = self.session.get(f"{base}/login", timeout=30).text  # the form carries the CSRF token
         token = re.search(r'name="csrf_token" value="([^"]+)"', page)
@@ -55,10 +60,9 @@ class Stream(threading.Thread):
                               timeout=30, allow_redirects=False)
         if r.status_code >= 400:
             raise RuntimeError(f"console login as {user}: HTTP {r.status_code}: {r.text[:200]}")
-        self.url, self.halt, self.error = f"{base}/events", threading.Event(), None
+        self.url, self.halt = f"{base}/events", threading.Event()
         self.response = None
-        self.events = 0
-        self.finished: dict[str, float] = {}  # serviceID -> arrival of the first event saying it SUCCEEDED
+        self.finished: set[str] = set()
 
     def record(self, at: float, data: str) -> None:
         try:
@@ -66,8 +70,12 @@ class Stream(threading.Thread):
         except ValueError:
             return
         for row in rows if isinstance(rows, list) else rows.get("jobs", ()) if isinstance(rows, dict) else ():
-            if isinstance(row, dict) and row.get("state") == "SUCCEEDED":
-                self.finished.setdefault(str(row.get("service_id")), at)
+            if not isinstance(row, dict) or row.get("state") != "SUCCEEDED":
+                continue
+            sid = str(row.get("service_id"))
+            if sid not in self.finished:
+                self.finished.add(sid)
+                self.out.put(("seen", self.number, sid, at))
 
     def run(self) -> None:
         try:
@@ -82,20 +90,75 @@ class Stream(threading.Thread):
                         return
                     if line.startswith("event:"):
                         event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        self.events += 1
-                        if event in ("jobs", "snapshot"):  # a state is in a row, never in `progress`
-                            self.record(time.time(), line[5:])
+                    elif line.startswith("data:") and event in ("jobs", "snapshot"):  # a state is in a row
+                        self.record(time.time(), line[5:])
                     elif not line:
                         event = ""
         except Exception as e:  # noqa: BLE001 - reported by the scenario
             if not self.halt.is_set():
-                self.error = e
+                self.out.put(("error", self.number, f"{type(e).__name__}: {e}"))
 
     def close(self) -> None:
         self.halt.set()
         if self.response is not None:
             self.response.close()
+
+
+def _browse(base: str, users: list[str], out, stop) -> None:
+    """The browsers' process: log in, follow the streams until told to stop."""
+    try:
+        streams = [Stream(i, base, users[i % len(users)], out) for i in range(BROWSERS)]
+    except Exception as e:  # noqa: BLE001 - reported by the parent
+        out.put(("ready", f"{type(e).__name__}: {e}"))
+        return
+    for s in streams:
+        s.start()
+    out.put(("ready", None))
+    stop.wait()
+    for s in streams:
+        s.close()
+
+
+class Browsers:
+    """BROWSERS logged-in event streams in a process of their own, as browsers are elsewhere: their
+    threads must not share the load generator's interpreter (its GIL), or they would slow the polls
+    this scenario measures."""
+
+    def __init__(self, base: str, users: list[str]):
+        ctx = multiprocessing.get_context("spawn")
+        self._out, self._stop = ctx.Queue(), ctx.Event()
+        self._proc = ctx.Process(target=_browse, args=(base, users, self._out, self._stop), daemon=True)
+        self._proc.start()
+        self.seen: dict[tuple[int, str], float] = {}  # (stream, serviceID) -> first event saying SUCCEEDED
+        self.errors: list[str] = []
+        kind, *rest = self._out.get(timeout=120)
+        while kind != "ready":
+            self._take(kind, rest)
+            kind, *rest = self._out.get(timeout=120)
+        if rest[0]:
+            self.close()
+            raise RuntimeError(f"S10 browsers: {rest[0]}")
+
+    def _take(self, kind: str, rest: list) -> None:
+        if kind == "seen":
+            self.seen.setdefault((rest[0], rest[1]), rest[2])
+        elif kind == "error":
+            self.errors.append(f"stream {rest[0]}: {rest[1]}")
+
+    def first(self, number: int, sid: str) -> float | None:
+        while True:
+            try:
+                kind, *rest = self._out.get_nowait()
+            except queue.Empty:
+                break
+            self._take(kind, rest)
+        return self.seen.get((number, sid))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 def _console(b: Bench):
@@ -105,20 +168,16 @@ def _console(b: Bench):
     proc = b.stack._start("console", [sys.executable, "-m", "console"], b.env.path.parent / "console.log", env)
     base = f"http://{HOST}:{port}"
     wait_http(f"{base}/healthz", proc)
-    streams = [Stream(base, b.auth.users[i % len(b.auth.users)]) for i in range(BROWSERS)]
-    for s in streams:
-        s.start()
-    return proc, streams
+    return proc, Browsers(base, list(b.auth.users))
 
 
-def _stop(b: Bench, proc, streams) -> None:
-    for s in streams:
-        s.close()
+def _stop(b: Bench, proc, browsers: Browsers) -> None:
+    browsers.close()
     proc.stop()
     b.stack.procs.remove(proc)
 
 
-def _delays(b: Bench, streams: list[Stream], samples: int) -> list[float]:
+def _delays(b: Bench, browsers: Browsers, samples: int) -> list[float]:
     """Start a job that ends at once; how long until each stream names it as SUCCEEDED."""
     delays = []
     for i in range(samples):
@@ -129,13 +188,12 @@ def _delays(b: Bench, streams: list[Stream], samples: int) -> list[float]:
         def done():
             s = b.state(sid)
             return s is not None and s.get("state") == "SUCCEEDED"
-        from jobs.wait import wait_for
         wait_for(done, 30, 0.005, f"{sid} SUCCEEDED")
         changed = state.stat().st_mtime
         deadline = time.time() + 10
-        for s in streams:
+        for number in range(BROWSERS):
             while time.time() < deadline:
-                hit = s.finished.get(sid)
+                hit = browsers.first(number, sid)
                 if hit is not None:
                     delays.append(max(0.0, hit - changed))
                     break
@@ -159,15 +217,15 @@ def s10_console(b: Bench) -> None:
     seconds = plan.poll_seconds / 4
     n = plan.poll_ns[1]
     log(f"S10 console: {BROWSERS} event streams, {samples} state changes, {len(b.fleet)} jobs running")
-    proc, streams = _console(b)
+    proc, browsers = _console(b)
     try:
         procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
         t0, cpu0 = time.monotonic(), _cpu(procs)
-        delays = _delays(b, streams, samples)
+        delays = _delays(b, browsers, samples)
         console_share = (_cpu(procs) - cpu0) / (time.monotonic() - t0) * 100
-        broken = [s.error for s in streams if s.error is not None]
+        broken = browsers.errors
     finally:
-        _stop(b, proc, streams)
+        _stop(b, proc, browsers)
     expected = samples * BROWSERS
     if broken or not delays:
         raise RuntimeError(f"S10: {len(delays)} of {expected} events seen; stream errors: {broken[:3]}")
@@ -190,8 +248,7 @@ def s10_console(b: Bench) -> None:
     for block, running in enumerate(([False, True, True, False] * blocks)):
         started = _console(b) if running else None
         try:
-            if started:
-                time.sleep(2)  # past the logins and the first pass
+            time.sleep(2)  # past the logins and the first pass, or the console's exit
             with Sampler(b.supervisor.pid) as sup:
                 res = poll_load(b, n, seconds, baseline=False)
         finally:

@@ -48,7 +48,8 @@ def main() -> int:
     from granian.server import Server
     server = Server("console.__main__:asgi_app", factory=True, interface=Interfaces.ASGI,
                     address=cfg.console_host, port=cfg.console_port, workers=1, http=HTTPModes.http1,
-                    log_access=False, process_name="console")
+                    log_access=False, log_dictconfig=logs.stdlib_config(cfg.log_level),
+                    process_name="console")
     host = f"[{cfg.console_host}]" if ":" in cfg.console_host else cfg.console_host
 
     @server.on_startup

@@ -32,29 +32,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _logconfig(level: str) -> dict:
-    """granian's and spyne's stdlib records as JSON lines on stderr, like our structlog events."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {
-            "()": structlog.stdlib.ProcessorFormatter,
-            "foreign_pre_chain": [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
-                                  structlog.processors.TimeStamper(fmt="iso", utc=True)],
-            "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                           structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
-        }},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-        "root": {"level": level.upper(), "handlers": ["stderr"]},
-        "loggers": {
-            "_granian": {"level": level.upper(), "handlers": [], "propagate": True},
-            "granian.access": {"level": "WARNING", "handlers": [], "propagate": True},
-            # spyne logs each fault with a traceback and malformed bodies in full; we log faults ourselves
-            "spyne": {"level": "CRITICAL", "handlers": [], "propagate": True},
-        },
-    }
-
-
 def worker_app() -> WsgiOverRsgi:
     """granian's factory, called in each worker: the app main() built before the fork."""
     global _app
@@ -83,7 +60,7 @@ def granian_server(cfg: config_mod.Config, target: str = "facade.server:worker_a
         http1_settings=HTTP1Settings(header_read_timeout=int(cfg.facade_read_timeout_seconds * 1000),
                                      keep_alive=True, max_buffer_size=HEADER_BUFFER_BYTES),
         backlog=2048,
-        log_dictconfig=_logconfig(cfg.log_level),
+        log_dictconfig=logs.stdlib_config(cfg.log_level),
         respawn_failed_workers=True,
         # a request is bounded by the auth timeout (a few calls) and the abort wait
         workers_kill_timeout=int(max(10, 3 * cfg.auth_timeout_seconds + cfg.abort_wait_seconds + 2)),
