@@ -583,19 +583,22 @@ class Daemon:
         self.stopping = self.stopping or signum
 
     def start_observer(self) -> None:
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (DirCreatedEvent, DirModifiedEvent, DirMovedEvent, FileCreatedEvent,
+                                     FileModifiedEvent, FileMovedEvent, FileSystemEventHandler)
         from watchdog.observers import Observer
 
         daemon = self
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event):
-                if event.event_type in ("created", "moved", "modified"):
-                    daemon.wake()
+                daemon.wake()
 
+        # Only what can bring work: the kernel then queues no open/close event for the peers that
+        # read these directories (a console, jobctl), which would each cost this daemon a wake-up.
+        wanted = [FileCreatedEvent, FileMovedEvent, FileModifiedEvent, DirCreatedEvent, DirMovedEvent, DirModifiedEvent]
         self.observer = Observer()
         for d in (self.sup.spool.incoming, self.sup.spool.commands):
-            self.observer.schedule(Wake(), str(d), recursive=False)
+            self.observer.schedule(Wake(), str(d), recursive=False, event_filter=wanted)
         self.observer.daemon = True
         self.observer.start()
 
