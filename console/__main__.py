@@ -12,6 +12,7 @@ import structlog
 from jobs import config as config_mod
 from jobs import logs
 from jobs.errors import JobsError
+from jobs.requirements import require_clfpy
 
 _app = None
 
@@ -35,6 +36,7 @@ def yield_cpu(nice: int) -> None:
 
 def main() -> int:
     global _app
+    require_clfpy("console")
     try:
         cfg = config_mod.load()
         logs.configure(cfg.log_level)

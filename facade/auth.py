@@ -1,11 +1,11 @@
 """Session-token checks against the authentication manager named in `extraParameters`.
 
-Built on the platform's client library `clfpy`, with its two traps closed:
+Built on the platform's client library `clfpy`, with its traps closed:
 `ExtraParameters` splits values on every '=' (URLs with a query break it) and
-drops the last pair when the trailing comma is missing; `SoapClient` builds its
-suds client without a timeout and *returns* a suds `WebFault` instead of
-raising. A slow or dead authentication manager must cost a bounded time and
-end in a clear fault, never a hung worker.
+drops the last pair when the trailing comma is missing (here); its suds client
+has no timeout and returns faults instead of raising them (jobs/authclient.py,
+shared with the console). A slow or dead authentication manager must cost a
+bounded time and end in a clear fault, never a hung worker.
 
 Caches are per worker process: one suds client per auth URL (loading a WSDL is
 the expensive part) and positive validations per (token, auth URL) for
@@ -22,18 +22,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-import urllib.error
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 from urllib.parse import urlsplit
 
 import clfpy
-import structlog
-import suds
-import suds.client
-from suds.cache import NoCache
-from suds.transport import TransportError
 
+from jobs.authclient import AuthManagerClient, AuthRefused, AuthUnavailable
 from jobs.errors import ConfigError
 
 from .errors import AuthManagerUnavailable, InvalidRequest, TokenValidationFailed
@@ -47,7 +42,6 @@ _OWNER_MAX = 256
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)  # '.', '/', '\\' in disguise
 
-log = structlog.get_logger("facade.auth")  # lazy: configured later, by the entry point
 
 
 def parse_extra_parameters(raw: object) -> dict[str, str]:
@@ -178,53 +172,6 @@ def _clip(url: str, limit: int = 120) -> str:
     return url if len(url) <= limit else url[:limit - 3] + "..."
 
 
-class TimedAuthClient(clfpy.AuthClient):
-    """clfpy's AuthClient with a suds client that times out, and calls that raise.
-
-    `call` returns the operation's result or the `WebFault` clfpy hands back;
-    a network problem or timeout becomes AuthManagerUnavailable.
-    """
-
-    def __init__(self, wsdl_url: str, timeout: float):
-        # Not super().__init__: clfpy's SoapClient would build a suds client without a timeout.
-        self.wsdl_url = wsdl_url
-        self.timeout = timeout
-        self._lock = threading.Lock()  # a suds client is not safe for concurrent use
-        try:
-            self.client = suds.client.Client(wsdl_url, cache=NoCache(), timeout=timeout)
-        except Exception as e:  # noqa: BLE001 - any failure to load the WSDL means "unavailable"
-            raise self._unavailable("loading its WSDL", e) from None
-
-    def call(self, name: str, method: Callable[[str], Any], token: str) -> Any:
-        with self._lock:
-            try:
-                return method(token)
-            except Exception as e:  # noqa: BLE001
-                raise self._unavailable(name, e) from None
-
-    def _unavailable(self, step: str, e: Exception) -> AuthManagerUnavailable:
-        """A fault that says what kind of failure it was; what the server said goes to the log only."""
-        log.warning("auth_manager_unavailable", url=self.wsdl_url, step=step, error=_short(e))
-        if _is_timeout(e):
-            why = f"did not answer within {self.timeout:g} s"
-        elif isinstance(e, (TransportError, urllib.error.HTTPError)) or not isinstance(e, OSError):
-            why = "answered with an error"
-        else:
-            why = "could not be reached"
-        return AuthManagerUnavailable(
-            f"authentication manager unavailable: {_clip(self.wsdl_url)} {why} ({step}); "
-            "the details are in the service's log")
-
-
-def _is_timeout(e: BaseException) -> bool:
-    return isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError)
-
-
-def _short(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 @dataclass(frozen=True)
 class Identity:
     """Who a valid session token belongs to, as the authentication manager says."""
@@ -237,13 +184,13 @@ class Authenticator:
 
     def __init__(self, allowed: AuthManagers, timeout: float, cache_seconds: float,
                  clock: Callable[[], float] = time.monotonic,
-                 client_factory: Callable[[str, float], TimedAuthClient] = TimedAuthClient):
+                 client_factory: Callable[[str, float], AuthManagerClient] = AuthManagerClient):
         self.allowed = allowed
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._factory = client_factory
-        self._clients: dict[str, TimedAuthClient] = {}
+        self._clients: dict[str, AuthManagerClient] = {}
         self._valid: dict[tuple[str, str], tuple[float, Identity]] = {}
         self._lock = threading.Lock()
 
@@ -259,20 +206,11 @@ class Authenticator:
         hit = self._valid.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        client = self._client(auth_url)
-        answer = client.call("validateSessionToken", client.validate_session_token, token)
-        if answer is not True:
-            why = (f"the authentication manager answered with a fault: {_fault_text(answer)}"
-                   if isinstance(answer, suds.WebFault) else "the token is unknown or expired")
-            raise TokenValidationFailed(why)
-        project = client.call("getProject", client.get_project, token)
-        if isinstance(project, suds.WebFault) or project is None:
-            raise TokenValidationFailed("the authentication manager could not name the token's project")
-        username = client.call("getUsername", client.get_username, token)
-        ident = Identity(
-            username=None if isinstance(username, suds.WebFault) or username is None else str(username)[:_OWNER_MAX],
-            project=str(project)[:_OWNER_MAX],
-        )
+        try:
+            ident = self._ask(self._client(auth_url), token)
+        except AuthUnavailable as e:
+            raise AuthManagerUnavailable(f"authentication manager unavailable: {_clip(e.url)} {e.why} ({e.step}); "
+                                         "the details are in the service's log") from None
         if self.cache_seconds > 0:
             with self._lock:
                 if len(self._valid) >= MAX_CACHED_TOKENS:
@@ -282,20 +220,34 @@ class Authenticator:
                 self._valid[key] = (now + self.cache_seconds, ident)
         return ident
 
-    def _client(self, auth_url: str) -> TimedAuthClient:
+    @staticmethod
+    def _ask(client: AuthManagerClient, token: str) -> Identity:
+        try:
+            valid = client.call("validateSessionToken", client.validate_session_token, token)
+        except AuthRefused as e:
+            raise TokenValidationFailed(f"the authentication manager answered with a fault: {e}") from None
+        if valid is not True:
+            raise TokenValidationFailed("the token is unknown or expired")
+        try:
+            project = client.call("getProject", client.get_project, token)
+        except AuthRefused:
+            project = None
+        if project is None:
+            raise TokenValidationFailed("the authentication manager could not name the token's project")
+        try:
+            username = client.call("getUsername", client.get_username, token)
+        except AuthRefused:
+            username = None
+        return Identity(username=None if username is None else str(username)[:_OWNER_MAX],
+                        project=str(project)[:_OWNER_MAX])
+
+    def _client(self, auth_url: str) -> AuthManagerClient:
         client = self._clients.get(auth_url)
         if client is None:
-            client = self._factory(auth_url, self.timeout)  # raises AuthManagerUnavailable
+            client = self._factory(auth_url, self.timeout).connect()  # a manager not loaded is not kept
             with self._lock:
                 if len(self._clients) >= MAX_CACHED_CLIENTS:
                     self._clients.pop(next(iter(self._clients)))
                 client = self._clients.setdefault(auth_url, client)
         return client
 
-
-def _fault_text(fault: suds.WebFault) -> str:
-    try:
-        text = str(fault.fault.faultstring)
-    except AttributeError:
-        text = str(fault)
-    return text[:200]

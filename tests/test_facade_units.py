@@ -25,6 +25,7 @@ from facade.errors import (AuthManagerUnavailable, InvalidRequest, JobFailed, Jo
 from facade.guard import RequestGuard
 from facade.operations import COMPLETED, UNCHANGED, Operations
 from harness import ROOT
+from jobs.authclient import AuthManagerClient, AuthUnavailable
 from jobs.definitions import load_definitions
 from jobs.errors import ConfigError
 from jobs.progress import read_percent
@@ -71,15 +72,19 @@ def test_bad_extra_parameters_name_the_problem(raw, message):
 
 # -- the authenticator ------------------------------------------------------------------
 
-class FakeAuthClient:
-    """Stands in for TimedAuthClient: answers from a dict and counts the calls."""
+class FakeAuthClient(AuthManagerClient):
+    """The real client with a WSDL that needs no server: clfpy's calls answer from a dict, counted."""
 
     def __init__(self, tokens: dict, calls: list):
+        super().__init__("http://unused/auth?wsdl", 1)
         self.tokens, self.calls = tokens, calls
 
-    def call(self, name, method, token):
-        self.calls.append(name)
-        return method(token)
+    def _connect(self):
+        pass
+
+    def call(self, step, method, *args):
+        self.calls.append(step)
+        return super().call(step, method, *args)
 
     def validate_session_token(self, token):
         answer = self.tokens.get(token, False)
@@ -178,7 +183,7 @@ def test_unavailable_auth_manager_is_not_cached():
 
     def factory(url, timeout):
         attempts.append(url)
-        raise AuthManagerUnavailable("down")
+        raise AuthUnavailable(url, "could not be reached", "loading its WSDL")
     auth = Authenticator(ALLOWED, timeout=1, cache_seconds=30, client_factory=factory)
     for _ in range(2):
         with pytest.raises(AuthManagerUnavailable):
@@ -187,7 +192,7 @@ def test_unavailable_auth_manager_is_not_cached():
 
 
 def test_real_client_to_a_closed_port_fails_fast():
-    """TimedAuthClient (clfpy's AuthClient with a timeout) turns a refused connection into AuthManagerUnavailable."""
+    """AuthManagerClient (clfpy's AuthClient with a timeout) turns a refused connection into AuthManagerUnavailable."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -67,7 +67,7 @@ def test_wheel_holds_tracked_files_and_the_waiters_program(wheel):
 
 
 def test_installed_wheel_runs_a_waiter_job_outside_the_repo(venv, tmp_path):
-    """Without clfpy the façade and waiter-client name the install command; with it, devauth, supervisor and
+    """Without clfpy the façade, the console and waiter-client name the install command; with it, devauth, supervisor and
     façade from the venv, configured by ./env in a temporary directory, run a waiter job to COMPLETED."""
     bin_dir = venv / "bin"
     work = tmp_path / "site"
@@ -78,7 +78,7 @@ def test_installed_wheel_runs_a_waiter_job_outside_the_repo(venv, tmp_path):
         kw.setdefault("env", env)
         return subprocess.run([str(a) for a in argv], cwd=work, capture_output=True, text=True, timeout=60, **kw)
 
-    for command in ("waiter-client", "spoolsoap-facade"):
+    for command in ("waiter-client", "spoolsoap-facade", "spoolsoap-console"):
         done = run(bin_dir / command, "--help")
         assert 2 == done.returncode, done.stderr
         assert "pip install --no-deps clfpy==1.3.2" in done.stderr, done.stderr
