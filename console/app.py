@@ -48,6 +48,7 @@ from .index import STATES, Index, Job
 
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 0.25
+IDLE_REFRESH_SECONDS = 2.0  # no event stream open: nobody sees a change at once, so a pass costs 8x less often
 HISTORY_SECONDS = 5.0
 PER_PAGE = 50
 LOG_CHUNK = 64 * 1024
@@ -107,6 +108,9 @@ class Console:
         self._health_event: tuple[dict | None, bytes] = (None, b"")
         self._batches: dict[tuple, bytes] = {}
         self._batches_seq = -1
+        self.watchers = 0                 # event streams open
+        self._watched = asyncio.Event()   # set when one opens: the idle wait ends at once
+        self._refreshed_at = 0.0
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(duration=duration, clock=clock, percent=percent)
@@ -114,18 +118,41 @@ class Console:
 
     # -- background -----------------------------------------------------------
     async def refresher(self) -> None:
-        """Keep the index current: a pass every REFRESH_SECONDS, a history point every HISTORY_SECONDS."""
+        """Keep the index current: a pass every REFRESH_SECONDS while an event stream is open, else every
+        IDLE_REFRESH_SECONDS (a page or API request refreshes first: see fresh()); a history point every
+        HISTORY_SECONDS."""
         last_sample = 0.0
         while True:
             try:
-                self.index.refresh()
-                self._health = self._measure_health()
+                self.refresh()
                 if time.time() - last_sample >= HISTORY_SECONDS:
                     last_sample = time.time()
                     self.index.sample_history(last_sample)
             except Exception:  # noqa: BLE001 - a bad pass must not stop the board
                 log.exception("refresh_failed")
-            await asyncio.sleep(REFRESH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watched.wait(), REFRESH_SECONDS if self.watchers else IDLE_REFRESH_SECONDS)
+            self._watched.clear()
+
+    def refresh(self) -> None:
+        self.index.refresh()
+        self._health = self._measure_health()
+        self._refreshed_at = time.monotonic()
+
+    def fresh(self) -> None:
+        """Before answering a request: a pass now if the last one is older than REFRESH_SECONDS."""
+        if time.monotonic() - self._refreshed_at > REFRESH_SECONDS:
+            self.refresh()
+
+    @contextlib.contextmanager
+    def watching(self):
+        """While an event stream is open, the index is refreshed every REFRESH_SECONDS."""
+        self.watchers += 1
+        self._watched.set()
+        try:
+            yield
+        finally:
+            self.watchers -= 1
 
     # -- views ------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -353,6 +380,7 @@ def login_required(api: bool = False):
                     return JSONResponse({"error": "log in first"}, 401)
                 return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
             request.state.user = user
+            c.fresh()
             return await endpoint(request)
         return wrapper
     return decorate
@@ -579,22 +607,23 @@ async def board_events(request: Request):
 
     async def events():
         nonlocal last
-        now = time.time()
-        if last is None or last < c.index.floor or last > c.index.seq:
-            yield {"event": "snapshot", "id": str(c.index.seq), "data": json.dumps(
-                {"jobs": [j.as_json(now) for j in c.index.live() if user.may_see(j.project)]})}
-            last = c.index.seq
-        sent_health = None
-        while True:
-            batch = c.changes(last, user)
-            last = c.index.seq
-            if batch:
-                yield batch
-            health = c.health_event()
-            if health is not sent_health:
-                sent_health = health
-                yield health
-            await c.index.wait_change(last, 2.0)
+        with c.watching():
+            now = time.time()
+            if last is None or last < c.index.floor or last > c.index.seq:
+                yield {"event": "snapshot", "id": str(c.index.seq), "data": json.dumps(
+                    {"jobs": [j.as_json(now) for j in c.index.live() if user.may_see(j.project)]})}
+                last = c.index.seq
+            sent_health = None
+            while True:
+                batch = c.changes(last, user)
+                last = c.index.seq
+                if batch:
+                    yield batch
+                health = c.health_event()
+                if health is not sent_health:
+                    sent_health = health
+                    yield health
+                await c.index.wait_change(last, 2.0)
     return EventSourceResponse(events(), ping=15, headers={"cache-control": "no-store"})
 
 
@@ -617,31 +646,32 @@ async def job_events(request: Request):
 
     async def events():
         nonlocal seq, attempt, out, err
-        while True:
-            current = c.index.get(sid)
-            if current is None:
-                yield {"event": "gone", "data": "{}"}
-                return
-            if current.attempt != attempt:
-                attempt, out, err = current.attempt, 0, 0
-            files = c.spool.files(sid).attempt(attempt)
-            sent = False
-            for stream, path in (("stdout", files.stdout), ("stderr", files.stderr)):
-                offset = out if stream == "stdout" else err
-                text, offset = _read_log(path, offset)
-                if stream == "stdout":
-                    out = offset
-                else:
-                    err = offset
-                if text:
-                    sent = True
-                    yield {"event": "log", "id": f"{current.seq}.{attempt}.{out}.{err}",
-                           "data": json.dumps({"stream": stream, "attempt": attempt, "text": text})}
-            if current.seq > seq or sent:
-                seq = current.seq
-                yield {"event": "job", "id": f"{seq}.{attempt}.{out}.{err}",
-                       "data": json.dumps(current.as_json(time.time()))}
-            await c.index.wait_change(c.index.seq, 0.5)  # any change, or 0.5 s for the logs
+        with c.watching():
+            while True:
+                current = c.index.get(sid)
+                if current is None:
+                    yield {"event": "gone", "data": "{}"}
+                    return
+                if current.attempt != attempt:
+                    attempt, out, err = current.attempt, 0, 0
+                files = c.spool.files(sid).attempt(attempt)
+                sent = False
+                for stream, path in (("stdout", files.stdout), ("stderr", files.stderr)):
+                    offset = out if stream == "stdout" else err
+                    text, offset = _read_log(path, offset)
+                    if stream == "stdout":
+                        out = offset
+                    else:
+                        err = offset
+                    if text:
+                        sent = True
+                        yield {"event": "log", "id": f"{current.seq}.{attempt}.{out}.{err}",
+                               "data": json.dumps({"stream": stream, "attempt": attempt, "text": text})}
+                if current.seq > seq or sent:
+                    seq = current.seq
+                    yield {"event": "job", "id": f"{seq}.{attempt}.{out}.{err}",
+                           "data": json.dumps(current.as_json(time.time()))}
+                await c.index.wait_change(c.index.seq, 0.5)  # any change, or 0.5 s for the logs
     return EventSourceResponse(events(), ping=15, headers={"cache-control": "no-store"})
 
 
@@ -688,7 +718,7 @@ class SecurityHeaders:
 def make_app(cfg: Config) -> Starlette:
     """The console's Starlette app for cfg (one process: the index lives in it)."""
     console = Console(cfg)
-    console.index.refresh()
+    console.refresh()
     console.index.sample_history()
 
     @contextlib.asynccontextmanager
