@@ -170,7 +170,7 @@ class Console:
         return {"supervisor": "hung" if sup.hung else "up" if sup.running else "down",
                 "pid": sup.pid, "heartbeat_age_seconds": None if sup.heartbeat_age is None else round(sup.heartbeat_age, 1),
                 "problem": sup.problem, "queue_length": sum(1 for j in self.index.live() if j.state == "QUEUED"),
-                "free_bytes": free, "free": _bytes(free)}
+                "free_bytes": free, "free": _bytes(free), "event_streams": self.watchers}
 
     def changes(self, since: int, user: access.User) -> bytes:
         """The encoded events for what changed after `since` that `user` may see; b"" if nothing.

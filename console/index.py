@@ -10,6 +10,14 @@ job shows bumps a global sequence number, which is the SSE event id: "what
 changed since n" is simply every job whose seq is above n, and a removed job
 leaves a tombstone for TOMBSTONE_SECONDS so that a resuming client hears of it.
 
+Two gates keep a pass cheap with many jobs running. Every file the supervisor
+(the one writer of state.json) or any peer writes atomically is staged in the
+spool's tmp/ first, so while tmp/'s mtime stands still no state.json changed
+and none is stat()ed (`_states_may_have_moved`: see there for why a stamp is
+trusted only once it is older than MTIME_MARGIN, and a full check still runs
+every FULL_CHECK_SECONDS). A progress file, the program's own, is looked at
+every PROGRESS_EVERY passes (half the running jobs each pass).
+
 A job remembers apart the seq of its last change other than progress
 (`row_seq`): with every running job reporting each second, most changes are a
 new percentage, and a stream sends those as one small map instead of rows.
@@ -38,6 +46,9 @@ from jobs.states import TERMINAL, JobState
 SUBMITTED = "SUBMITTED"  # a spec in incoming/ the supervisor has not claimed yet
 STATES = (SUBMITTED,) + tuple(s.value for s in JobState)
 COLD_PER_PASS = 200
+PROGRESS_EVERY = 2         # passes: each running job's progress is looked at every 0.5 s
+MTIME_MARGIN = 1.0         # s: a directory mtime younger than this may yet be shared by a later write
+FULL_CHECK_SECONDS = 1.0   # every state.json of a hot job is stat()ed at least this often, gate or not
 TOMBSTONE_SECONDS = 600
 MAX_SAMPLES = 600
 HISTORY_POINTS = 720
@@ -77,6 +88,7 @@ class Job:
     last_progress: float | None = None     # progress when seq was last bumped
     files: RunFiles | None = None          # its paths, made once
     progress_path: tuple[int, str | None] = (0, None)  # (attempt, the definition's progress file)
+    turn: int = 0                          # which of PROGRESS_EVERY passes looks at its progress
 
     def shown(self) -> tuple:
         """Everything a row shows that moves by events, but the progress (see row_seq)."""
@@ -136,6 +148,10 @@ class Index:
         self._tombstones: dict[str, float] = {}  # removed sid -> when
         self._hot: set[str] = set()        # unfinished (or just added, removed or commanded): looked at every pass
         self._changed = asyncio.Event()
+        self._passes = 0
+        self._added = 0
+        self._tmp_seen: tuple[tuple, bool] = ((), False)  # (tmp/'s stamp, it was older than MTIME_MARGIN)
+        self._full_check_at = 0.0
 
     # -- reading ------------------------------------------------------------
     def get(self, sid: str) -> Job | None:
@@ -177,8 +193,11 @@ class Index:
         self._scan_incoming(now)
         pending = self._scan_commands()
         self._read_queue()
+        states = self._states_may_have_moved(now)
+        self._passes += 1
+        turn = self._passes % PROGRESS_EVERY
         touched = self._hot | (pending.keys() & self.jobs.keys())
-        for _ in range(min(COLD_PER_PASS, len(self._cold))):
+        for _ in range(min(COLD_PER_PASS, len(self._cold)) if states else 0):
             sid = self._cold.popleft()
             if sid in self.jobs and not self.jobs[sid].removed:
                 self._cold.append(sid)
@@ -186,11 +205,11 @@ class Index:
         for sid in touched:
             job = self.jobs[sid]
             if not job.removed:
-                if job.state != SUBMITTED:
+                if job.state != SUBMITTED and (states or sid in pending):
                     self._load_state(job, now)
                 job.position = self._queue.get(sid) if job.state == JobState.QUEUED.value else None
                 job.pending = tuple(pending.get(sid, ()))
-                if job.state == JobState.RUNNING.value:
+                if job.state == JobState.RUNNING.value and job.turn == turn:
                     self._read_progress(job, now)
             self._bump_if_changed(job)
             if job.removed or (job.state in _TERMINAL and not job.pending):
@@ -202,6 +221,29 @@ class Index:
             self._changed.set()
             self._changed = asyncio.Event()
         return self.seq - before
+
+    def _states_may_have_moved(self, now: float) -> bool:
+        """False only when no state.json can have changed since the last pass that looked at them.
+
+        A write in tmp/ sets its mtime to the kernel's coarse clock, so a later
+        write within the same tick leaves the stamp as it was. An unchanged
+        stamp is therefore trusted only if, when it was taken, it was already
+        older than MTIME_MARGIN: every write sharing it came before that pass,
+        which looked at every state.json after taking it. A filesystem whose
+        directory mtimes never move (or a clock far off) costs at most
+        FULL_CHECK_SECONDS of delay, never a change missed for good.
+        """
+        try:
+            st = os.stat(self.spool.tmp)
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = ()
+        seen, was_old = self._tmp_seen
+        if stamp and stamp == seen and was_old and abs(now - self._full_check_at) < FULL_CHECK_SECONDS:
+            return False
+        self._tmp_seen = (stamp, bool(stamp) and now - st.st_mtime_ns / 1e9 > MTIME_MARGIN)
+        self._full_check_at = now
+        return True
 
     def sample_history(self, now: float | None = None) -> None:
         """One point of the jobs-over-time chart: queued, running, finished."""
@@ -272,7 +314,8 @@ class Index:
             log.warning("spec_unreadable", service_id=sid, error=str(e))
             return
         job = Job(sid, spec.job, spec.owner.get("project"), spec.owner.get("username"), spec.submitted_at,
-                  spec.inputs)
+                  spec.inputs, turn=self._added % PROGRESS_EVERY)
+        self._added += 1
         old = self.jobs.get(sid)
         if old is not None:
             job.samples = old.samples if not old.removed else []

@@ -199,6 +199,22 @@ def test_event_stream_sends_a_moving_percentage_as_a_small_map_and_only_to_who_m
     assert mine in seen["olga"]["moved"]
 
 
+def test_an_open_event_stream_is_counted_until_it_closes(console):
+    """While a stream is open the index is refreshed every 0.25 s, else every 2 s: the count must come back
+    down when a browser goes away, or the console would never go idle again."""
+    s = console.session("olga")
+
+    def streams():
+        return s.get(console.url + "/api/health", timeout=30).json()["event_streams"]
+    wait_for(lambda: streams() == 0, 10, what="no stream open")
+    with s.get(console.url + "/events", stream=True, timeout=30) as r, \
+            s.get(console.url + "/events", stream=True, timeout=30) as r2:
+        _read_events(r, lambda evs: len(evs) >= 1)
+        _read_events(r2, lambda evs: len(evs) >= 1)
+        wait_for(lambda: streams() == 2, 10, what="two streams counted")
+    wait_for(lambda: streams() == 0, 20, what="closed streams no longer counted")
+
+
 def _read_events(response, enough, limit: int = 500, seconds: float = 30) -> list[dict]:
     events, current = [], {}
     deadline = time.monotonic() + seconds
