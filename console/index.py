@@ -329,12 +329,8 @@ class Index:
 
     def _load_state(self, job: Job, now: float) -> None:
         path = self.run_files(job).state
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == job.stamp:
+        stamp = _stamp(path)
+        if stamp is None or stamp == job.stamp:
             return
         try:
             rs = RunState.from_dict(read_json(path))
@@ -362,15 +358,9 @@ class Index:
             d = self.definitions.get(job.job)
             path = None if d is None else self.run_files(job).attempt(job.attempt).progress(d)
             job.progress_path = (job.attempt, path)
-        if path is None:
-            return
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == job.progress_stamp:
-            return  # unchanged: a stat, not a read, for each running job on every pass
+        stamp = None if path is None else _stamp(path)
+        if stamp is None or stamp == job.progress_stamp:
+            return  # unchanged: a stat, not a read, for each running job it looks at
         job.progress_stamp = stamp
         pct = read_percent(path)
         if pct is None:
@@ -394,13 +384,10 @@ class Index:
         return pending
 
     def _read_queue(self) -> None:
-        try:
-            st = os.stat(self.spool.queue_file)
-        except FileNotFoundError:
+        stamp = _stamp(self.spool.queue_file)
+        if stamp is None:
             self._queue = {}
-            return
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._queue_stamp:
+        elif stamp != self._queue_stamp:
             self._queue_stamp = stamp
             self._queue = {sid: i + 1 for i, sid in enumerate(self.spool.read_queue()) if isinstance(sid, str)}
 
@@ -416,6 +403,15 @@ class Index:
             job = self.jobs.get(sid)
             if job is not None and job.removed:
                 self.floor = max(self.floor, self.jobs.pop(sid).seq)
+
+
+def _stamp(path) -> tuple | None:
+    """What identifies a file's content without reading it: (inode, mtime, size); None if it cannot be stat()ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 _TERMINAL = frozenset(s.value for s in TERMINAL)
