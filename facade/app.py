@@ -15,7 +15,6 @@ from typing import Callable, Iterable
 
 import structlog
 from spyne import Application
-from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
 from jobs.config import Config
@@ -27,6 +26,7 @@ from .fastpath import StatusFastPath
 from .guard import RequestGuard, soap_fault
 from .metrics import HEALTH_PATHS, instrument
 from .operations import Operations
+from .protocol import TypedSoap11
 from .proxies import TrustedProxies, forwarded_port, last_value
 from .service import DefinitionSoap11, build_service, status_operation
 
@@ -135,6 +135,16 @@ def service_paths(config: Config, definitions: dict[str, Definition]) -> list[st
     return [f"{config.context_root}/{d.service}" for d in definitions.values()]
 
 
+def service_app(d: Definition, ops: Operations, config: Config) -> StatusFastPath:
+    """One definition's SOAP service as WSGI: spyne with the fast path in front (no guard, no routing)."""
+    soap_app = Application([build_service(d, ops)], tns=d.namespace,
+                           in_protocol=DefinitionSoap11(d), out_protocol=TypedSoap11())
+    spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
+                                         trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
+    return StatusFastPath(spyne_app, status_operation(d, ops), f"{config.context_root}/{d.service}",
+                          enabled=config.facade_fast_path)
+
+
 def make_app(config: Config, definitions: dict[str, Definition] | None = None) -> Callable:
     """Build the WSGI application; raises ConfigError (e.g. empty AUTH_MANAGERS) or DefinitionError."""
     allowed = AuthManagers(config.auth_managers)  # fail closed: no allow-list, no façade
@@ -146,11 +156,7 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)
     routes: dict[str, Callable] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
-        soap_app = Application([build_service(d, ops)], tns=d.namespace,
-                               in_protocol=DefinitionSoap11(d), out_protocol=Soap11())
-        spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
-                                             trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
-        routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path, enabled=config.facade_fast_path)
+        routes[path] = service_app(d, ops, config)
     # /healthz, /readyz, /metrics sit beside CONTEXT_ROOT, outside the guard and the request counts
     counted, health = instrument(RequestGuard(Router(routes), config.max_body_bytes), spool, config.reconcile_seconds)
     app = Router(dict.fromkeys(HEALTH_PATHS, health), fallback=counted)
