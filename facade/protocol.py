@@ -22,7 +22,7 @@ from lxml import etree
 from spyne import Fault
 from spyne.protocol.soap import Soap11
 
-from .errors import InternalError, InvalidRequest
+from .errors import declared_for
 
 _NS = re.compile(r"\{[^}]*\}")
 MAX_FAULT_TEXT = 300
@@ -88,15 +88,16 @@ class TypedSoap11(Soap11):
     The operations' own faults come with theirs (facade.service); any other
     fault (a schema failure, XML that does not parse, an unknown operation)
     gets an empty InvalidRequestFault element for a Client.* faultcode, else
-    InternalErrorFault, so a client generated from the WSDL raises a declared
-    type instead of an untyped SOAPFaultException.
+    InternalErrorFault (facade.errors.declared_for), so a client generated
+    from the WSDL raises a declared type instead of an untyped
+    SOAPFaultException.
     """
 
     def fault_to_parent(self, ctx, cls, inst, parent, ns, *args, **kwargs):
         if inst.detail is None:
             tns = self.app.interface.get_tns()
-            error = InvalidRequest if str(inst.faultcode).startswith("Client") else InternalError
-            inst.detail = etree.Element(f"{{{tns}}}{error.fault_name}", nsmap={"tns": tns})
+            name = declared_for(str(inst.faultcode)).fault_name
+            inst.detail = etree.Element(f"{{{tns}}}{name}", nsmap={"tns": tns})
         return super().fault_to_parent(ctx, cls, inst, parent, ns, *args, **kwargs)
 
 

@@ -18,7 +18,7 @@ from lxml import etree
 from requests.structures import CaseInsensitiveDict
 from zeep.transports import Transport
 
-from facade.app import service_app
+from facade.app import Router, service_app
 from facade.auth import Identity
 from facade.errors import TokenValidationFailed
 from facade.guard import RequestGuard
@@ -73,7 +73,8 @@ def facade(request, tmp_path):
     ops = Operations(spool, DEFS, StubAuth(), abort_wait_seconds=0, clock=lambda: NOW)
     fast = service_app(DEFS["waiter"], ops, config)
     assert (fast.template is not None) is request.param
-    return RequestGuard(fast, config.max_body_bytes), spool
+    namespaces = {PATH: TNS}
+    return RequestGuard(Router({PATH: fast}, namespaces=namespaces), config.max_body_bytes, namespaces), spool
 
 
 def envelope(inner: str) -> bytes:
@@ -142,10 +143,13 @@ START = ("<w:startWaiter><w:serviceID>s-1</w:serviceID><w:sessionToken>good</w:s
                               "<w:sessionToken>again</w:sessionToken></w:abortService>")),
     ("startWaiter", b"<s:Envelope xmlns:s='http://schemas.xmlsoap.org/soap/envelope/'><s:Body><oops"),
     ("startWaiter", envelope("<w:deleteEverything/>")),
-], ids=["abc", "1.5", "unknown-element", "status-unknown-element", "twice", "not-xml", "unknown-operation"])
+    ("getServiceStatus", b"<!DOCTYPE x []>" + envelope("<w:getServiceStatus/>")),
+    ("getServiceStatus", b" "),
+], ids=["abc", "1.5", "unknown-element", "status-unknown-element", "twice", "not-xml", "unknown-operation",
+        "doctype", "empty"])
 def test_schema_failures_carry_the_declared_invalid_request_element(facade, operation, body):
-    """A request the schema refuses gets Client.InvalidRequest (or a clear Client fault) whose <detail> zeep
-    parses as the declared InvalidRequestFault element."""
+    """A request the schema (or the guard) refuses gets a Client fault whose <detail> zeep parses as the
+    declared InvalidRequestFault element."""
     app, spool = facade
     client = zeep.Client("http://localhost/demo-waiter/Waiter?wsdl", transport=WsgiTransport(app))
     status, data = wsgi(app, body)
