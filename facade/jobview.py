@@ -205,8 +205,8 @@ class SentPages:
     MAX_POLLERS = 8
     HINT_BYTES = 1024
 
-    def __init__(self, entries: tuple[tuple[str, str, float], ...] = ()):
-        self.entries = entries  # (poller, page digest, sent_at), the most recent first
+    def __init__(self, entries: list | None = None):
+        self.entries = entries or []  # [poller, page digest, sent_at] as read, the most recent first; unchecked
 
     @classmethod
     def read(cls, files: RunFiles) -> SentPages:
@@ -216,17 +216,20 @@ class SentPages:
                 sent = json.loads(f.read(cls.HINT_BYTES)).get("sent")
         except (FileNotFoundError, NotRegularFile, ValueError, AttributeError):
             return cls()
-        if not isinstance(sent, list):
-            return cls()
-        return cls(tuple((e[0], e[1], float(e[2])) for e in sent[: cls.MAX_POLLERS] if _sent_entry(e)))
+        return cls(sent[: cls.MAX_POLLERS] if isinstance(sent, list) else None)
 
     def last(self, poller_id: str) -> str | None:
-        """The digest of the last page sent to this poller, if facade.json remembers one."""
-        return next((d for p, d, _ in self.entries if p == poller_id), None)
+        """The digest of the last page sent to this poller, if facade.json remembers one (checked only here:
+        the poll path reads this file on every poll)."""
+        for entry in self.entries:
+            if isinstance(entry, list) and len(entry) == 3 and entry[0] == poller_id:
+                return entry[1] if isinstance(entry[1], str) else None
+        return None
 
     def record(self, poller_id: str, digest: str, now: float) -> bytes:
         """facade.json with this poller's page first, the least recent poller dropped beyond MAX_POLLERS."""
-        kept = [(poller_id, digest, now)] + [e for e in self.entries if e[0] != poller_id]
+        kept = [(poller_id, digest, now)] + [
+            (e[0], e[1], float(e[2])) for e in self.entries if _sent_entry(e) and e[0] != poller_id]
         del kept[self.MAX_POLLERS:]
         while True:
             data = b'{"sent": [%s]}' % b", ".join(
