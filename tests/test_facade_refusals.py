@@ -273,6 +273,16 @@ def test_unknown_service_id_faults(kind, op, extra_args, soap, token):
     assert "no Waiter job with serviceID 'never-started-42'" in f.message
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("op,extra_args", [("getServiceStatus", ()), ("abortService", ()),
+                                           ("notifyService", ("hello",))])
+def test_without_a_valid_token_an_unknown_service_id_is_not_named(kind, op, extra_args, soap):
+    """A refused token gets the token fault for a serviceID that was never started, as for one that was."""
+    f = soap.fault(kind, op, "never-started-43", "not-a-token", *extra_args)
+    assert "TokenValidationFailed" in f.code and TOKEN_FAULT == f.message
+    assert "the token is unknown or expired" in f.detail
+
+
 # -- hostile XML ---------------------------------------------------------------------
 
 LAUGHS = """<?xml version="1.0"?>
