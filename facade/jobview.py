@@ -167,16 +167,16 @@ def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageVi
 
 
 def failure_message(sid: str, view: PageView) -> str:
-    """The JobFailed faultstring: what ended the job and the last lines it wrote."""
+    """The JobFailed faultstring: what ended the job on its first line, then the last lines it wrote."""
     what = "was aborted" if view.state == "aborted" else "failed"
     parts = [f"job {sid} {what}: {view.detail or 'no reason recorded'}"]
-    if view.exit_code is not None:
+    if view.exit_code is not None and not re.search(rf"\bexit code {view.exit_code}\b", parts[0]):  # said already?
         parts.append(f"exit code {view.exit_code}")
     if view.signal is not None:
         parts.append(f"signal {view.signal}")
     text = "; ".join(parts)
     if view.log_lines:
-        text += f". {view.log_title}:\n" + "\n".join(view.log_lines[-5:])
+        text += f"\n{view.log_title}:\n" + "\n".join(view.log_lines[-5:])
     return xml_safe(text)
 
 
