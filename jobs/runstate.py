@@ -112,13 +112,16 @@ class RunState:
             raise SpecError(f"state.json: malformed ({e})") from None
 
 
-def _record_type(cls: type, times: tuple[str, ...], **nested: type) -> type:
-    """The file's shape of a dataclass, written once: the same fields, times as ISO 8601 (datetime), unknown ones refused."""
+def _record_type(cls: type, times: tuple[str, ...], required: tuple[str, ...] = (), **nested: type) -> type:
+    """The file's shape of a dataclass, written once: the same fields, times as ISO 8601 (datetime),
+    unknown ones refused, `required` ones required in the file even where the class has a default."""
     hints = get_type_hints(cls)
     spec: list[tuple] = []
     for f in fields(cls):
         kind = datetime | None if f.name in times else nested.get(f.name, hints[f.name])
-        if f.default is not MISSING:
+        if f.name in required:
+            spec.append((f.name, kind))
+        elif f.default is not MISSING:
             spec.append((f.name, kind, f.default))
         elif f.default_factory is not MISSING:
             spec.append((f.name, kind, msgspec.field(default_factory=f.default_factory)))
@@ -150,5 +153,5 @@ def _from_record(rec: Any) -> RunState:
 
 
 _AttemptRecord = _record_type(Attempt, _ATTEMPT_TIMES)
-_StateRecord = _record_type(RunState, _TIME_FIELDS, history=list[_AttemptRecord])
+_StateRecord = _record_type(RunState, _TIME_FIELDS, ("state",), history=list[_AttemptRecord])
 _DECODE_STATE = msgspec.json.Decoder(_StateRecord)

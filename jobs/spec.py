@@ -37,7 +37,7 @@ _SHAPE_PROBLEMS = {
 }
 _DECODE = msgspec.json.Decoder(_SpecFile)
 _FIELD_NAMED = re.compile(r"Object (missing required|contains unknown) field `([^`]*)`$")
-_AT_FIELD = re.compile(r" - at `\$\.([A-Za-z_]+)")
+_AT_FIELD = re.compile(r"`\$\.([A-Za-z_]+)")  # "- at `$.owner`", "- at `key` in `$.owner`"
 
 
 def _version_problem(version: Any) -> str:
