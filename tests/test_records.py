@@ -1,12 +1,12 @@
-"""The spool's records (spec.json, state.json, exit.json): decoded by msgspec, today's messages and bytes kept."""
+"""The typed records (spec.json, state.json, exit.json, job definitions): decoded by msgspec, today's messages and bytes kept."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from jobs.definitions import load_definitions
-from jobs.errors import SpecError
+from jobs.definitions import load_definition, load_definitions
+from jobs.errors import DefinitionError, SpecError
 from jobs.runfiles import AttemptFiles
 from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
@@ -159,3 +159,74 @@ def test_a_malformed_exit_record_is_an_unreadable_end(tmp_path, raw):
     (tmp_path / "1" / "exit.json").write_bytes(raw)
     rec = read_exit(attempt)
     assert (None, None) == (rec.exit_code, rec.signal) and rec.error.startswith("unreadable exit.json (")
+
+
+DEF_BASE = 'service = "S"\nnamespace = "n"\nstart_method = "startS"\nargv = ["{python}"]\n'
+BAD_DEFINITIONS = [
+    (DEF_BASE.replace('service = "S"\n', ''), "service: required"),
+    (DEF_BASE.replace('"S"', '5'), "service: must be a string, got int"),
+    (DEF_BASE.replace('"S"', 'true'), "service: must be a string, got a boolean"),
+    (DEF_BASE.replace('"S"', '"a b"'), "service: must be an identifier (letters, digits, _)"),
+    (DEF_BASE.replace('"n"', '" "'), "namespace: must not be empty"),
+    (DEF_BASE.replace('"startS"', '"abortService"'), "start_method: clashes with a fixed protocol method"),
+    (DEF_BASE.replace('["{python}"]', '"python"'), "argv: must be a list, got str"),
+    (DEF_BASE.replace('["{python}"]', '[]'), "argv: must be a non-empty list of strings"),
+    (DEF_BASE.replace('["{python}"]', '[1]'), "argv: must be a non-empty list of strings"),
+    (DEF_BASE + 'executor = "k8s"\n', "executor: must be one of local, slurm"),
+    (DEF_BASE + 'description = 1979-05-27\n', "description: must be a string, got date"),
+    (DEF_BASE + 'files = 3\n', "files: must be a table, got int"),
+    (DEF_BASE + '[files]\nlog = 3\n', "files.log: must be a string, got int"),
+    (DEF_BASE + '[files]\nlog = "a/b"\n', "files.log: must be a plain file name"),
+    (DEF_BASE + '[files]\n"a-b" = "x.txt"\n', "files.a-b: file keys must be identifiers"),
+    (DEF_BASE + '[inputs]\nserviceID = {type = "string"}\n', "inputs.serviceID: input names must be identifiers"),
+    (DEF_BASE + '[inputs]\nx = "integer"\n', "inputs.x: must be a table, got str"),
+    (DEF_BASE + '[inputs.x]\nmin = 0\n', "inputs.x.type: required"),
+    (DEF_BASE + '[inputs.x]\ntype = "string"\ncolour = 1\n', "inputs.x.colour: unknown field"),
+    (DEF_BASE + '[inputs.x]\ntype = "integer"\nmin = true\nmax = 5\n', "inputs.x.min: must be a number, got a boolean"),
+    (DEF_BASE + '[inputs.x]\ntype = "integer"\nmin = "0"\nmax = 5\n', "inputs.x.min: must be a number, got str"),
+    (DEF_BASE + '[inputs.x]\ntype = "integer"\nmin = 3\nmax = 1\n', "inputs.x.min: is greater than max"),
+    (DEF_BASE + '[inputs.x]\ntype = "integer"\nmin = 0\nmax = 5\ndefault = "1"\n', "inputs.x.default: must be an integer, got str"),
+    (DEF_BASE + '[inputs.x]\ntype = "float"\nmin = 0\nmax = 5\ndefault = true\n', "inputs.x.default: must be a number, got a boolean"),
+    (DEF_BASE + '[inputs.x]\ntype = "string"\nmax_length = 0\n', "inputs.x.max_length: must be > 0"),
+    (DEF_BASE + '[inputs.x]\ntype = "string"\nmax_length = 1.5\n', "inputs.x.max_length: must be an integer, got float"),
+    (DEF_BASE + '[inputs.x]\ntype = "string"\npattern = "("\n', "inputs.x.pattern: not a valid regular expression"),
+    (DEF_BASE + '[inputs.x]\ntype = "string"\ndefault = "abc"\npattern = "a"\n', "inputs.x.default: x: does not match a"),
+    (DEF_BASE + '[outputs.status_base64]\nfile = "x"\n', "outputs.status_base64: output names must be identifiers"),
+    (DEF_BASE + '[outputs.r]\nplaceholder = "x"\n', "outputs.r.file: required"),
+    (DEF_BASE + '[files]\nr = "r.txt"\n[outputs.r]\nfile = "r"\nmax_bytes = -1\n', "outputs.r.max_bytes: must be > 0"),
+    (DEF_BASE + '[progress]\nfile = "p"\n', "progress.file: must name a key of [files]"),
+    (DEF_BASE + '[files]\np = "p.txt"\n[progress]\nfile = "p"\nkind = "fraction"\n', "progress.kind: only 'percent'"),
+    (DEF_BASE + '[files]\np = "p.txt"\n[progress]\nfile = "p"\nextra = 1\n', "progress.extra: unknown field"),
+    (DEF_BASE + 'progress = "p"\n', "progress: must be a table, got str"),
+    (DEF_BASE + '[limits]\nmax_runtime_seconds = "long"\n', "limits.max_runtime_seconds: must be a number, got str"),
+    (DEF_BASE + '[limits]\nabort_grace_seconds = -1\n', "limits.abort_grace_seconds: must be >= 0"),
+    (DEF_BASE + '[limits]\nwall = 1\n', "limits.wall: unknown field"),
+    (DEF_BASE + '[retry]\ncount = 101\n', "retry.count: must be in [0, 100]"),
+    (DEF_BASE + '[retry]\ncount = true\n', "retry.count: must be an integer, got a boolean"),
+    (DEF_BASE + '[retry]\nbackoff = 0.5\n', "retry.backoff: must be >= 1"),
+    (DEF_BASE + '[retry]\ndelay_seconds = -1\n', "retry.delay_seconds: must be >= 0"),
+    (DEF_BASE + '[env]\nK = 1\n', "env.K: must be a string, got int"),
+    (DEF_BASE + 'env = [1]\n', "env: must be a table, got list"),
+    (DEF_BASE + '[slurm]\npartition = "a b"\n', "slurm.partition: must be letters"),
+    (DEF_BASE + '[slurm]\noptions = [1]\n', "slurm.options: must be a list of strings"),
+    (DEF_BASE + '[slurm]\noptions = "--mem=1G"\n', "slurm.options: must be a list, got str"),
+    (DEF_BASE + '[slurm]\noptions = ["--output=/tmp/x"]\n', "slurm.options: '--output=/tmp/x': --output is set by"),
+    (DEF_BASE + '[slurm]\nqueue = "q"\n', "slurm.queue: unknown field"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_DEFINITIONS)
+def test_a_bad_definition_names_file_and_field(tmp_path, text, message):
+    """Each definition mistake is reported as `file: field: problem`, in the words used before msgspec."""
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(DefinitionError) as e:
+        load_definition(path)
+    assert str(e.value).startswith(f"{path}: {message}")
+
+
+def test_a_definitions_numbers_keep_their_type():
+    """Integer bounds and defaults stay integers (the WSDL and messages show them), times become floats."""
+    w = DEFS["waiter"]
+    assert (int, int, int) == (type(w.inputs[0].min), type(w.inputs[0].max), type(w.inputs[0].default))
+    assert (float, float, float) == (type(w.max_runtime_s), type(w.abort_grace_s), type(w.retry_backoff))
