@@ -1,4 +1,8 @@
-"""Configuration: the `env` file, overridden by environment variables, parsed once."""
+"""Configuration: the `env` file, overridden by environment variables, parsed once.
+
+Every key is one row of SETTINGS (name, default, parser, readers, doc); Config and
+load() are made from that table, so a new key is one new row (and a line in `env`).
+"""
 from __future__ import annotations
 
 import ipaddress
