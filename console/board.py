@@ -18,13 +18,14 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from jobs import submit as submitting
 from jobs.authclient import AuthManagerClient
 from jobs.config import Config
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, SpecError
 from jobs.runstate import RunState, signal_name, stop_note
-from jobs.spec import JobSpec
-from jobs.spool import Spool, read_json, storage_refused, validate_service_id
+from jobs.spool import Spool, read_json, service_id
+from jobs.states import JobState
 from jobs.supervisorinfo import supervisor_status
 
 from . import access, formatting, logs
@@ -49,10 +50,6 @@ def auth_wsdl(cfg: Config) -> str:
         raise ConfigError(f"AUTH_MANAGERS: the console logs in with the first entry, which must be a full WSDL "
                           f"URL such as https://auth.example/authManager/AuthManager?wsdl, not {first[:100]!r}")
     return first
-
-
-class SubmitError(Exception):
-    """A submit refused with a message for the form."""
 
 
 class Console:
@@ -124,16 +121,16 @@ class Console:
             free = None
         return {"supervisor": "hung" if sup.hung else "up" if sup.running else "down",
                 "pid": sup.pid, "heartbeat_age_seconds": None if sup.heartbeat_age is None else round(sup.heartbeat_age, 1),
-                "problem": sup.problem, "queue_length": sum(1 for j in self.index.live() if j.state == "QUEUED"),
+                "problem": sup.problem, "queue_length": sum(1 for j in self.index.live() if j.state == JobState.QUEUED),
                 "free_bytes": free, "free": formatting.size(free), "event_streams": self.watchers}
 
     def visible(self, user: access.User, sid: str) -> Job | None:
         try:
-            validate_service_id(sid)
+            sid = service_id(sid)
         except SpecError:
             return None
         job = self.index.get(sid)
-        if job is None and self.spool.exists(sid):  # newer than the last pass
+        if job is None and self.spool.known(sid):  # newer than the last pass
             self.index.refresh()
             job = self.index.get(sid)
         return job if job is not None and user.may_see(job.project) else None
@@ -196,31 +193,19 @@ class Console:
 
     # -- acting -------------------------------------------------------------------
     def submit(self, user: access.User, d: Definition, form) -> str:
-        """Validate as the SOAP start does (same messages), then drop the spec; the new serviceID."""
+        """The form's fields through jobs.submit, the SOAP start's rules and messages; the new serviceID.
+
+        A serviceID that is already known is refused (the SOAP start would
+        answer it as a retry; here it is someone else's job, or a typo).
+        """
         sid = (form.get("service_id") or "").strip() or f"console-{secrets.token_hex(6)}"
-        try:
-            validate_service_id(sid)
-        except SpecError as e:
-            raise SubmitError(str(e)) from None
-        raw = {}
-        for i in d.inputs:
-            value = form.get(f"input.{i.name}")
-            if value is None or value == "":
-                continue  # absent, as an empty element is for the SOAP start: the default applies
-            raw[i.name] = {"true": True, "false": False}.get(value, value) if i.type == "boolean" else value
-        try:
-            inputs = d.validate_inputs(raw)
-        except SpecError as e:
-            raise SubmitError(f"invalid input {e}") from None
-        spec = JobSpec(service_id=sid, job=d.name, inputs=inputs, auth_url=self.wsdl,
-                       owner={"username": user.username, "project": user.project})
-        try:
-            if not self.spool.submit(spec.to_json(), sid):
-                raise SubmitError(f"serviceID {sid!r} is already taken; choose another or leave it empty")
-        except OSError as e:
-            if storage_refused(e) is None:
-                raise
-            raise SubmitError(f"the spool refused the write ({storage_refused(e)}); nothing was submitted") from None
-        log.info("job_submitted", service_id=sid, job=d.name, inputs=inputs, username=user.username,
-                 project=user.project)
-        return sid
+        fields = {i.name: form.get(f"input.{i.name}") for i in d.inputs}
+        raw = submitting.text_inputs(d, {k: v for k, v in fields.items() if v is not None})
+        done = submitting.submit(self.spool, d, sid, raw, {"username": user.username, "project": user.project},
+                                 self.wsdl, known_spec=lambda files: None)
+        if not done.new:
+            raise submitting.SubmitError(
+                f"serviceID {done.sid!r} is already taken; choose another or leave it empty", "service_id")
+        log.info("job_submitted", service_id=done.sid, job=d.name, inputs=done.spec.inputs,
+                 username=user.username, project=user.project)
+        return done.sid

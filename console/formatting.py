@@ -7,8 +7,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from jobs.definitions import Definition
-
-from .index import STATES
+from jobs.states import DISPLAY_STATES
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -44,5 +43,5 @@ def templates(definitions: dict[str, Definition]) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters.update(duration=duration, clock=clock, percent=percent)
-    env.globals.update(states=STATES, definitions=definitions)
+    env.globals.update(states=DISPLAY_STATES, definitions=definitions)
     return env

@@ -9,11 +9,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from jobs.spool import NotRegularFile, open_regular, storage_refused
+from jobs.spool import COMMAND_VERBS, NotRegularFile, open_regular, storage_refused
+from jobs.submit import SubmitError
 
 from . import auth, logs, streams
 from .auth import action, console_of, login_required
-from .board import Console, SubmitError
+from .board import Console
 from .health import routes as health_routes
 from .index import Job
 
@@ -109,7 +110,7 @@ async def job_command(request: Request):
     user = request.state.user
     sid, verb = request.path_params["sid"], request.path_params["verb"]
     job = c.visible(user, sid)
-    if job is None or verb not in ("kill", "restart"):
+    if job is None or verb not in COMMAND_VERBS:
         return _not_found(c, request)
     try:
         c.spool.send_command(sid, verb, origin=f"console:{user.username}")
