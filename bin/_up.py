@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import importlib.util
 import subprocess
 import sys
@@ -24,11 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
-
 from jobs import config as config_mod  # noqa: E402
 from jobs.definitions import load_definitions  # noqa: E402
 from jobs.errors import JobsError  # noqa: E402
+from jobs.ports import port_holder  # noqa: E402
 from jobs.spool import Spool  # noqa: E402
 
 READY_SECONDS = 30
@@ -52,27 +50,13 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def port_holder(host: str, port: int) -> str | None:
-    """None if (host, port) can be bound; else who holds it, as well as can be told."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no obstacle
-        try:
-            s.bind((host, port))
-            return None
-        except OSError:
-            pass
-    try:
-        owners = {c.pid for c in psutil.net_connections("inet")
-                  if c.laddr and c.laddr.port == port and c.pid and not c.raddr}
-    except psutil.Error:
-        owners = set()
-    for pid in sorted(owners):
-        try:
-            return f"pid {pid} ({shlex.join(psutil.Process(pid).cmdline())[:160]})"
-        except psutil.Error:
-            continue
-    return f"another process (ask `ss -ltnp 'sport = :{port}'` which)"
+def port_clash(ports: list[tuple[str, str, int]]) -> str | None:
+    """Two of our services set to one port (granian would let both bind it and split the connections)."""
+    for i, (key, host, port) in enumerate(ports):
+        for other, other_host, other_port in ports[:i]:
+            if port == other_port and port != 0:
+                return f"{other} and {key} are both {port} ({other_host} and {host}): one port cannot serve both"
+    return None
 
 
 def supervisor_running(env: dict) -> str | None:
@@ -173,7 +157,12 @@ def main() -> int:
             "    Use it, or stop it first (Ctrl-C in the terminal of the ./bin/up that started it).", err=True)
         return 1
     ports = [("FACADE_PORT", cfg.facade_host, cfg.facade_port), ("DEVAUTH_PORT", cfg.devauth_host, cfg.devauth_port)]
-    for key, host, port in ports + ([("CONSOLE_PORT", console_host, console_port)] if console else []):
+    ports += [("CONSOLE_PORT", console_host, console_port)] if console else []
+    clash = port_clash(ports)
+    if clash:
+        say(f"up: {clash}.\n    Give each service its own port in {cfg.env_file or 'an env file (./env)'}.", err=True)
+        return 2
+    for key, host, port in ports:
         holder = port_holder(host, port)
         if holder:
             say(f"up: start-up failed: port {port} ({key}) on {host} is in use by {holder}.\n"
