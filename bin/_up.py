@@ -5,11 +5,14 @@ port held by another process is reported (with who holds it) and ./bin/up
 exits 1, instead of starting services that die at once. A service that exits
 during start-up or later stops the others and ./bin/up with it (exit 1).
 The operator console is started too when it is installed (console.app).
-Ctrl-C (or TERM) stops the services and says which jobs keep running:
-they run in their own sessions and the next supervisor adopts them.
+Ctrl-C (or TERM, or HUP: the terminal closed, ssh dropped) stops the services
+and says which jobs keep running: they run in their own sessions and the next
+supervisor adopts them. The services never outlive ./bin/up: each is told by
+the kernel (PR_SET_PDEATHSIG) to stop when it ends, even by SIGKILL.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
@@ -34,8 +37,12 @@ STOP_SECONDS = 15
 ACTIVE = ("RUNNING", "STOPPING")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 class Stop(Exception):
-    """SIGINT or SIGTERM arrived."""
+    """SIGINT, SIGTERM or SIGHUP arrived."""
 
 
 def _stop(signum, frame):
@@ -43,7 +50,10 @@ def _stop(signum, frame):
 
 
 def say(text: str = "", err: bool = False) -> None:
-    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    try:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP): stopping the services matters more than saying so
 
 
 def url_host(host: str) -> str:
@@ -107,11 +117,24 @@ def tail(path: Path, lines: int = 8) -> str:
         return ""
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _stop_with_parent(parent: int):
+    """In the child before exec: SIGTERM when ./bin/up ends, however it ends."""
+    def arm():
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it ended before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
 class Service:
     def __init__(self, name: str, argv: list[str], log: Path, env: dict):
         self.name, self.log = name, log
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                         preexec_fn=_stop_with_parent(os.getpid()))
 
     def exited(self) -> int | None:
         return self.proc.poll()
@@ -131,8 +154,8 @@ def stop_all(services: list[Service]) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
     try:
         cfg = config_mod.load()
         definitions = load_definitions(cfg.definitions_dir)
@@ -219,8 +242,8 @@ def main() -> int:
                 return 1
             time.sleep(0.5)
     except Stop:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         say("\nstopping services (running jobs keep running)...")
         stop_all(started)
         jobs = active_jobs(cfg.spool_dir)
