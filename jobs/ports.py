@@ -39,7 +39,8 @@ def port_holder(host: str, port: int) -> str | None:
         owners = set()
     for pid in sorted(owners):
         try:
-            return f"pid {pid} ({shlex.join(psutil.Process(pid).cmdline())[:160]})"
+            argv = [a for a in psutil.Process(pid).cmdline() if a]  # a retitled process pads with empty ones
+            return f"pid {pid} ({shlex.join(argv)[:160]})"
         except psutil.Error:
             continue
     return f"another process (ask `ss -ltnp 'sport = :{port}'` which)"
