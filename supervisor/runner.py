@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import psutil
+import structlog
 
 from jobs import identity
 from jobs.errors import SpecError
@@ -38,6 +39,7 @@ class Handle:
     own_child: bool  # spawned by this daemon instance: SIGCHLD tells us when it ends
 
 
+log = structlog.get_logger("supervisor.runner")
 SPARE_ARGV = [sys.executable, "-S", SHIM, "--spare"]
 _SIGDEF = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to exit
@@ -178,6 +180,9 @@ class LocalExecutor(Executor):
             rec = read_exit(job.attempt)
             if rec is None and (h.pid in reaped or job.sid in self.staged or (full and not self._alive(h))):
                 if self._staged_refused(job):
+                    if job.sid not in self.staged:
+                        log.warning("exit_record_staged", service_id=job.sid,
+                                    reason="the spool refuses exit.json; put in place once it takes writes")
                     self.staged.add(job.sid)
                     continue  # its status waits in the staged record: finalised once the spool takes it
                 self.staged.discard(job.sid)

@@ -188,6 +188,8 @@ def test_an_exit_status_staged_while_the_spool_is_read_only_is_recorded_once_it_
     assert not s.attempt_file(sid, "exit.json").exists()  # its rename was refused (EROFS)
     shim = s.state(sid)["pid"]
     wait_for(lambda: not psutil.pid_exists(shim), 10, what="the supervisor to reap the shim")  # and look at it
+    wait_for(lambda: [e for e in events(s, "exit_record_staged") if e.get("service_id") == sid], 10,
+             what="the supervisor to say the exit record waits")
     subprocess.run(["umount", str(s.spool)], check=True)  # writable again
     state = s.wait_state(sid, {"SUCCEEDED", "FAILED", "ABORTED"}, 30)
     assert ("SUCCEEDED", 0) == (state["state"], state["exit_code"]), state
