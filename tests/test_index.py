@@ -16,6 +16,7 @@ import pytest
 from harness import ROOT
 from prometheus_client.core import Metric
 
+import jobs.index
 from jobs.definitions import load_definitions
 from jobs.errors import SpecError
 from jobs.index import SpoolIndex
@@ -198,3 +199,26 @@ def test_display_states_and_sets():
     """SUBMITTED leads the display list; the terminal set holds the state values readers compare with."""
     assert ("SUBMITTED", "QUEUED", "RUNNING", "STOPPING", "SUCCEEDED", "FAILED", "ABORTED") == DISPLAY_STATES
     assert {"SUCCEEDED", "FAILED", "ABORTED"} == TERMINAL_STATES
+
+
+def test_metrics_see_finished_runs_restarted_within_ten_scrapes(spool, monkeypatch):
+    """With many finished runs, each scrape re-checks at least a tenth of them: every restart shows within ten."""
+    def write(sid: str, done: bool) -> None:  # in place, not through tmp/: quicker, and the scrapes are 15 s apart
+        rs = RunState(sid, "waiter", JobState.SUCCEEDED if done else JobState.QUEUED, "", 1 if done else 2,
+                      started_at=NOW - 30, finished_at=NOW - 18 if done else None)
+        with open(spool.files(sid).state, "wb") as f:
+            f.write(rs.to_json())
+    monkeypatch.setattr(jobs.index, "COLD_PER_PASS", 20)  # the rule at a tenth of the scale
+    sids = [f"done-{n}" for n in range(210)]  # more than ten sweeps of COLD_PER_PASS
+    for sid in sids:
+        os.makedirs(spool.files(sid).run)
+        write(sid, True)
+    collector = SpoolCollector(spool)
+    scrapes = iter(range(0, 1000, 15))
+    collector.index.clock = lambda: NOW + next(scrapes)
+    samples(collector)
+    for sid in sids:
+        write(sid, False)
+    for _ in range(10):
+        m = samples(collector)
+    assert len(sids) == m[("spoolsoap_jobs", (("job", "waiter"), ("state", "QUEUED")))]
