@@ -270,6 +270,9 @@ class SpoolIndex:
             job = self.jobs[sid]
             if job.state != SUBMITTED and not job.removed:
                 self._remove(job, now)
+        for sid in [s for s in self.problems if s not in present]:  # an unreadable run that went away
+            if not os.path.exists(self.spool.files(ServiceId(sid)).incoming):
+                del self.problems[sid]
 
     def _scan_incoming(self, now: float) -> None:
         try:

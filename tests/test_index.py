@@ -119,12 +119,15 @@ def test_later_passes_see_claims_states_commands_and_removals(spool):
 
 
 def test_an_unreadable_state_is_a_problem_not_a_crash(spool):
-    """A state.json that is not JSON leaves the row as it was and names the problem (jobctl shows it)."""
+    """A state.json that is not JSON leaves the row as it was and names the problem until the run goes."""
     claimed(spool, "bad", running("bad"))
     spool.write_atomic(spool.files("bad").state, b"{not json")
     index = SpoolIndex(spool, DEFINITIONS)
     index.refresh(NOW)
     assert "bad" in index.problems and "not valid JSON" in index.problems["bad"]
+    os.rename(spool.files("bad").run, spool.root / "gone")
+    index.refresh(NOW + 1)
+    assert {} == index.problems
 
 
 def test_without_definitions_rows_come_from_state_json(spool):
@@ -176,10 +179,11 @@ def test_service_id_is_checked_once_and_typed():
 
 
 def test_known_means_a_run_or_a_waiting_spec(spool):
-    """known(): a spec in incoming/ or a run directory; nothing else."""
+    """known(): a spec in incoming/ or a run directory; claimed(): the run directory only."""
     submitted(spool, "in-1")
     claimed(spool, "run-1", running("run-1"))
     assert (True, True, False) == (spool.known("in-1"), spool.known("run-1"), spool.known("other"))
+    assert (False, True, False) == (spool.claimed("in-1"), spool.claimed("run-1"), spool.claimed("other"))
 
 
 def test_command_names_round_trip_and_strangers_are_ignored(spool):
