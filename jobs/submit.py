@@ -26,6 +26,7 @@ from .spool import ServiceId, Spool, read_json, service_id, storage_refused
 
 XSD_TYPES = {"integer": "xs:integer", "float": "xs:double", "string": "xs:string", "boolean": "xs:boolean"}
 MAX_FAULT_TEXT = 300  # the SOAP start's cut of a schema message (facade.protocol)
+MAX_INTEGER_TEXT = 1024  # spyne's Integer.Attributes.max_str_len: a longer text is refused, blanks included
 _validation_lock = threading.Lock()  # an XMLSchema's error_log is shared state
 
 
@@ -149,6 +150,8 @@ def _from_text(name: str, type_: str, text: str) -> Any:
             message = message[:MAX_FAULT_TEXT - 3] + "..."
         raise SubmitError(message, "input")
     if type_ == "integer":
+        if len(text) > MAX_INTEGER_TEXT:
+            raise SubmitError(f"Integer {text!r} longer than {MAX_INTEGER_TEXT} characters", "input")
         return int(text)  # spyne: int() of the text the schema passed (ASCII digits only)
     if type_ == "float":
         return float(text)  # INF and NaN pass the schema; the definition refuses them
