@@ -259,7 +259,7 @@ SETTINGS: tuple[Setting, ...] = (
             "wake the supervisor on spool events (watchdog), besides its rescans"),
     Setting("FACADE_FAST_PATH", "true", bool, _plain(_flag), ("facade",),
             "answer plain getServiceStatus polls without spyne"),
-    Setting("EXECUTOR", "local", str, _one_of(EXECUTORS), ("supervisor", "console", "jobctl"),
+    Setting("EXECUTOR", "local", str, _one_of(EXECUTORS), ("supervisor", "jobctl"),
             "where jobs run: local or slurm"),
     Setting("SUPERVISOR_ON_STOP", "leave", str, _one_of(("leave", "requeue")), ("supervisor",),
             "on SIGTERM: leave jobs running, or requeue them"),
