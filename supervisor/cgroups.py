@@ -11,7 +11,7 @@ Layouts (`setup` finds out which, once, at start-up):
   processes and hand controllers to children, so the supervisor moves its
   cgroup's processes into a leaf (<own>/spoolsoap-supervisor) and creates
   attempts under <own>/spoolsoap-jobs/.
-- v1: one hierarchy per controller (memory, cpu, cpuacct, pids, freezer, blkio).
+- v1: one hierarchy per controller (memory, cpu, cpuacct, pids, freezer).
 - hybrid (these machines): v1 controllers plus a unified hierarchy without
   controllers, which still has cgroup.kill and cpu.stat; each role takes the
   hierarchy that can fill it, v2 first.
@@ -42,8 +42,9 @@ LEAF = "spoolsoap-supervisor"      # v2: where the supervisor's own processes mo
 CPU_PERIOD_US = 100_000
 V2_WANTED = ("memory", "cpu", "pids", "io")
 # role -> the v1 controller that fills it; the v2 hierarchy fills a role when it has the controller
-ROLES_V1 = {"memory": "memory", "cpu": "cpu", "cpuacct": "cpuacct", "pids": "pids", "io": "blkio",
-            "freeze": "freezer"}
+# (no v1 io role: blkio's counters stay at 0 on current kernels unless the device is throttled, and v1
+# charges buffered writes to the kernel's writeback threads; I/O then comes from the shim's rusage)
+ROLES_V1 = {"memory": "memory", "cpu": "cpu", "cpuacct": "cpuacct", "pids": "pids", "freeze": "freezer"}
 ROLES_V2 = {"memory": "memory", "cpu": "cpu", "pids": "pids", "io": "io"}  # cpuacct, kill, freeze: core files
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,199}")
 
@@ -278,7 +279,7 @@ def setup(parent: str = PARENT, leaf: str = LEAF, versions: tuple[int, ...] = (1
             problems.append(str(e))
     if not usable:
         return _none("; ".join(problems))
-    roles = {r: h for r in ROLES_V1 for h in usable[::-1] if h.fills(r)}  # the first that fills it wins
+    roles = {r: h for r in (*ROLES_V1, "io") for h in usable[::-1] if h.fills(r)}  # the first that fills it wins
     roles["kill"] = roles.get("freeze") or usable[0]
     missing = [r for r in ("memory", "cpu", "pids", "io", "cpuacct") if r not in roles]
     notes = tuple(problems) + ((f"no {', '.join(missing)} controller writable",) if missing else ())
@@ -479,10 +480,7 @@ class Attempt:
                 values["oom_kills"] = _keyed(os.path.join(d, "memory.oom_control")).get("oom_kill")
                 values["memory_limit_hits"] = _int(os.path.join(d, "memory.failcnt"))
         if (d := self._role("io")) is not None:
-            if self.layout.roles["io"].version == 2:
-                values["io_read_bytes"], values["io_write_bytes"] = _io_v2(os.path.join(d, "io.stat"))
-            else:
-                values["io_read_bytes"], values["io_write_bytes"] = _io_v1(d)
+            values["io_read_bytes"], values["io_write_bytes"] = _io_v2(os.path.join(d, "io.stat"))
         return Usage(**values)
 
     def remove(self) -> str | None:
@@ -594,22 +592,3 @@ def _io_v2(path: str) -> tuple[int | None, int | None]:
     for key, value in re.findall(r"\b(rbytes|wbytes)=(\d+)", text):
         total[key] += int(value)
     return total["rbytes"], total["wbytes"]
-
-
-def _io_v1(d: str) -> tuple[int | None, int | None]:
-    """Sum of Read and Write over the devices of blkio.throttle.io_service_bytes (counts every bio).
-
-    On v1, buffered writes are flushed later by the kernel's writeback
-    threads, which v1 does not charge to the job: written bytes count what
-    the job wrote directly (O_DIRECT, or synced before it ended) at best.
-    """
-    try:
-        with open(os.path.join(d, "blkio.throttle.io_service_bytes")) as f:
-            lines = [line.split() for line in f]
-    except OSError:
-        return None, None
-    total = {"Read": 0, "Write": 0}
-    for parts in lines:
-        if len(parts) == 3 and parts[1] in total:
-            total[parts[1]] += int(parts[2])
-    return total["Read"], total["Write"]

@@ -355,3 +355,23 @@ def test_names_and_limits_are_checked():
         Limits(cpus=0)
     assert cgroups.size_text(2 << 30) == "2 GiB"
     assert cgroups.size_text(1536 << 20) == "1.5 GiB"
+
+
+def test_io_bytes_come_from_rusage_where_no_io_controller_counts(full_layout, tmp_path):
+    """Without a v2 io controller the cgroup reports no I/O figure (None, not 0); the program's rusage has them."""
+    attempt = full_layout.create("io@1")
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = confine.spawn(["dd", "if=/dev/zero", f"of={tmp_path}/data", "bs=1M", "count=8", "oflag=direct"],
+                            {"PATH": "/usr/bin:/bin"}, (null, null, null), confine.Plan(cgroup_procs=attempt.procs_files()))
+    finally:
+        os.close(null)
+    _, status, ru = os.wait4(pid, 0)
+    assert status == 0
+    written = cgroups.Usage.from_rusage(ru).io_write_bytes
+    assert abs(written - (8 << 20)) <= 0.1 * (8 << 20), written
+    usage = attempt.usage()
+    if "io" in full_layout.roles:
+        assert abs(usage.io_write_bytes - (8 << 20)) <= 0.1 * (8 << 20), usage
+    else:
+        assert usage.io_read_bytes is None and usage.io_write_bytes is None
