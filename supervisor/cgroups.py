@@ -430,14 +430,11 @@ class Attempt:
         cgroup.procs, thaws, and repeats until it is empty.
         """
         kill_dir = self._role("kill")
-        if kill_dir is None or not os.path.isdir(kill_dir):
-            return None if kill_dir is None or self.is_empty() else f"{kill_dir} is gone"
+        if kill_dir is None:
+            return None  # no layout, no attempt cgroup: nothing of it can run
         deadline = time.monotonic() + timeout
         kill_file = os.path.join(kill_dir, "cgroup.kill")
-        while True:
-            left = self.pids()
-            if not left:
-                return None
+        while left := self.pids():
             if time.monotonic() > deadline:
                 shown = ", ".join(map(str, sorted(left)[:10]))
                 return f"{len(left)} process(es) still in {kill_dir} {timeout:g} s after SIGKILL: {shown}"
@@ -445,7 +442,7 @@ class Attempt:
                 if os.path.exists(kill_file):
                     _write(kill_file, "1")
                 else:
-                    with self._frozen():
+                    with _Freeze(self._role("freeze"), self.layout.roles.get("freeze")):
                         for pid in self.pids():
                             try:
                                 os.kill(pid, signal.SIGKILL)
@@ -454,10 +451,7 @@ class Attempt:
             except CgroupError as e:
                 return str(e)
             time.sleep(0.005)
-
-    def _frozen(self):
-        """While frozen, no process of the attempt can fork a new one to replace the ones we kill."""
-        return _Freeze(self._role("freeze") or self._role("kill"), self.layout.roles.get("freeze"))
+        return None
 
     def usage(self) -> Usage:
         """What the attempt used so far (its processes may be gone: the cgroup keeps the counts)."""
@@ -497,26 +491,23 @@ class Attempt:
 
 
 class _Freeze:
-    """Context manager: freeze a cgroup (v1 freezer.state, v2 cgroup.freeze), thaw it on the way out.
+    """While frozen (v1 freezer.state, v2 cgroup.freeze), no process of the attempt can fork a replacement.
 
-    Without either, it does nothing: killing then repeats until no process is left.
+    Without a freezer it does nothing: killing then repeats until no process is left.
     """
 
     def __init__(self, d: str | None, h: Hierarchy | None):
-        self.file = None
-        if d is not None and h is not None:
-            name = "freezer.state" if h.version == 1 else "cgroup.freeze"
-            self.file = os.path.join(d, name)
-            self.on, self.off = ("FROZEN", "THAWED") if h.version == 1 else ("1", "0")
-        elif d is not None and os.path.exists(os.path.join(d, "cgroup.freeze")):
-            self.file, self.on, self.off = os.path.join(d, "cgroup.freeze"), "1", "0"
+        name, self.on, self.off = ("cgroup.freeze", "1", "0") if h and h.version == 2 else \
+            ("freezer.state", "FROZEN", "THAWED")
+        self.file = os.path.join(d, name) if d and h and os.path.exists(os.path.join(d, name)) else None
 
     def __enter__(self):
-        if self.file is not None:
-            _write(self.file, self.on)
-            deadline = time.monotonic() + 1.0
-            while not self._settled() and time.monotonic() < deadline:
-                time.sleep(0.001)
+        if self.file is None:
+            return
+        _write(self.file, self.on)
+        deadline = time.monotonic() + 1.0
+        while not self._settled() and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def _settled(self) -> bool:
         if self.file.endswith("freezer.state"):

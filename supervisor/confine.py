@@ -95,7 +95,8 @@ class Plan:
 
     cgroup_procs: cgroup.procs files to enter (supervisor/cgroups.py
     Attempt.procs_files()); uid/gid: the job's user; workdir: its working
-    directory; umask; nproc: RLIMIT_NPROC (counts every process of the
+    directory; umask (027: other users, other projects' among them, cannot
+    read what the job writes); nproc: RLIMIT_NPROC (counts every process of the
     user, all its jobs together: a fallback where no pids cgroup exists);
     no_new_privs.
     """
@@ -205,7 +206,11 @@ def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.
     stdio: the three fds (3 or above) that become its 0, 1, 2; every other fd
     is closed in the child. sigdef: signals reset to their default
     (Python ignores SIGPIPE; the shim catches SIGTERM, SIGINT, SIGHUP).
+    It forks, so it is for a single-threaded caller: the shim. The fork
+    costs ~1 ms more than posix_spawn; entering cgroups ~0.1 ms each.
     """
+    if len(stdio) != 3 or min(stdio) < 3:
+        raise ValueError(f"stdio {stdio!r}: three descriptors, each 3 or above")
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the child: report a failure through w, never return
