@@ -114,6 +114,35 @@ def test_kill_ends_a_double_forked_setsid_grandchild(layout, tmp_path):
     assert layout.leftovers() == []
 
 
+def test_a_process_added_from_outside_is_killed_with_the_attempt(layout):
+    """Attempt.add (adoption): a running process put in afterwards ends with the attempt."""
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "300"], {})
+    try:
+        attempt = layout.create("adopted@1")
+        attempt.add(pid)
+        assert attempt.pids() == {pid}
+        assert attempt.kill() is None
+        assert os.waitpid(pid, 0)[1] == signal.SIGKILL
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def test_the_layout_says_where_each_role_lives(layout, request):
+    """describe() names the kind and the hierarchy of every role (for the start-up log and /readyz)."""
+    versions = LAYOUTS[request.node.callspec.params["layout"]]
+    if versions != (1, 2):
+        assert layout.kind == f"v{versions[0]}"
+    text = layout.describe()
+    assert text.startswith(f"cgroups {layout.kind}: ")
+    for role, h in layout.roles.items():
+        assert role in text and h.base in text
+    assert "kill" in layout.roles and "cpuacct" in layout.roles
+
+
 def test_kill_of_a_fork_loop_leaves_nothing(layout, tmp_path):
     """Processes forking as fast as they can while being killed: none is left afterwards."""
     attempt = layout.create("forker@1", Limits(pids=200) if "pids" in layout.roles else Limits())
