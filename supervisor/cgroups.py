@@ -37,6 +37,8 @@ import signal
 import time
 from dataclasses import dataclass
 
+from jobs.usage import Usage
+
 PARENT = "spoolsoap-jobs"          # attempts: <own cgroup>/spoolsoap-jobs/<name>
 LEAF = "spoolsoap-supervisor"      # v2: where the supervisor's own processes move to
 CPU_PERIOD_US = 100_000
@@ -80,33 +82,12 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What an attempt used; None where this machine cannot tell."""
-    cpu_user_s: float | None = None
-    cpu_system_s: float | None = None
-    memory_peak_bytes: int | None = None
-    io_read_bytes: int | None = None
-    io_write_bytes: int | None = None
-    oom_kills: int | None = None           # processes the kernel killed for the memory limit
-    memory_limit_hits: int | None = None   # times the limit was reached (reclaim or OOM)
-
-    @classmethod
-    def from_rusage(cls, ru) -> Usage:
-        """From os.wait4()'s rusage of the program (where there is no cgroup).
-
-        It covers the program and the descendants it waited for; ru_maxrss is
-        the largest single process, not their sum; block counts are 512 bytes.
-        """
-        return cls(cpu_user_s=ru.ru_utime, cpu_system_s=ru.ru_stime, memory_peak_bytes=ru.ru_maxrss * 1024,
-                   io_read_bytes=ru.ru_inblock * 512, io_write_bytes=ru.ru_oublock * 512)
-
-    def oom_reason(self, limit: Limits) -> str | None:
-        """'out of memory: used more than its 100 MiB limit' if the limit killed a process, else None."""
-        if not self.oom_kills:
-            return None
-        shown = size_text(limit.memory_bytes) + " " if limit.memory_bytes else ""
-        return f"out of memory: used more than its {shown}limit"
+def oom_reason(usage: Usage, limit: Limits) -> str | None:
+    """'out of memory: used more than its 100 MiB limit' if the limit killed a process, else None."""
+    if not usage.oom_kills:
+        return None
+    shown = size_text(limit.memory_bytes) + " " if limit.memory_bytes else ""
+    return f"out of memory: used more than its {shown}limit"
 
 
 # -- what is mounted, and where this process is ------------------------------------
@@ -475,7 +456,7 @@ class Attempt:
                 values["memory_limit_hits"] = _int(os.path.join(d, "memory.failcnt"))
         if (d := self._role("io")) is not None:
             values["io_read_bytes"], values["io_write_bytes"] = _io_v2(os.path.join(d, "io.stat"))
-        return Usage(**values)
+        return Usage(**values, source="cgroup")
 
     def remove(self) -> str | None:
         """Remove the attempt's cgroups (after kill and usage); None, or why one stays."""

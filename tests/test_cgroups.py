@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import psutil
+
+from jobs.usage import Usage
 import pytest
 
 from supervisor import cgroups, confine
@@ -173,7 +175,7 @@ def test_memory_hog_is_oom_killed_and_the_oom_is_told(full_layout, tmp_path):
     assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
     usage = attempt.usage()
     assert usage.oom_kills and usage.oom_kills >= 1
-    assert usage.oom_reason(limits) == "out of memory: used more than its 100 MiB limit"
+    assert cgroups.oom_reason(usage, limits) == "out of memory: used more than its 100 MiB limit"
     assert usage.memory_peak_bytes <= 100 << 20
     assert "survived" not in (tmp_path / "out.txt").read_text()
 
@@ -397,7 +399,7 @@ def test_io_bytes_come_from_rusage_where_no_io_controller_counts(full_layout, tm
         os.close(null)
     _, status, ru = os.wait4(pid, 0)
     assert status == 0
-    written = cgroups.Usage.from_rusage(ru).io_write_bytes
+    written = Usage.from_rusage(ru).io_write_bytes
     assert abs(written - (8 << 20)) <= 0.1 * (8 << 20), written
     usage = attempt.usage()
     if "io" in full_layout.roles:
