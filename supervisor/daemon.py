@@ -24,7 +24,7 @@ import psutil
 import structlog
 
 from jobs import config as config_mod
-from jobs import logs
+from jobs import logs, usagehistory
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, JobsError, SpecError
@@ -36,6 +36,7 @@ from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump
 from jobs.states import ACTIVE, JobState
 
 from .executor import Executor, ExitRecord, Job, Seen
+from .fairshare import Policy, Running, Waiting, plan
 from .runner import LocalExecutor
 from .slurm import SlurmExecutor
 
@@ -74,6 +75,12 @@ class Supervisor:
         self.started_at = time.time()
         self.create_time = psutil.Process().create_time()
         self.uses_local = cfg.executor == "local" or any(d.executor == "local" for d in definitions.values())
+        # fair share (the "starting" part below): usage.json, loaded at recover() or the first pass
+        self.policy = Policy.from_config(cfg)
+        self.usage: usagehistory.UsageHistory | None = None
+        self.usage_unsaved = False
+        self.open_attempts: dict[str, tuple[Job, int]] = {}  # sid -> (job, attempt) holding a slot last pass
+        self.queue_order: list[str] = []
 
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
@@ -341,15 +348,45 @@ class Supervisor:
 
     # -- starting ----------------------------------------------------------
     def start_queued(self, now: float) -> None:
-        running = sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE)
-        free = self.cfg.max_parallel_jobs - running
-        if free <= 0:
-            return
-        ready = sorted((j for j in self.jobs.values() if j.rs.state == JobState.QUEUED and j.sid not in self.unsaved
-                        and (j.rs.not_before is None or j.rs.not_before <= now)),
-                       key=lambda j: (j.rs.queued_at or 0, j.rs.service_id))
-        for job in ready[:free]:
-            self.launch(job, now)
+        """Give the free slots to the first jobs of the fair-share order (supervisor/fairshare.py)."""
+        self.charge_ended(now)
+        running = [j for j in self.jobs.values() if j.rs.state in ACTIVE]
+        queued = [j for j in self.jobs.values() if j.rs.state == JobState.QUEUED]
+        usage = self.usage
+        order = plan((Waiting(j.rs.queued_at or 0.0, j.sid, usagehistory.project_of(j.spec.owner), j.spec.job,
+                              j.rs.not_before) for j in queued),
+                     (Running(usagehistory.project_of(j.spec.owner), j.spec.job, j.rs.started_at) for j in running),
+                     usage.weighed_at(now), self.policy, now, usage.mean_attempt_s() or 1.0)
+        self.queue_order = order.order
+        free = self.cfg.max_parallel_jobs - len(running)
+        for sid in [s for s in order.order[:order.ready] if s not in self.unsaved][:max(free, 0)]:
+            self.launch(self.jobs[sid], now)
+
+    def start_accounting(self, now: float) -> None:
+        """Load the usage history (rebuilt from the runs if usage.json is missing or invalid); note what runs."""
+        self.usage, why = usagehistory.load(self.spool, self.policy.half_life_s, now)
+        if why:
+            self.log.warning("usage_rebuilt", reason=why, projects=len(self.usage.usage))
+            self.usage_unsaved = True
+        self.open_attempts = {j.sid: (j, j.rs.attempt) for j in self.jobs.values() if j.rs.state in ACTIVE}
+
+    def charge_ended(self, now: float) -> None:
+        """Charge each attempt that held a slot last pass and has ended since to its project's usage."""
+        if self.usage is None:
+            self.start_accounting(now)
+        holding = {j.sid: (j, j.rs.attempt) for j in self.jobs.values() if j.rs.state in ACTIVE}
+        for sid, (job, attempt) in self.open_attempts.items():
+            if holding.get(sid, (None, None))[1] == attempt:
+                continue
+            ended = next((a for a in reversed(job.rs.history) if a.attempt == attempt), None)
+            if ended is not None and ended.started_at is not None:
+                self.usage.charge(usagehistory.project_of(job.spec.owner), ended.started_at,
+                                  ended.finished_at or now, now)
+                self.usage_unsaved = True
+        self.open_attempts = holding
+        if self.usage_unsaved and self.write("usage", None, self.spool.write_atomic, self.spool.usage_file,
+                                             self.usage.to_json()):
+            self.usage_unsaved = False
 
     def launch(self, job: Job, now: float) -> None:
         """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn.
@@ -438,9 +475,8 @@ class Supervisor:
         return False
 
     def publish_queue(self) -> None:
-        queued = [j.rs.service_id for j in sorted(
-            (j for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
-            key=lambda j: (j.rs.not_before or 0, j.rs.queued_at or 0, j.rs.service_id))]
+        """queue.json: the QUEUED serviceIDs in the order they will start (start_queued's plan)."""
+        queued = [sid for sid in self.queue_order if sid in self.jobs and self.jobs[sid].rs.state == JobState.QUEUED]
         if queued != self.last_queue and self.write("queue", None, self.spool.write_atomic, self.spool.queue_file,
                                                     dump_json({"queued": queued})):
             self.last_queue = queued
@@ -517,6 +553,7 @@ class Supervisor:
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
                 self.load_run(name, now)
+        self.start_accounting(now)
         self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
                       queued=sum(1 for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
                       finished=len(self.finished))
