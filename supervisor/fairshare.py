@@ -13,6 +13,7 @@ Cost: O(queued log projects) per call, never O(queued^2).
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple
@@ -58,62 +59,67 @@ class Plan:
     """Every queued serviceID, first to start first; order[:ready] may start now, in that order.
 
     Behind them wait the jobs a cap holds back, then those whose retry delay
-    has not passed (by the time it ends).
+    has not passed (by the time it ends); next_change: when the first of those
+    delays ends.
     """
     order: list[str]
     ready: int
+    next_change: float | None = None
 
 
 def plan(waiting: Iterable[Waiting], running: Iterable[Running], usage: Mapping[str, float],
          policy: Policy, now: float, unit: float = 1.0) -> Plan:
     """The dispatch order under fair share.
 
-    usage: each project's decayed usage of ended attempts at `now`; unit: the
-    slot-seconds one placed job is expected to cost its project (a mean attempt).
+    waiting: Waiting tuples (plain tuples in its field order will do); usage: each
+    project's decayed usage of ended attempts at `now`; unit: the slot-seconds one
+    placed job is expected to cost its project (a mean attempt).
     """
     later: list[Waiting] = []
     queues: dict[str, list[Waiting]] = {}
     for w in sorted(waiting):  # (queued_at, sid): first come, first served within a project
-        if w.not_before is not None and w.not_before > now:
+        if w[4] is not None and w[4] > now:
             later.append(w)
+        elif w[2] in queues:
+            queues[w[2]].append(w)
         else:
-            queues.setdefault(w.project, []).append(w)
+            queues[w[2]] = [w]
     load = {p: usage.get(p, 0.0) for p in queues}
     per_project: Counter[str] = Counter()
     per_job: Counter[str] = Counter()
-    for r in running:
-        per_project[r.project] += 1
-        per_job[r.job] += 1
-        if r.project in load and r.started_at is not None:
-            load[r.project] += decayed_seconds(r.started_at, now, now, policy.half_life_s)
+    for project, job, started_at in running:
+        per_project[project] += 1
+        per_job[job] += 1
+        if project in load and started_at is not None:
+            load[project] += decayed_seconds(started_at, now, now, policy.half_life_s)
     project_cap, job_caps = policy.max_running_per_project, policy.max_running_per_job
-
-    def capped(job: str) -> bool:
-        return job in job_caps and per_job[job] >= job_caps[job]
-
-    heap = [(load[p] / policy.share(p), q[0].queued_at, p, 0) for p, q in queues.items()]
+    weight = {p: 1.0 / policy.share(p) for p in queues}
+    heap = [(load[p] * weight[p], q[0][0], p, 0) for p, q in queues.items()]
     heapq.heapify(heap)
     order: list[str] = []
     held: list[Waiting] = []
     while heap:
-        _, _, p, i = heapq.heappop(heap)
+        p, i = heap[0][2], heap[0][3]
         q = queues[p]
         if project_cap and per_project[p] >= project_cap:
             held.extend(q[i:])  # this project waits; the others pass
-            continue
-        while i < len(q) and capped(q[i].job):
+            i = len(q)
+        while job_caps and i < len(q) and per_job[q[i][3]] >= job_caps.get(q[i][3], math.inf):
             held.append(q[i])  # its job type is at its cap: the project's next job may pass
             i += 1
-        if i == len(q):
-            continue
-        w = q[i]
-        order.append(w.sid)
-        per_project[p] += 1
-        per_job[w.job] += 1
-        load[p] += unit
-        if i + 1 < len(q):
-            heapq.heappush(heap, (load[p] / policy.share(p), q[i + 1].queued_at, p, i + 1))
+        if i < len(q):
+            order.append(q[i][1])
+            if project_cap or job_caps:
+                per_project[p] += 1
+                per_job[q[i][3]] += 1
+            load[p] += unit
+            i += 1
+        if i < len(q):
+            heapq.heapreplace(heap, (load[p] * weight[p], q[i][0], p, i))
+        else:
+            heapq.heappop(heap)
     ready = len(order)
-    order.extend(w.sid for w in held)
-    order.extend(w.sid for w in sorted(later, key=lambda w: (w.not_before, w.queued_at, w.sid)))
-    return Plan(order, ready)
+    order.extend(w[1] for w in held)
+    later.sort(key=lambda w: (w[4], w[0], w[1]))
+    order.extend(w[1] for w in later)
+    return Plan(order, ready, later[0][4] if later else None)
