@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import cli
+import jobctl
+from jobctl.context import PENDING
+from jobctl.formatting import hms
+from jobs.cli import FAILED
 from tests.harness import ROOT, Stack, kill_leftovers, processes_with_arg, wait_for
 
 
@@ -19,7 +22,7 @@ class Ops(Stack):
     """A Stack with jobctl pointed at it."""
 
     def jobctl(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, text=True,
+        return subprocess.run([sys.executable, "-m", "jobctl", *args], cwd=ROOT, text=True,
                               capture_output=True, timeout=timeout,
                               env={**os.environ, "ENV_FILE": str(self.env), **env})
 
@@ -229,7 +232,7 @@ def test_kill_while_supervisor_is_down_is_applied_when_it_starts(running):
     wait_for(lambda: log_contains(running.stdout_log(sid), "waiting 120 s"), 10, what="program started")
     running.stop()
     r = running.jobctl("kill", sid)
-    assert cli.PENDING == r.returncode
+    assert PENDING == r.returncode
     assert "supervisor is not running; the command is queued and will run when it starts" in r.stderr
     assert 1 == len(list(running.spool.commands.iterdir()))
     assert "RUNNING" == running.state(sid)["state"]  # the job outlives its supervisor
@@ -249,7 +252,7 @@ def test_status_reports_the_daemon_and_counts(running):
     assert "SUCCEEDED 1" in r.stdout
     running.stop()
     down = running.jobctl("status")
-    assert cli.PENDING == down.returncode
+    assert PENDING == down.returncode
     assert "NOT RUNNING" in down.stdout
 
 
@@ -260,7 +263,7 @@ def test_status_reports_a_hung_daemon(running):
     try:
         r = wait_for(lambda: (lambda r: r if r.returncode != 0 else None)(running.jobctl("status")),
                      20, interval=0.5, what="status noticing the stopped daemon")
-        assert cli.FAILED == r.returncode
+        assert FAILED == r.returncode
         assert f"HUNG, pid {running.daemon.pid}" in r.stdout and "hung" in r.stdout
         data = json.loads(running.jobctl("status", "--json").stdout)
         assert (True, True) == (data["supervisor"]["running"], data["supervisor"]["hung"])
@@ -290,30 +293,30 @@ def test_malformed_id_is_a_usage_error(ops):
 
 def test_bad_inputs_name_the_field(ops, capsys):
     """submit checks inputs against the definition and names the bad field."""
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=soon"])
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=soon"])
     assert "secondsToWait: must be an integer" in capsys.readouterr().err
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=-5"])
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=-5"])
     assert "secondsToWait: must be >= 0" in capsys.readouterr().err
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "colour=blue"])
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "colour=blue"])
     assert "colour: not an input" in capsys.readouterr().err
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "nosuchjob"])
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "nosuchjob"])
     assert "unknown job 'nosuchjob'; known jobs: exit_with, flaky, tree, waiter" in capsys.readouterr().err
     assert [] == list(ops.spool.incoming.iterdir())
 
 
 def test_submit_without_daemon_queues_the_spec(ops, capsys):
     """With no daemon, submit still drops the spec and the job is listed as SUBMITTED."""
-    assert 0 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "--id", "early", "secondsToWait=1"])
+    assert 0 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "--id", "early", "secondsToWait=1"])
     captured = capsys.readouterr()
     assert "early\n" == captured.out
     assert "supervisor is not running" in captured.err
-    assert 0 == cli.main(["--env-file", str(ops.env), "list", "--json"])
+    assert 0 == jobctl.main(["--env-file", str(ops.env), "list", "--json"])
     assert [("early", "SUBMITTED")] == [(j["service_id"], j["state"]) for j in json.loads(capsys.readouterr().out)]
 
 
 def test_config_error_is_one_line(tmp_path):
     """A missing env file is reported in one line with exit 2, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "supervisor.cli", "list"], cwd=ROOT, text=True, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "jobctl", "list"], cwd=ROOT, text=True, capture_output=True,
                        env={**os.environ, "ENV_FILE": str(tmp_path / "missing")}, timeout=30)
     assert 2 == r.returncode
     assert 1 == len(r.stderr.strip().splitlines())
@@ -323,7 +326,7 @@ def test_config_error_is_one_line(tmp_path):
 def test_usage_error_is_one_line(capsys):
     """Bad arguments exit 2 with one line and a pointer to --help."""
     with pytest.raises(SystemExit) as e:
-        cli.main(["kill"])
+        jobctl.main(["kill"])
     assert 2 == e.value.code
     err = capsys.readouterr().err
     assert 1 == len(err.strip().splitlines())
@@ -332,4 +335,4 @@ def test_usage_error_is_one_line(capsys):
 
 def test_runtime_formatting():
     """Runtimes are shown as h:mm:ss."""
-    assert ["-", "0:00:00", "0:01:05", "26:00:01"] == [cli.hms(None), cli.hms(0.4), cli.hms(65), cli.hms(93601)]
+    assert ["-", "0:00:00", "0:01:05", "26:00:01"] == [hms(None), hms(0.4), hms(65), hms(93601)]
