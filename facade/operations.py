@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import structlog
 
+from jobs import submit as submitting
 from jobs.definitions import Definition
-from jobs.errors import SpecError
 from jobs.runfiles import RunFiles
 from jobs.spec import JobSpec
-from jobs.spool import NotRegularFile, Spool, open_regular, validate_service_id
+from jobs.spool import NotRegularFile, ServiceId, Spool, open_regular
 from jobs.states import JobState
 
 from . import jobview
@@ -33,13 +33,11 @@ ABORT_POLL_SECONDS = 0.05
 log = structlog.get_logger("facade")  # lazy: configured later, by the entry point
 
 
-def checked_service_id(value: object) -> str:
-    if value is None or value == "":
-        raise InvalidRequest("serviceID: required")
+def checked_service_id(value: object) -> ServiceId:
     try:
-        return validate_service_id(value)
-    except SpecError as e:
-        raise InvalidRequest(str(e)) from None
+        return submitting.checked_service_id(value)
+    except submitting.SubmitError as e:
+        raise InvalidRequest(e.message) from None
 
 
 class Operations:
@@ -64,23 +62,23 @@ class Operations:
         auth_url = ExtraParameters(extra).auth_url()
         ident = self.auth.identify(token, auth_url)
         try:
-            inputs = d.validate_inputs(raw_inputs)
-        except SpecError as e:
-            raise InvalidRequest(f"invalid input {e}") from None
-        files = RunFiles(self.spool, sid)
-        if os.path.isdir(files.run) or os.path.exists(files.incoming):
-            return self._retried_start(d, files, token, ident, auth_url)
-        spec = JobSpec(service_id=sid, job=d.name, inputs=inputs, auth_url=auth_url,
-                       owner={"username": ident.username, "project": ident.project})
-        if not self.spool.submit(spec.to_json(), sid):
-            return self._retried_start(d, files, token, ident, auth_url)
-        log.info("job_submitted", job=d.name, inputs=inputs, username=ident.username, project=ident.project)
+            done = submitting.submit(
+                self.spool, d, sid, raw_inputs, {"username": ident.username, "project": ident.project}, auth_url,
+                known_spec=lambda files: jobview.load_spec(files, self.definitions, d, self.specs))
+        except submitting.SubmitError as e:
+            if e.kind != "storage":
+                raise InvalidRequest(e.message) from None
+            log.warning("storage_refused", errno=e.errno_name, error=str(e.__cause__))
+            raise ServiceUnavailable(e.message) from None
+        if not done.new:
+            return self._retried_start(d, self.spool.files(sid), done.spec, token, ident, auth_url)
+        log.info("job_submitted", job=d.name, inputs=done.spec.inputs, username=ident.username,
+                 project=ident.project)
         view = jobview.queued_view(self.spool, d, sid, None, headline="Job accepted")
         return (encode(render(view, self.clock())),) + jobview.placeholders(d)
 
-    def _retried_start(self, d: Definition, files: RunFiles, token: object, ident: Identity,
+    def _retried_start(self, d: Definition, files: RunFiles, spec: JobSpec, token: object, ident: Identity,
                        auth_url: str):
-        spec = jobview.load_spec(files, self.definitions, d, self.specs)
         if spec.auth_url != auth_url:
             ident = self._identify(spec, token)
         self._check_project(spec, files.sid, ident)
@@ -178,7 +176,7 @@ class Operations:
     # -- shared checks -------------------------------------------------------
     def _authorized(self, d: Definition, service_id: object, token: object) -> RunFiles:
         """The job's files, once the token is valid for the job's auth URL and project."""
-        files = RunFiles(self.spool, checked_service_id(service_id))
+        files = self.spool.files(checked_service_id(service_id))
         spec = jobview.load_spec(files, self.definitions, d, self.specs)
         self._check_project(spec, files.sid, self._identify(spec, token))
         return files
