@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+import structlog
+
 from jobctl.context import PENDING, PROG, Context
 from jobctl.control import cmd_control
 from jobctl.listing import cmd_list, cmd_show
@@ -12,6 +14,7 @@ from jobctl.logs import cmd_logs
 from jobctl.status import cmd_status
 from jobctl.submit import cmd_submit
 from jobs.cli import FAILED, INTERRUPTED, OK, USAGE, CliError, Parser, run
+from jobs import logs
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.spool import NotRegularFile
 
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             args.inputs = [*args.inputs, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not structlog.is_configured():
+        # The spool index warns of a file it cannot read; jobctl shows that in the job's row instead.
+        logs.configure("error")
     return run(PROG, lambda: _dispatch(args))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jobctl.context import PENDING, PROG, SUBMITTED, Context, origin
+from jobctl.context import PENDING, PROG, Context, origin
 from jobs.cli import FAILED, OK, CliError, note, out
 from jobs.errors import SpecError
 from jobs.runstate import RunState
 from jobs.spool import Spool, read_bytes
-from jobs.states import TERMINAL, JobState
+from jobs.states import SUBMITTED, TERMINAL, JobState
 from jobs.supervisorinfo import supervisor_status
 from jobs.wait import wait_for
 
@@ -18,7 +18,7 @@ def cmd_control(ctx: Context, args) -> int:
     """kill and restart: check it applies, drop the command, wait to see it applied."""
     verb = args.command
     sid = ctx.require_job(args.id)
-    before = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+    before = ctx.read_run(sid)
     state = before.state if before is not None else None
     if verb == "kill" and state in TERMINAL:
         raise CliError(f"{sid} already ended ({state.value}): nothing to kill")
@@ -44,7 +44,7 @@ def cmd_control(ctx: Context, args) -> int:
             return None
         if _rejection(ctx.spool, cmd_path) is not None:
             return "rejected"
-        run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+        run = ctx.read_run(sid)
         if run is None:
             return None
         if verb == "kill":

@@ -6,13 +6,12 @@ import os
 import time
 from pathlib import Path
 
-from jobctl.context import SUBMITTED, Context
+from jobctl.context import Context
 from jobctl.formatting import hms, table, terminal_width, when
 from jobs.cli import OK, USAGE, CliError, note, out
 from jobs.reasons import describe
 from jobs.runstate import RunState
-from jobs.states import TERMINAL, JobState
-from jobs.times import read_time
+from jobs.states import DISPLAY_STATES, TERMINAL_STATES
 
 RECENT_S = 24 * 3600.0    # `list` without --all shows terminal jobs this recent
 
@@ -22,13 +21,13 @@ def cmd_list(ctx: Context, args) -> int:
     views = ctx.views(now)
     if args.state:
         wanted = {s.strip().upper() for s in args.state.split(",") if s.strip()}
-        known = {s.value for s in JobState} | {SUBMITTED}
+        known = set(DISPLAY_STATES)
         bad = sorted(wanted - known)
         if bad:
             raise CliError(f"--state {bad[0]}: expected one of {', '.join(sorted(known))}", USAGE)
         views = [v for v in views if v.state in wanted]
     elif not args.all:
-        views = [v for v in views if v.state not in {s.value for s in TERMINAL}
+        views = [v for v in views if v.state not in TERMINAL_STATES
                  or v.finished_at is None or now - v.finished_at <= RECENT_S]
     if args.json:
         out(json.dumps([v.as_json() for v in views], indent=1))
@@ -50,21 +49,19 @@ def cmd_show(ctx: Context, args) -> int:
     v = ctx.view(sid, now)
     run, spec = v.run, v.spec
     if args.json:
-        data = {"spec": spec, "state": ctx.spool.read_state(sid) if ctx.spool.run_dir(sid).is_dir() else None,
+        data = {"spec": {} if spec is None else json.loads(spec.to_json()), "state": ctx.spool.read_state(sid),
                 "paths": {k: str(p) for k, p in _paths(ctx, sid, run).items()}}
         out(json.dumps(data, indent=1, default=str))
         return OK
     out(f"serviceID   {sid}")
     out(f"job         {v.job}")
     out(f"state       {v.state}" + (f"  ({describe(v.reason)})" if v.reason else ""))
-    if spec:
-        out(f"submitted   {when(read_time(spec.get('submitted_at')))}")
-        owner = spec.get("owner") or {}
-        if owner:
-            out(f"owner       {owner.get('username') or '-'} (project {owner.get('project') or '-'})")
-        out(f"auth        {spec.get('auth_url') or '-'}")
-        inputs = spec.get("inputs") or {}
-        out("inputs      " + (", ".join(f"{k}={json.dumps(val)}" for k, val in inputs.items()) or "-"))
+    if spec is not None:
+        out(f"submitted   {when(spec.submitted_at)}")
+        if spec.owner:
+            out(f"owner       {spec.owner.get('username') or '-'} (project {spec.owner.get('project') or '-'})")
+        out(f"auth        {spec.auth_url or '-'}")
+        out("inputs      " + (", ".join(f"{k}={json.dumps(val)}" for k, val in spec.inputs.items()) or "-"))
     if run is not None:
         out(f"attempt     {run.attempt}")
         if run.pid:

@@ -5,16 +5,16 @@ import os
 import sys
 import time
 
-from jobctl.context import SUBMITTED, Context
+from jobctl.context import Context
 from jobs.cli import OK, USAGE, CliError, note
 from jobs.spool import open_regular
-from jobs.states import TERMINAL, JobState
+from jobs.states import SUBMITTED, TERMINAL, JobState
 
 
 def cmd_logs(ctx: Context, args) -> int:
     sid = ctx.require_job(args.id)
     stream = "stderr" if args.stderr else "stdout"
-    run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+    run = ctx.read_run(sid)
     attempt = args.attempt if args.attempt is not None else (run.attempt if run else 1)
     if args.attempt is not None and args.attempt < 1:
         raise CliError("--attempt must be >= 1", USAGE)
@@ -44,7 +44,7 @@ def _follow(ctx: Context, sid: str, stream: str, attempt: int, pinned: bool, int
     out_ = sys.stdout.buffer
     waiting_noted = False
     while True:
-        run = ctx.read_run(sid) if ctx.spool.run_dir(sid).is_dir() else None
+        run = ctx.read_run(sid)
         path = getattr(ctx.spool.files(sid).attempt(attempt), stream)  # "stdout" or "stderr"
         try:
             with open_regular(path) as f:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import time
 
-from jobctl.context import PENDING, SUBMITTED, Context
+from jobctl.context import PENDING, Context
 from jobs.cli import FAILED, OK, out
-from jobs.states import JobState
+from jobs.states import DISPLAY_STATES
 from jobs.supervisorinfo import supervisor_status
 
 
@@ -34,7 +34,7 @@ def cmd_status(ctx: Context, args) -> int:
     else:
         out(f"supervisor  NOT RUNNING ({sup.problem})")
     out(f"spool       {ctx.spool.root}")
-    order = [SUBMITTED] + [s.value for s in JobState]
+    order = DISPLAY_STATES
     shown = [f"{s} {counts[s]}" for s in order if counts.get(s)] + [f"{s} {n}" for s, n in counts.items() if s not in order]
     out("jobs        " + (", ".join(shown) if shown else "none"))
     if queue:
