@@ -21,8 +21,8 @@ from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
-from .errors import (InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable, TokenValidationFailed,
-                     WrongProject)
+from .errors import (FacadeError, InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable,
+                     TokenValidationFailed, WrongProject)
 from .status_page import encode, render
 
 COMPLETED = "COMPLETED"
@@ -88,10 +88,14 @@ class Operations:
     # -- getServiceStatus ------------------------------------------------------
     def status(self, d: Definition, service_id: object, token: object) -> tuple[str, ...]:
         files = self._authorized(d, service_id, token)
-        return self._answer(d, files, record=True)
+        return self._answer(d, files, record=True, poller=jobview.poller(files.sid, token))
 
-    def _answer(self, d: Definition, files: RunFiles, record: bool) -> tuple[str, ...]:
-        """COMPLETED + outputs, UNCHANGED, a status page, or JobFailed (see facade.service)."""
+    def _answer(self, d: Definition, files: RunFiles, record: bool, poller: str = "") -> tuple[str, ...]:
+        """COMPLETED + outputs, UNCHANGED, a status page, or JobFailed (see facade.service).
+
+        With `record`, UNCHANGED and JobFailed only for a poller whose own last
+        page was this one (jobview.SentPages).
+        """
         sid = files.sid
         run = jobview.read_run(files)
         if run is not None and run.state is JobState.SUCCEEDED:
@@ -105,7 +109,8 @@ class Operations:
         rest = jobview.placeholders(d)
         if record and run is not None:
             digest = view.digest()
-            if jobview.last_page(files) == digest:
+            sent = jobview.SentPages.read(files)
+            if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
                     log.info("job_failed_fault", state=view.state, reason=view.detail)
                     raise JobFailed(jobview.failure_message(sid, view),
@@ -113,7 +118,7 @@ class Operations:
                 return (UNCHANGED,) + rest
             now = self.clock()
             page = encode(render(view, now))
-            jobview.remember_page(self.spool, files, digest, now)
+            jobview.remember_page(self.spool, files, sent.record(poller, digest, now))
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
 
@@ -175,16 +180,32 @@ class Operations:
 
     # -- shared checks -------------------------------------------------------
     def _authorized(self, d: Definition, service_id: object, token: object) -> RunFiles:
-        """The job's files, once the token is valid for the job's auth URL and project."""
+        """The job's files, once the token is valid for the job's auth URL and project.
+
+        The token comes first, as in the reference: a caller whose token no
+        allowed authentication manager accepts gets the same fault whether
+        the serviceID exists or not (an unknown or unreadable job is only
+        named once the token is valid somewhere).
+        """
         files = self.spool.files(checked_service_id(service_id))
-        spec = jobview.load_spec(files, self.definitions, d, self.specs)
+        try:
+            spec = jobview.load_spec(files, self.definitions, d, self.specs)
+        except FacadeError:
+            self.auth.identify(token, None)
+            raise
         self._check_project(spec, files.sid, self._identify(spec, token))
         return files
 
     def _identify(self, spec: JobSpec, token: object) -> Identity:
+        """The token's owner by the job's recorded authentication manager; what is odd about that, only afterwards."""
         if spec.auth_url is None:
+            self.auth.identify(token, None)
             raise TokenValidationFailed("this job was not submitted through SOAP; no authentication manager is on record for it")
-        return self.auth.identify(token, spec.auth_url)
+        try:
+            return self.auth.identify(token, spec.auth_url)
+        except InvalidRequest:  # the recorded manager is no longer in AUTH_MANAGERS
+            self.auth.identify(token, None)
+            raise
 
     @staticmethod
     def _check_project(spec: JobSpec, sid: str, ident: Identity) -> None:

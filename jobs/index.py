@@ -138,6 +138,7 @@ class SpoolIndex:
     """All jobs of one spool. Not thread-safe: one owner calls refresh() and reads between passes."""
 
     row_class: type[Row] = Row
+    cold_slices: int | None = None  # if set, a pass also sweeps at least 1/cold_slices of the finished jobs
 
     def __init__(self, spool: Spool, definitions: dict[str, Definition] | None, clock=time.time):
         self.spool = spool
@@ -193,7 +194,8 @@ class SpoolIndex:
         self._passes += 1
         turn = self._passes % PROGRESS_EVERY
         touched = self._hot | (pending.keys() & self.jobs.keys())
-        for _ in range(min(COLD_PER_PASS, len(self._cold)) if states else 0):
+        sweep = max(COLD_PER_PASS, -(-len(self._cold) // self.cold_slices) if self.cold_slices else 0)
+        for _ in range(min(sweep, len(self._cold)) if states else 0):
             sid = self._cold.popleft()
             if sid in self.jobs and not self.jobs[sid].removed:
                 self._cold.append(sid)
@@ -268,6 +270,9 @@ class SpoolIndex:
             job = self.jobs[sid]
             if job.state != SUBMITTED and not job.removed:
                 self._remove(job, now)
+        for sid in [s for s in self.problems if s not in present]:  # an unreadable run that went away
+            if not os.path.exists(self.spool.files(ServiceId(sid)).incoming):
+                del self.problems[sid]
 
     def _scan_incoming(self, now: float) -> None:
         try:

@@ -8,8 +8,10 @@ runs this process has seen (a run present at start-up counts once, when first
 seen); a run removed by retention keeps its counts.
 
 `SpoolCollector` reads the spool through jobs.index.SpoolIndex (without
-definitions: state.json alone), so it costs what changed since the last
-scrape, and derives its counters from the rows that changed.
+definitions: state.json alone), so a scrape costs what changed since the
+last one, and derives its counters from the rows that changed. Scrapes are
+far apart, so each one sweeps at least a tenth of the finished runs (an
+operator's restart of a finished run shows within FINISHED_SLICES scrapes).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .runstate import RunState, from_iso
 from .spool import Spool, storage_refused
 from .states import TERMINAL, JobState
 
+FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
 # run times of real jobs: seconds to a day
 RUNTIME_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, float("inf"))
 
@@ -49,6 +52,7 @@ class SpoolCollector:
     def __init__(self, spool: Spool):
         self.spool = spool
         self.index = SpoolIndex(spool, None)
+        self.index.cold_slices = FINISHED_SLICES
         self._lock = threading.Lock()
         self._seen_seq = 0                                  # rows changed after this are counted next
         self._seen: dict[str, _Seen] = {}                   # sid -> attempts counted

@@ -227,6 +227,10 @@ class Spool:
         files = self.files(sid)
         return os.path.isdir(files.run) or os.path.exists(files.incoming)
 
+    def claimed(self, sid: str) -> bool:
+        """Has the supervisor claimed it: does its run directory exist (a spec in incoming/ is not enough)?"""
+        return os.path.isdir(self.files(sid).run)
+
     def attempt_dir(self, sid: str, attempt: int) -> Path:
         return Path(self.files(sid).attempt(attempt).dir)
 

@@ -16,6 +16,7 @@ import pytest
 from harness import ROOT
 from prometheus_client.core import Metric
 
+import jobs.index
 from jobs.definitions import load_definitions
 from jobs.errors import SpecError
 from jobs.index import SpoolIndex
@@ -118,12 +119,15 @@ def test_later_passes_see_claims_states_commands_and_removals(spool):
 
 
 def test_an_unreadable_state_is_a_problem_not_a_crash(spool):
-    """A state.json that is not JSON leaves the row as it was and names the problem (jobctl shows it)."""
+    """A state.json that is not JSON leaves the row as it was and names the problem until the run goes."""
     claimed(spool, "bad", running("bad"))
     spool.write_atomic(spool.files("bad").state, b"{not json")
     index = SpoolIndex(spool, DEFINITIONS)
     index.refresh(NOW)
     assert "bad" in index.problems and "not valid JSON" in index.problems["bad"]
+    os.rename(spool.files("bad").run, spool.root / "gone")
+    index.refresh(NOW + 1)
+    assert {} == index.problems
 
 
 def test_without_definitions_rows_come_from_state_json(spool):
@@ -175,10 +179,11 @@ def test_service_id_is_checked_once_and_typed():
 
 
 def test_known_means_a_run_or_a_waiting_spec(spool):
-    """known(): a spec in incoming/ or a run directory; nothing else."""
+    """known(): a spec in incoming/ or a run directory; claimed(): the run directory only."""
     submitted(spool, "in-1")
     claimed(spool, "run-1", running("run-1"))
     assert (True, True, False) == (spool.known("in-1"), spool.known("run-1"), spool.known("other"))
+    assert (False, True, False) == (spool.claimed("in-1"), spool.claimed("run-1"), spool.claimed("other"))
 
 
 def test_command_names_round_trip_and_strangers_are_ignored(spool):
@@ -198,3 +203,26 @@ def test_display_states_and_sets():
     """SUBMITTED leads the display list; the terminal set holds the state values readers compare with."""
     assert ("SUBMITTED", "QUEUED", "RUNNING", "STOPPING", "SUCCEEDED", "FAILED", "ABORTED") == DISPLAY_STATES
     assert {"SUCCEEDED", "FAILED", "ABORTED"} == TERMINAL_STATES
+
+
+def test_metrics_see_finished_runs_restarted_within_ten_scrapes(spool, monkeypatch):
+    """With many finished runs, each scrape re-checks at least a tenth of them: every restart shows within ten."""
+    def write(sid: str, done: bool) -> None:  # in place, not through tmp/: quicker, and the scrapes are 15 s apart
+        rs = RunState(sid, "waiter", JobState.SUCCEEDED if done else JobState.QUEUED, "", 1 if done else 2,
+                      started_at=NOW - 30, finished_at=NOW - 18 if done else None)
+        with open(spool.files(sid).state, "wb") as f:
+            f.write(rs.to_json())
+    monkeypatch.setattr(jobs.index, "COLD_PER_PASS", 20)  # the rule at a tenth of the scale
+    sids = [f"done-{n}" for n in range(210)]  # more than ten sweeps of COLD_PER_PASS
+    for sid in sids:
+        os.makedirs(spool.files(sid).run)
+        write(sid, True)
+    collector = SpoolCollector(spool)
+    scrapes = iter(range(0, 1000, 15))
+    collector.index.clock = lambda: NOW + next(scrapes)
+    samples(collector)
+    for sid in sids:
+        write(sid, False)
+    for _ in range(10):
+        m = samples(collector)
+    assert len(sids) == m[("spoolsoap_jobs", (("job", "waiter"), ("state", "QUEUED")))]
