@@ -98,9 +98,9 @@ class Context:
         if problem is not None:
             return JobView(sid, job, "?", reason=f"{sid}: {problem}", spec=spec, submitted_at=submitted_at)
         if row is None or row.state == SUBMITTED:
-            claimed = os.path.isdir(self.spool.files(sid).run)
             return JobView(sid, job, SUBMITTED, spec=spec, submitted_at=submitted_at,
-                           reason="claimed; no state yet" if claimed else "waiting for the supervisor to claim it")
+                           reason="claimed; no state yet" if self.spool.claimed(sid)
+                           else "waiting for the supervisor to claim it")
         v = JobView(sid, job, row.state, attempt=row.attempt, reason=row.reason, run=row.run, spec=spec,
                     finished_at=row.finished_at, submitted_at=submitted_at, runtime=row.runtime(now),
                     progress=row.progress)  # a finished job shows how far it got

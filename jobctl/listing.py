@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -98,7 +97,7 @@ def cmd_show(ctx: Context, args) -> int:
 
 def _paths(ctx: Context, sid: str, run: RunState | None) -> dict[str, Path]:
     files = ctx.spool.files(sid)
-    if run is None and not os.path.isdir(files.run):
+    if run is None and not ctx.spool.claimed(sid):
         return {"spec": Path(files.incoming)}
     paths = {"run dir": files.run, "spec": files.spec, "state": files.state}
     if run is not None:
