@@ -21,13 +21,14 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 
+from facade.proxies import TrustedProxies
 from jobs.config import Config
 from jobs.errors import ConfigError
 
 from .board import Console
 from .routes import routes
+from .sessions import SessionStore, Sessions
 from .streams import Broadcast
 
 SECURITY_HEADERS = {
@@ -74,6 +75,11 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def sessions_file(cfg: Config) -> Path:
+    """The server-side sessions live beside the signing key (the console's own directory)."""
+    return cfg.console_secret_file.with_name(cfg.console_secret_file.name + ".sessions.json")
+
+
 def make_app(cfg: Config) -> Starlette:
     """The console's Starlette app for cfg (one process: the index lives in it)."""
     console = Console(cfg)
@@ -87,12 +93,14 @@ def make_app(cfg: Config) -> Starlette:
             yield
         finally:
             task.cancel()
+            await console.close_streams()  # granian waits for every open response before it exits
 
+    key = secret_key(cfg.console_secret_file)
     app = Starlette(routes=routes(), lifespan=lifespan, middleware=[
         Middleware(SecurityHeaders),
-        Middleware(SessionMiddleware, secret_key=secret_key(cfg.console_secret_file), session_cookie="console_session",
-                   max_age=12 * 3600, same_site="strict", https_only=False),
+        Middleware(Sessions, secret_key=key, trusted_proxies=TrustedProxies(cfg.forwarded_allow_ips)),
     ])
     app.state.console = console
+    app.state.sessions = SessionStore(sessions_file(cfg))
     app.state.broadcast = Broadcast(console)
     return app

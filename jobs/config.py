@@ -245,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
             "a call to the authentication manager"),
     Setting("AUTH_MANAGERS", "", tuple[str, ...], _WORDS, ("facade", "console"),
             "the authentication managers' WSDL URLs or URL prefixes that may be asked"),
-    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", tuple[str, ...], _plain(_addresses), ("facade",),
+    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", tuple[str, ...], _plain(_addresses), ("facade", "console"),
             "reverse proxies whose X-Forwarded-* headers are believed"),
     Setting("ABORT_WAIT_SECONDS", "4", float, _ranged(float, 0, 30), ("facade",),
             "how long abortService waits for the job to stop"),
@@ -278,6 +278,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONSOLE_OPERATORS", "", tuple[str, ...], _WORDS, ("console",),
             "usernames that see and act on every project's jobs"),
     Setting("CONSOLE_NICE", "10", int, _ranged(int, 0, 19), ("console",), "the console's niceness"),
+    Setting("CONSOLE_METRICS_TOKEN_FILE", "", Path | None, _path_or_none, ("console",),
+            "a file holding the bearer token a scraper sends to the console's /metrics; empty: operators only"),
 )
 CONFIG_KEYS = tuple(s.key for s in SETTINGS)
 _KNOWN = frozenset(CONFIG_KEYS)
