@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -80,6 +81,28 @@ def sessions_file(cfg: Config) -> Path:
     return cfg.console_secret_file.with_name(cfg.console_secret_file.name + ".sessions.json")
 
 
+def end_streams_on_stop_signals(console: Console) -> None:
+    """SIGTERM/SIGINT end the event streams at once, then granian's own handler runs as before.
+
+    granian tells the app it stops (lifespan shutdown) only once every open
+    response has ended, and an event stream never ends by itself: the console
+    ran on until SIGKILL. The handler is chained at the Python level; asyncio's
+    own (granian's, through loop.add_signal_handler) still runs from the loop.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(console.stop_streams)
+            if callable(previous):
+                previous(signum, frame)
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (an app run in a test's thread): nothing to chain
+            return
+
+
 def make_app(cfg: Config) -> Starlette:
     """The console's Starlette app for cfg (one process: the index lives in it)."""
     console = Console(cfg)
@@ -89,6 +112,7 @@ def make_app(cfg: Config) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         task = asyncio.create_task(console.refresher())
+        end_streams_on_stop_signals(console)
         try:
             yield
         finally:

@@ -158,10 +158,14 @@ class Console:
         finally:
             self.watchers -= 1
 
-    async def close_streams(self, wait: float = 3.0) -> None:
-        """On shutdown: end every event stream (the server waits for open responses before it exits)."""
+    def stop_streams(self) -> None:
+        """End every event stream now: the server's graceful shutdown waits for every open response."""
         self.stopping.set()
         self.index.wake()
+
+    async def close_streams(self, wait: float = 3.0) -> None:
+        """On shutdown: end every event stream and give them `wait` seconds to close."""
+        self.stop_streams()
         deadline = time.monotonic() + wait
         while self.watchers and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
-from console_harness import console  # noqa: F401 - fixture
+from console_harness import console, second_console  # noqa: F401 - fixtures
 from facade_harness import artifacts, devauth, new_sid  # noqa: F401 - fixtures
 from test_console import submit_as
 
@@ -196,3 +198,27 @@ def test_the_service_id_pattern_is_one_the_browser_checks(browser, console):
     assert field.evaluate("el => el.validity.patternMismatch")
     field.fill("job_1.a-b")
     assert not field.evaluate("el => el.validity.patternMismatch")
+
+
+def test_console_stops_promptly_on_sigterm_with_event_streams_open(chromium, second_console):
+    """Ten browsers with the board or a job page open (ten event streams) do not keep the console from
+    stopping on SIGTERM: the streams end at once, and granian's graceful shutdown completes."""
+    c = second_console
+    sid = submit_as(c, "alice", "demo", seconds=30)
+    cookies = [{"name": k.name, "value": k.value, "url": c.url} for k in c.session("olga").cookies]
+    for i in range(10):
+        context = chromium.new_context()
+        context.add_cookies(cookies)
+        context.new_page().goto(c.url + ("/" if i % 2 else f"/jobs/{sid}"))
+    s = c.session("olga")
+    deadline = time.monotonic() + 30
+    while s.get(c.url + "/api/health", timeout=30).json()["event_streams"] < 10:
+        assert time.monotonic() < deadline, "ten event streams"
+        time.sleep(0.2)
+    processes = [psutil.Process(c.proc.pid)] + psutil.Process(c.proc.pid).children(recursive=True)
+    started = time.monotonic()
+    c.proc.proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(processes, timeout=20)
+    assert [] == alive and time.monotonic() - started < 15
+    for context in chromium.contexts:
+        context.close()
