@@ -61,7 +61,7 @@ async def api_job(request: Request):
 @login_required(api=True)
 async def api_health(request: Request):
     c = console_of(request)
-    return JSONResponse({**c.health(), "history": [{"at": t, "queued": q, "running": r, "finished": f}
+    return JSONResponse({**c.health(request.state.user), "history": [{"at": t, "queued": q, "running": r, "finished": f}
                                                    for t, q, r, f in c.index.history]})
 
 
