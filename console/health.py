@@ -9,6 +9,7 @@ Scanning the spool blocks, so it runs in Starlette's thread pool.
 from __future__ import annotations
 
 import functools
+from typing import Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,8 +20,11 @@ from jobs import config as config_mod
 from jobs.metrics import Health
 from jobs.spool import Spool
 
+Gate = Callable[[Request], Awaitable[Response | None]]
 
-def make_routes(config: config_mod.Config | None = None) -> list[Route]:
+
+def make_routes(config: config_mod.Config | None = None, gate: Gate | None = None) -> list[Route]:
+    """The three routes; `gate`, if given, may refuse /metrics (the console's: operators and a scraper's token)."""
     @functools.cache
     def health() -> Health:
         cfg = config or config_mod.load()
@@ -28,6 +32,8 @@ def make_routes(config: config_mod.Config | None = None) -> list[Route]:
 
     def endpoint(name: str):
         async def answer(request: Request) -> Response:
+            if gate is not None and name == "metrics" and (refused := await gate(request)) is not None:
+                return refused
             status, content_type, body = await run_in_threadpool(lambda: getattr(health(), name)())
             return Response(body, status, headers={"Cache-Control": "no-store"}, media_type=content_type)
         answer.__name__ = name
