@@ -24,7 +24,7 @@ from jobs.spool import Spool
 from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
 from .guard import RequestGuard, service_namespace, soap_fault
-from .metrics import HEALTH_PATHS, instrument
+from .metrics import HEALTH_PATHS, FacadeMetrics
 from .operations import Operations
 from .protocol import TypedSoap11
 from .proxies import TrustedProxies, forwarded_port, last_value
@@ -155,15 +155,18 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
     definitions = definitions if definitions is not None else load_definitions(config.definitions_dir)
     spool = Spool(config.spool_dir).ensure()
-    auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds)
+    metrics = FacadeMetrics(spool, config.reconcile_seconds, list(definitions),
+                            config.auth_managers, config.auth_timeout_seconds)
+    auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds,
+                         client_factory=metrics.auth.client)
     ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)
     routes: dict[str, Callable] = {}
     namespaces: dict[str, str] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
         routes[path], namespaces[path] = service_app(d, ops, config), d.namespace
     # /healthz, /readyz, /metrics sit beside CONTEXT_ROOT, outside the guard and the request counts
-    counted, health = instrument(RequestGuard(Router(routes, namespaces=namespaces), config.max_body_bytes, namespaces),
-                                 spool, config.reconcile_seconds)
+    counted, health = metrics.instrument(RequestGuard(Router(routes, namespaces=namespaces), config.max_body_bytes,
+                                                      namespaces))
     app = Router(dict.fromkeys(HEALTH_PATHS, health), fallback=counted)
     app.paths = list(routes)  # for the start-up banner
     app.namespaces = namespaces  # for facade.bridge's own faults
