@@ -23,6 +23,11 @@ not or never; a whole-URL entry not reached for PROBE_SECONDS is asked for
 its WSDL at the scrape) and `spoolsoap_auth_validation_seconds{manager,
 outcome}` (each validateSessionToken sent: valid, invalid, unavailable).
 Token validations the cache answers never reach a manager and are not here.
+
+Writes the storage refuses to the façade (a start's spec, an abort's
+command, a notification, a status hint) are counted by errno in
+`spoolsoap_facade_spool_writes_refused_total{errno}` (CountingSpool); the
+supervisor's are the spool's series `spoolsoap_spool_writes_refused_total`.
 """
 from __future__ import annotations
 
@@ -31,12 +36,12 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import multiprocess, values
 
 from jobs.authclient import AuthManagerClient, AuthRefused, AuthUnavailable
-from jobs.metrics import Health
-from jobs.spool import Spool
+from jobs.metrics import ERRNO_NAMES, Health
+from jobs.spool import Spool, storage_refused
 
 from .auth import AuthManagers
 
@@ -61,12 +66,13 @@ def note(environ: dict, operation: str, outcome: str = "ok") -> None:
 class RequestMetrics:
     """WSGI middleware: each request's latency, by operation and outcome, into one histogram."""
 
-    def __init__(self, app: Callable, registry: CollectorRegistry | None):
+    def __init__(self, app: Callable, registry: CollectorRegistry | None, series: Iterable[tuple[str, str]] = ()):
+        """series: the (operation, outcome) pairs to create at zero."""
         self.app = app
         self.histogram = Histogram("spoolsoap_facade_request_duration_seconds",
                                    "SOAP requests to the façade by operation and outcome (count and latency)",
                                    ["operation", "outcome"], buckets=_BUCKETS, registry=registry)
-        self._children: dict[tuple[str, str], object] = {}
+        self._children: dict[tuple[str, str], object] = {key: self.histogram.labels(*key) for key in series}
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -184,6 +190,32 @@ class TimedAuthClient(AuthManagerClient):
             self.metrics.reached(self.wsdl_url, answered)
 
 
+class CountingSpool(Spool):
+    """The façade's Spool: each write the storage refuses is counted by errno, then raised as before."""
+
+    refused: Counter | None = None
+
+    def _counted(self, write: Callable, *args):
+        try:
+            return write(*args)
+        except OSError as e:
+            if self.refused is not None and (name := storage_refused(e)) is not None:
+                self.refused.labels(name).inc()
+            raise
+
+    def submit(self, spec_json: bytes, sid: str) -> bool:
+        return self._counted(super().submit, spec_json, sid)
+
+    def send_command(self, sid: str, verb: str, origin: str):
+        return self._counted(super().send_command, sid, verb, origin)
+
+    def append_notification(self, sid: str, message: str) -> int:
+        return self._counted(super().append_notification, sid, message)
+
+    def write_hint(self, dest, data: bytes) -> None:
+        return self._counted(super().write_hint, dest, data)
+
+
 class HealthEndpoints:
     """WSGI: /healthz, /readyz and /metrics (the spool's series, every worker's request counts, this process)."""
 
@@ -209,7 +241,7 @@ class FacadeMetrics:
     """Everything the façade's /metrics shows, on one registry; built before the app so the
     Authenticator can take `auth.client` as its client factory."""
 
-    def __init__(self, spool: Spool, reconcile_seconds: float, job_types: Iterable[str] = (),
+    def __init__(self, spool: CountingSpool, reconcile_seconds: float, job_types: Iterable[str] = (),
                  auth_managers: Iterable[str] = (), auth_timeout: float = 5.0):
         self.registry = CollectorRegistry(auto_describe=False)
         self.multiprocess = _multiprocess()
@@ -217,10 +249,15 @@ class FacadeMetrics:
             multiprocess.MultiProcessCollector(self.registry)
         own = None if self.multiprocess else self.registry  # multiprocess: the files are the record
         self.auth = AuthMetrics(auth_managers, auth_timeout, own)
+        self.refused = Counter("spoolsoap_facade_spool_writes_refused", "The façade's spool writes the storage refused",
+                               ["errno"], registry=own)
+        for name in ERRNO_NAMES:
+            self.refused.labels(name)
         self.own_registry = own
+        spool.refused = self.refused
         self.health = Health(spool, reconcile_seconds, self.registry, job_types=job_types, spool_series=True)
 
-    def instrument(self, soap: Callable) -> tuple[Callable, Callable]:
-        """(the SOAP app, counted; the health endpoints)."""
-        return RequestMetrics(soap, self.own_registry), HealthEndpoints(self.health, self.auth)
+    def instrument(self, soap: Callable, series: Iterable[tuple[str, str]] = ()) -> tuple[Callable, Callable]:
+        """(the SOAP app, counted, its `series` of (operation, outcome) at zero; the health endpoints)."""
+        return RequestMetrics(soap, self.own_registry, series), HealthEndpoints(self.health, self.auth)
 
