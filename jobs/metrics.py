@@ -59,6 +59,10 @@ class SpoolCollector:
         self.index.cold_slices = FINISHED_SLICES
         self._lock = threading.Lock()
 
+    def refresh(self) -> None:
+        """One pass of the index: re-read what changed since the last scrape."""
+        self.index.refresh()
+
     def _runs(self) -> list[Row]:
         """The runs whose state.json was read: what spoolsoap_jobs counts."""
         return [row for row in self.index.live() if row.run is not None]
@@ -69,7 +73,7 @@ class SpoolCollector:
 
     def collect(self):
         with self._lock:
-            self.index.refresh()
+            self.refresh()
             runs = self._runs()
         yield from self.gauges(runs)
         yield from supervisor_counts(SupervisorCounters.load(self.spool), self.job_types)
