@@ -1,7 +1,8 @@
 """The console's /healthz, /readyz and /metrics: `routes`, Starlette Routes to mount in its app.
 
-The answers come from jobs.metrics (the same as the façade's, without the
-façade's request counts). The configuration is read through
+The answers come from jobs.metrics: the same health checks as the façade's;
+/metrics shows only this process's series (the spool's are the façade's, so
+a sum over servers counts them once). The configuration is read through
 jobs.config.load() on the first request, so importing this module needs
 none; `make_routes(config)` builds them for a given configuration instead.
 Scanning the spool blocks, so it runs in Starlette's thread pool.
@@ -28,7 +29,7 @@ def make_routes(config: config_mod.Config | None = None, gate: Gate | None = Non
     @functools.cache
     def health() -> Health:
         cfg = config or config_mod.load()
-        return Health(Spool(cfg.spool_dir), cfg.reconcile_seconds)
+        return Health(Spool(cfg.spool_dir), cfg.reconcile_seconds, spool_series=False)
 
     def endpoint(name: str):
         async def answer(request: Request) -> Response:

@@ -36,6 +36,7 @@ from jobs.spec import JobSpec
 from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, read_bytes, read_json,
                         storage_refused)
 from jobs.states import ACTIVE, JobState
+from jobs.supervisorinfo import SupervisorCounters
 
 from .executor import Executor, ExitRecord, Job, Seen
 from .fairshare import Plan, Policy, Running, plan
@@ -72,6 +73,7 @@ class Supervisor:
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
         self.unsaved: dict[str, Job] = {}  # state.json the storage refused: written again every pass
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
+        self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -100,6 +102,7 @@ class Supervisor:
         self.check_active(now, full)
         self.start_queued(now)
         self.publish_queue()
+        self.write("counters", None, self.counters.save, self.spool)
 
     def reconcile(self, now: float) -> None:
         """The periodic full pass: runs we do not know, heartbeat, retention, stale tmp files."""
@@ -168,6 +171,7 @@ class Supervisor:
                 return  # tried again on a later pass
         except FileNotFoundError:
             return
+        self.counters.rejected(path.parent)
         self.write("reject", None, self.spool.write_atomic, dest.with_name(dest.name + ".reason"),
                    (reason + "\n").encode())
         log.warning("rejected", reason=reason, moved_to=str(dest))
@@ -315,6 +319,7 @@ class Supervisor:
             delay = job.definition.retry_delay(rs.retries_used)
             note = f"{outcome}; retry {rs.retries_used} of {job.definition.retries} in {delay:g} s"
             self.requeue(job, now, note, delay)  # RUNNING -> QUEUED (automatic retry)
+            self.counters.retry(rs.job)
             log.warning("job_retry", reason=note)
             return
         else:
@@ -348,6 +353,7 @@ class Supervisor:
         rs.finished_at = now
         rs.kill_at = None
         self.save(job)
+        self.counters.finished(rs)
         self.jobs.pop(rs.service_id, None)
         self.finished[rs.service_id] = now
 
@@ -452,9 +458,11 @@ class Supervisor:
             rs.move(JobState.FAILED, f"spawn failed: {e}", now)  # RUNNING -> FAILED
             self.finish(job, now)
             self.log.error("spawn_failed", service_id=sid, error=str(e))
+            self.counters.spawn_failed(rs.job)
             return
         if not warm:
             self.save(job)  # the pid of the shim just spawned
+        self.counters.started(rs)
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
 
@@ -484,6 +492,7 @@ class Supervisor:
             if key not in self.refused:
                 self.refused.add(key)
                 self.log.error("write_refused", what=what, service_id=sid, errno=name, error=str(e))
+            self.counters.refused(name)
             return False
         if key in self.refused:
             self.refused.discard(key)
