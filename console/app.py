@@ -23,7 +23,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from facade.proxies import TrustedProxies
+from jobs.proxies import TrustedProxies
 from jobs.config import Config
 from jobs.errors import ConfigError
 

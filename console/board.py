@@ -24,7 +24,7 @@ from jobs.authclient import AuthManagerClient
 from jobs.config import Config
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, SpecError
-from facade.jobview import outputs as read_outputs
+from jobs.outputs import outputs as read_outputs
 from jobs.runstate import Attempt, RunState, signal_name, stop_note
 from jobs.spool import Spool, read_json, service_id
 from jobs.states import DISPLAY_STATES, SUBMITTED, TERMINAL_STATES, JobState

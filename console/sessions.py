@@ -27,7 +27,7 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 
-from facade.proxies import TrustedProxies, forwarded_scheme
+from jobs.proxies import TrustedProxies, forwarded_scheme
 
 SESSION_COOKIE = "console_session"   # a logged-in session: names an id in the store
 ANONYMOUS_COOKIE = "console_login"   # before logging in: the login form's CSRF token

@@ -26,7 +26,7 @@ from .guard import RequestGuard, service_namespace, soap_fault
 from .metrics import HEALTH_PATHS, CountingSpool, FacadeMetrics
 from .operations import Operations
 from .protocol import TypedSoap11
-from .proxies import TrustedProxies, forwarded_port, last_value
+from jobs.proxies import TrustedProxies, forwarded_port, last_value
 from .service import THROWS, DefinitionSoap11, build_service, status_operation
 
 

@@ -22,19 +22,14 @@ from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import NotRegularFile, Spool, open_regular, read_json, storage_refused, tail_lines
+from jobs.outputs import outputs, read_output, xml_safe  # noqa: F401  (the façade reads them from here)
 from jobs.states import JobState
 
 from .errors import InternalError, UnknownServiceID
 from .status_page import PageView
 
 TAIL_LINES = 10
-# XML 1.0 cannot carry these; a program's output must not break the SOAP response.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _HEX = re.compile("[0-9a-f]{1,64}")  # a poller or page digest in facade.json
-
-
-def xml_safe(text: str) -> str:
-    return _NOT_XML.sub("\ufffd", text)
 
 
 class SpecCache:
@@ -89,24 +84,6 @@ def read_run(files: RunFiles) -> RunState | None:
         return None
     except SpecError as e:
         raise InternalError(f"the state file of job {files.sid} is unreadable or invalid ({e})") from None
-
-
-def read_output(path: str, max_bytes: int, placeholder: str) -> str:
-    """An output file's text: at most max_bytes, one trailing newline stripped."""
-    try:
-        with open_regular(path) as f:
-            data = f.read(max_bytes)
-    except (FileNotFoundError, NotRegularFile):
-        return placeholder
-    text = data.decode("utf-8", "replace")
-    if text.endswith("\n"):
-        text = text[:-2] if text.endswith("\r\n") else text[:-1]
-    return xml_safe(text)
-
-
-def outputs(files: RunFiles, definition: Definition, run: RunState) -> tuple[str, ...]:
-    paths = files.attempt(run.attempt).outputs(definition)
-    return tuple(read_output(path, o.max_bytes, o.placeholder) for path, o in zip(paths, definition.outputs))
 
 
 def placeholders(definition: Definition) -> tuple[str, ...]:

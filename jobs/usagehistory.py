@@ -80,7 +80,7 @@ class UsageHistory:
 
     def to_json(self) -> bytes:
         return dump_json({"schema_version": SCHEMA_VERSION, "at": iso(self.at), "half_life_s": self.half_life_s,
-                          "attempts": self.attempts, "usage": self.usage})
+                          "ended_attempts": self.attempts, "usage": self.usage})
 
     @classmethod
     def parse(cls, data: Any, half_life_s: float, now: float) -> UsageHistory:
@@ -92,9 +92,9 @@ class UsageHistory:
             raise SpecError("usage.json: 'at' is not an ISO 8601 time with its UTC offset")
         if at > now + CLOCK_SLACK_S:
             raise SpecError("usage.json: 'at' lies in the future")
-        usage, attempts = data.get("usage"), data.get("attempts")
+        usage, attempts = data.get("usage"), data.get("ended_attempts")
         if not _amount(attempts):
-            raise SpecError("usage.json: 'attempts' must be a finite number >= 0")
+            raise SpecError("usage.json: 'ended_attempts' must be a finite number >= 0")
         if not isinstance(usage, dict) or len(usage) > MAX_PROJECTS:
             raise SpecError(f"usage.json: 'usage' must map at most {MAX_PROJECTS} projects to slot-seconds")
         for project, used in usage.items():

@@ -19,7 +19,7 @@ from harness import start_supervisor, wait_for
 
 from console.access import User
 from console.sessions import Sessions
-from facade.proxies import TrustedProxies
+from jobs.proxies import TrustedProxies
 from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
 from jobs.states import JobState

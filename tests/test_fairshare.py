@@ -114,11 +114,11 @@ def test_the_history_decays_and_survives_its_file():
 
 @pytest.mark.parametrize("data, problem", [
     ([], "schema_version"),
-    ({"schema_version": 1, "at": "yesterday", "attempts": 0, "usage": {}}, "'at'"),
-    ({"schema_version": 1, "at": "2099-01-01T00:00:00+00:00", "attempts": 0, "usage": {}}, "future"),
-    ({"schema_version": 1, "at": "2027-01-15T08:00:00+00:00", "attempts": -1, "usage": {}}, "attempts"),
-    ({"schema_version": 1, "at": "2027-01-15T08:00:00+00:00", "attempts": 0, "usage": {"A": float("nan")}}, "'A'"),
-    ({"schema_version": 1, "at": "2027-01-15T08:00:00+00:00", "attempts": 0, "usage": {"A": "1"}}, "'A'"),
+    ({"schema_version": 1, "at": "yesterday", "ended_attempts": 0, "usage": {}}, "'at'"),
+    ({"schema_version": 1, "at": "2099-01-01T00:00:00+00:00", "ended_attempts": 0, "usage": {}}, "future"),
+    ({"schema_version": 1, "at": "2027-01-15T08:00:00+00:00", "ended_attempts": -1, "usage": {}}, "attempts"),
+    ({"schema_version": 1, "at": "2027-01-15T08:00:00+00:00", "ended_attempts": 0, "usage": {"A": float("nan")}}, "'A'"),
+    ({"schema_version": 1, "at": "2027-01-15T08:00:00+00:00", "ended_attempts": 0, "usage": {"A": "1"}}, "'A'"),
 ])
 def test_a_usage_file_that_is_not_ours_is_refused(data, problem):
     """usage.json is validated: shape, times, finite non-negative amounts."""
