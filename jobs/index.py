@@ -47,6 +47,8 @@ from .runstate import RunState
 from .spec import JobSpec
 from .spool import SERVICE_ID_RE, ServiceId, Spool, read_json
 from .states import ACTIVE_STATES, SUBMITTED, TERMINAL, TERMINAL_STATES, JobState
+from .usage import Usage
+from .usagereport import Spent, as_dict, spent, total
 
 COLD_PER_PASS = 200
 PROGRESS_EVERY = 2         # passes: each running job's progress is looked at every other pass
@@ -82,6 +84,8 @@ class Row:
     progress: float | None = None
     position: int | None = None           # 1-based place in queue.json
     pending: tuple[str, ...] = ()         # commands waiting in commands/
+    spent: tuple[Spent, ...] = ()         # each ended attempt's usage record (jobs/usagereport.py)
+    usage: Usage | None = None            # their sum: what the job used so far, once an attempt ended
     removed: bool = False
     removed_at: float | None = None
     seq: int = 0                           # the last change of anything shown
@@ -97,7 +101,7 @@ class Row:
     def shown(self) -> tuple:
         """Everything a row shows that moves by events, but the progress (see row_seq)."""
         return (self.state, self.reason, self.attempt, self.executor, self.executor_id, self.started_at,
-                self.finished_at, self.position, self.pending, self.removed)
+                self.finished_at, self.position, self.pending, self.removed, self.usage)
 
     def elapsed(self, now: float) -> float | None:
         if self.started_at is None:
@@ -127,7 +131,16 @@ class Row:
             "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
             "elapsed_seconds": _round(self.elapsed(now)), "remaining_seconds": _round(self.remaining(now)),
             "pending_commands": list(self.pending), "removed": self.removed, "seq": self.seq,
+            **self.usage_json(now),
         }
+
+    def usage_json(self, now: float) -> dict[str, Any]:
+        """What it used in all its ended attempts (usage), and the board's figures: CPU and peak memory
+        once an attempt ended, wall time summed over ended attempts or, before, how long it has run."""
+        u = self.usage
+        wall = u.wall_s if u is not None and u.wall_s is not None else self.runtime(now)
+        return {"cpu_seconds": _round(None if u is None else u.cpu_s), "wall_seconds": _round(wall),
+                "memory_peak_bytes": None if u is None else u.memory_peak_bytes, "usage": as_dict(u)}
 
 
 def _round(x: float | None) -> float | None:
@@ -139,6 +152,7 @@ class SpoolIndex:
 
     row_class: type[Row] = Row
     cold_slices: int | None = None  # if set, a pass also sweeps at least 1/cold_slices of the finished jobs
+    owners: bool = False            # without definitions: still take each row's owner from its spec (see _owner)
 
     def __init__(self, spool: Spool, definitions: dict[str, Definition] | None, clock=time.time):
         self.spool = spool
@@ -299,7 +313,8 @@ class SpoolIndex:
         """A row from the spec (runs/<sid>/spec.json if claimed, else incoming/); None if unreadable."""
         files = self.spool.files(sid)
         if self.definitions is None:
-            row = self.row_class(sid, "", None, None, None, {})
+            project, username = _owner(files.spec if claimed else files.incoming) if self.owners else (None, None)
+            row = self.row_class(sid, "", project, username, None, {})
         else:
             try:
                 spec = JobSpec.parse(read_json(files.spec if claimed else files.incoming), self.definitions)
@@ -356,6 +371,8 @@ class SpoolIndex:
         job.executor, job.executor_id = rs.executor, rs.executor_id
         job.pid, job.exit_code, job.signal = rs.pid, rs.exit_code, rs.signal
         job.queued_at, job.started_at, job.finished_at = rs.queued_at, rs.started_at, rs.finished_at
+        job.spent = spent(rs)
+        job.usage = total(s.usage for s in job.spent)
         if rs.state is not JobState.RUNNING and rs.state not in TERMINAL:
             job.progress = None
         elif rs.state is JobState.SUCCEEDED or not job.progress_stamp:
@@ -408,6 +425,20 @@ class SpoolIndex:
             job = self.jobs.get(sid)
             if job is not None and job.removed:
                 self.floor = max(self.floor, self.jobs.pop(sid).seq)
+
+
+def _owner(path) -> tuple[str | None, str | None]:
+    """(project, username) as a spec names them, unchecked against definitions: the metrics' labels.
+
+    Only short strings count; anything else (or no readable spec) is (None, None)."""
+    try:
+        owner = read_json(path).get("owner")
+    except (OSError, ValueError, SpecError, AttributeError):
+        return None, None
+    if not isinstance(owner, dict):
+        return None, None
+    return tuple(v if isinstance(v, str) and 0 < len(v) <= 256 else None  # type: ignore[return-value]
+                 for v in (owner.get("project"), owner.get("username")))
 
 
 def _stamp(path) -> tuple | None:

@@ -12,6 +12,13 @@ definitions: state.json alone), so a scrape costs what changed since the
 last one, and derives its counters from the rows that changed. Scrapes are
 far apart, so each one sweeps at least a tenth of the finished runs (an
 operator's restart of a finished run shows within FINISHED_SLICES scrapes).
+
+Usage counters (CPU seconds, wall seconds, finished jobs by project and job
+type) add each ended attempt's record once (jobs/usagereport.py). Their
+project label is bounded: the first MAX_PROJECT_LABELS projects seen (the
+heaviest first when several appear in one scrape) keep their own label, the
+rest count as "other", so a label never moves and a counter never goes back.
+A (project, job type) pair is created at zero when its first run is seen.
 """
 from __future__ import annotations
 
@@ -30,6 +37,8 @@ from .spool import Spool, storage_refused
 from .states import TERMINAL, JobState
 
 FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
+MAX_PROJECT_LABELS = 20  # projects with their own label in the usage counters; the rest are "other"
+OTHER = "other"
 # run times of real jobs: seconds to a day
 RUNTIME_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, float("inf"))
 
@@ -38,6 +47,7 @@ RUNTIME_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 720
 class _Seen:
     started: set[int] = field(default_factory=set)    # attempts seen started
     finished: set[int] = field(default_factory=set)   # attempts seen in a final state
+    used: set[int] = field(default_factory=set)       # attempts whose usage record was counted
 
 
 @dataclass
@@ -53,26 +63,52 @@ class SpoolCollector:
         self.spool = spool
         self.index = SpoolIndex(spool, None)
         self.index.cold_slices = FINISHED_SLICES
+        self.index.owners = True  # the usage counters' project label
         self._lock = threading.Lock()
         self._seen_seq = 0                                  # rows changed after this are counted next
         self._seen: dict[str, _Seen] = {}                   # sid -> attempts counted
         self._started: dict[str, int] = {}                  # job -> attempts started
         self._finished: dict[tuple[str, str], int] = {}     # (job, final state) -> runs
         self._runtimes: dict[str, _Runtimes] = {}           # job -> finished runs' durations
+        self._labels: dict[str, str] = {}                   # project -> its label in the usage counters
+        self._usage: dict[tuple[str, str], list[float]] = {}  # (project label, job) -> [cpu s, wall s, jobs]
 
     # -- reading the spool ---------------------------------------------------
     def refresh(self) -> None:
         """One pass of the index; count what the changed rows newly show."""
         self.index.refresh()
         rows, _ = self.index.changed_since(self._seen_seq)
+        batch: dict[tuple[str, str], list[float]] = {}  # (project, job) -> [cpu s, wall s, jobs] newly seen
         for row in rows:
             if row.removed:
                 self._seen.pop(row.sid, None)  # its counts stay in the totals
             elif row.run is not None:
-                self._count(row.sid, row.run)
+                self._count(row.sid, row.run, self._used(row, batch))
+        self._fold(batch)
         self._seen_seq = self.index.seq
 
-    def _count(self, sid: str, rs: RunState) -> None:
+    def _used(self, row: Row, batch: dict[tuple[str, str], list[float]]) -> list[float]:
+        """Add the row's newly ended attempts' usage to batch; its entry (the finished job is counted by _count)."""
+        seen = self._seen.setdefault(row.sid, _Seen())
+        entry = batch.setdefault((row.project or OTHER, row.run.job), [0.0, 0.0, 0])
+        for s in row.spent:
+            if s.attempt not in seen.used:
+                seen.used.add(s.attempt)
+                entry[0] += s.usage.cpu_s or 0.0
+                entry[1] += s.usage.wall_s or 0.0
+        return entry
+
+    def _fold(self, batch: dict[tuple[str, str], list[float]]) -> None:
+        """Newly seen projects get a label (the heaviest first) while there are free ones; add batch in."""
+        for (project, _), (cpu, _, _) in sorted(batch.items(), key=lambda kv: -kv[1][0]):
+            if project not in self._labels and len(self._labels) < MAX_PROJECT_LABELS:
+                self._labels[project] = project
+        for (project, job), values in batch.items():
+            total = self._usage.setdefault((self._labels.get(project, OTHER), job), [0.0, 0.0, 0])
+            for i, v in enumerate(values):
+                total[i] += v
+
+    def _count(self, sid: str, rs: RunState, used: list[float]) -> None:
         seen = self._seen.setdefault(sid, _Seen())
         started = {a.attempt for a in rs.history if a.started_at is not None}
         if rs.started_at is not None and rs.state != JobState.QUEUED:
@@ -84,6 +120,7 @@ class SpoolCollector:
             seen.finished.add(rs.attempt)
             k = (rs.job, rs.state.value)
             self._finished[k] = self._finished.get(k, 0) + 1
+            used[2] += 1
             if rs.started_at is not None and rs.finished_at is not None:
                 self._observe(rs.job, max(0.0, rs.finished_at - rs.started_at))
 
@@ -125,7 +162,14 @@ class SpoolCollector:
                     total += n
                     cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
                 runtime.add_metric([job], cumulative, rt.total)
-        yield from (jobs, started, finished, runtime)
+            usage = [CounterMetricFamily(name, text, labels=["project", "job"]) for name, text in (
+                ("spoolsoap_usage_cpu_seconds", "CPU seconds (user + system) of ended attempts"),
+                ("spoolsoap_usage_wall_seconds", "Wall seconds of ended attempts"),
+                ("spoolsoap_usage_jobs", "Jobs seen reaching a final state"))]
+            for (project, job), values in sorted(self._usage.items()):
+                for family, v in zip(usage, values):
+                    family.add_metric([project, job], v)
+        yield from (jobs, started, finished, runtime, *usage)
         yield GaugeMetricFamily("spoolsoap_queue_length", "Jobs QUEUED (queue.json)", value=len(self.spool.read_queue()))
         yield GaugeMetricFamily("spoolsoap_incoming_specs", "Specs in incoming/ not yet claimed",
                                 value=_entries(self.spool.incoming))
