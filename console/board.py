@@ -28,14 +28,14 @@ from jobs.spool import Spool, read_json, service_id
 from jobs.states import JobState
 from jobs.supervisorinfo import supervisor_status
 
-from . import access, formatting, logs
+from . import access, formatting, logs, usage
 from .index import Index, Job
 
 REFRESH_SECONDS = 0.25
 IDLE_REFRESH_SECONDS = 2.0  # no event stream open: nobody sees a change at once, so a pass costs 8x less often
 HISTORY_SECONDS = 5.0
 PER_PAGE = 50
-FILTERS = ("state", "job", "project", "user", "q")
+FILTERS = ("state", "job", "project", "user", "q", "sort")  # sort: a usage column (console/usage.py)
 
 log = structlog.get_logger("console")
 
@@ -142,6 +142,7 @@ class Console:
                 and (not f["project"] or j.project == f["project"]) and (not f["user"] or j.username == f["user"])
                 and (not f["q"] or f["q"].lower() in j.sid.lower())]
         jobs.sort(key=lambda j: (j.submitted_at, j.sid), reverse=True)
+        jobs = usage.sort_rows(jobs, f["sort"], time.time())
         pages = max(1, -(-len(jobs) // PER_PAGE))
         try:
             page = min(max(1, int(params.get("page") or 1)), pages)
@@ -169,20 +170,23 @@ class Console:
                              "exit_code": h.exit_code, "signal": h.signal,
                              "signal_name": None if h.signal is None else signal_name(h.signal),
                              "stopped": stop_note(h.signal, h.killed, grace) if (h.killed or h.signal) else "",
-                             "reason": h.reason, "logs": logs.sizes(files.attempt(h.attempt))})
+                             "reason": h.reason, "logs": logs.sizes(files.attempt(h.attempt)),
+                             "usage": usage.attempt_usage(h.usage)})
         if rs is not None and not any(a["attempt"] == rs.attempt for a in attempts):
             attempts.append({"attempt": rs.attempt, "started_at": rs.started_at, "finished_at": rs.finished_at,
                              "exit_code": rs.exit_code, "signal": rs.signal,
                              "signal_name": None if rs.signal is None else signal_name(rs.signal),
                              "stopped": rs.stopped_how(grace) or "", "reason": rs.reason,
-                             "logs": logs.sizes(files.attempt(rs.attempt)), "current": True})
+                             "logs": logs.sizes(files.attempt(rs.attempt)), "current": True,
+                             "usage": usage.attempt_usage(rs.usage if rs.terminal else None)})
         return {**job.as_json(now), "attempt_history": attempts, "inputs": job.inputs,
                 "timestamps": {"submitted": job.submitted_at, "queued": job.queued_at, "started": job.started_at,
                                "finished": job.finished_at, "updated": rs.updated_at if rs else None},
                 "definition_inputs": [{"name": i.name, "type": i.type, "default": i.default, "min": i.min,
                                        "max": i.max, "description": i.description} for i in (d.inputs if d else ())],
                 "notifications": logs.notifications(files.notifications),
-                "progress_samples": [[round(t, 2), p] for t, p in job.samples]}
+                "progress_samples": [[round(t, 2), p] for t, p in job.samples],
+                "usage_facts": usage.attempt_usage(job.usage)}
 
     def render(self, request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         user = access.user_of(request)
