@@ -46,7 +46,7 @@ from .runfiles import RunFiles
 from .runstate import RunState
 from .spec import JobSpec
 from .spool import SERVICE_ID_RE, ServiceId, Spool, read_json
-from .states import ACTIVE_STATES, SUBMITTED, TERMINAL, TERMINAL_STATES, JobState
+from .states import ACTIVE, ACTIVE_STATES, SUBMITTED, TERMINAL, TERMINAL_STATES, JobState
 from .usage import Usage
 from .usagereport import Spent, as_dict, spent, total
 
@@ -373,7 +373,7 @@ class SpoolIndex:
         job.queued_at, job.started_at, job.finished_at = rs.queued_at, rs.started_at, rs.finished_at
         job.spent = spent(rs)
         job.usage = total(s.usage for s in job.spent)
-        if rs.state is not JobState.RUNNING and rs.state not in TERMINAL:
+        if rs.state not in ACTIVE and rs.state not in TERMINAL:  # a stopping job shows how far it got
             job.progress = None
         elif rs.state is JobState.SUCCEEDED or not job.progress_stamp:
             self._read_progress(job, now)  # else (FAILED, ABORTED) keep the last progress seen: how far it got
