@@ -37,12 +37,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import msgspec
 import structlog
 
 from .definitions import Definition
 from .errors import SpecError
 from .progress import read_percent
-from .runfiles import RunFiles
+from .runfiles import STATE, RunFiles
 from .runstate import RunState
 from .spec import JobSpec
 from .spool import SERVICE_ID_RE, ServiceId, Spool, read_json
@@ -55,6 +56,9 @@ PROGRESS_EVERY = 2         # passes: each running job's progress is looked at ev
 MTIME_MARGIN = 1.0         # s: a directory mtime younger than this may yet be shared by a later write
 FULL_CHECK_SECONDS = 1.0   # every state.json of a hot job is stat()ed at least this often, gate or not
 TOMBSTONE_SECONDS = 600
+USAGE_SNAPSHOT = "usage-snapshot.msgpack"  # in the spool's root: see SpoolIndex.usage_rows
+SNAPSHOT_VERSION = 1
+SNAPSHOT_SWEEP = 10_000    # kept runs whose state.json usage_rows() stat()s again per call (the oldest checked)
 
 log = structlog.get_logger("jobs.index")
 
@@ -394,6 +398,60 @@ class SpoolIndex:
         job.progress = pct
         self._progress_seen(job, now)
 
+    # -- the usage read: every run's ended attempts, fast on a large spool -----------------
+    def usage_rows(self, snapshot: str | os.PathLike | None = None, now: float | None = None) -> list:
+        """Every run's usage as a usage report reads it (sid, job, project, username, spent), for one-shot readers.
+
+        Reading 100,000 runs' spec and state costs seconds, so finished runs
+        are kept in `snapshot` (msgpack, rewritten by each call; a cache: lost
+        or unreadable, it is rebuilt) with their state.json's stamp. A call
+        reads runs/ and trusts a kept run while it is present, except for
+        the SNAPSHOT_SWEEP least recently checked and those named in
+        commands/ or queue.json, whose stamps it checks: a run that changed
+        (an operator's restart) is read again, so a change shows within
+        len(kept) / SNAPSHOT_SWEEP calls, at once if the run is still queued.
+        Every other run is read through this index's rows (_add).
+        """
+        now = self.clock() if now is None else now
+        kept = _read_snapshot(snapshot) if snapshot is not None else []
+        try:
+            with os.scandir(self.spool.runs) as it:
+                present = {e.name for e in it}  # checked against SERVICE_ID_RE below, where not kept
+        except FileNotFoundError:
+            present = set()
+        runs = os.fspath(self.spool.runs)
+        suspect = set(self.spool.pending_commands()) | {s for s in self.spool.read_queue() if isinstance(s, str)}
+        trusted: dict[str, _Used] = {}
+        checked: list[_Used] = []
+        for n, used in enumerate(kept):
+            if used.sid not in present:
+                continue
+            if n < SNAPSHOT_SWEEP or used.sid in suspect:
+                if _stamp(os.path.join(runs, used.sid, STATE)) != used.stamp:  # RunFiles.state, made cheaply
+                    continue
+                checked.append(used)
+            trusted[used.sid] = used
+        rows: list = []
+        for sid in present - trusted.keys():
+            if not SERVICE_ID_RE.fullmatch(sid):
+                continue
+            if sid not in self.jobs or self.jobs[sid].state == SUBMITTED:
+                self._add(ServiceId(sid), True, now)
+            row = self.jobs.get(sid)
+            if row is not None and not row.removed and row.run is not None:
+                rows.append(row)
+                if row.state in TERMINAL_STATES and row.stamp:
+                    checked.append(_kept(row))
+        if snapshot is not None:
+            checked_sids = {u.sid for u in checked}
+            order = [u for u in trusted.values() if u.sid not in checked_sids] + checked
+            try:
+                self.spool.write_atomic(snapshot, msgspec.msgpack.encode(_Snapshot(SNAPSHOT_VERSION, order)),
+                                        durable=False)
+            except OSError as e:  # a reader without write access to the spool: slower next time, not wrong
+                log.info("usage_snapshot_not_saved", error=str(e))
+        return rows + list(trusted.values())
+
     # -- what a subclass may add (the console's progress samples) -------------------
     def _replaced(self, new: Row, old: Row | None) -> None:
         """A row is (re)built from its spec; old is the row it replaces, if any."""
@@ -425,6 +483,62 @@ class SpoolIndex:
             job = self.jobs.get(sid)
             if job is not None and job.removed:
                 self.floor = max(self.floor, self.jobs.pop(sid).seq)
+
+
+class _Spent(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """An ended attempt's usage as the snapshot keeps it; reads as a usagereport.Spent and as its Usage."""
+    attempt: int
+    finished_at: float | None
+    cpu_user_s: float | None
+    cpu_system_s: float | None
+    memory_peak_bytes: int | None
+    io_read_bytes: int | None
+    io_write_bytes: int | None
+    queue_wait_s: float | None
+    wall_s: float | None
+
+    @property
+    def usage(self) -> "_Spent":
+        return self
+
+    @property
+    def cpu_s(self) -> float | None:
+        return None if self.cpu_user_s is None or self.cpu_system_s is None else self.cpu_user_s + self.cpu_system_s
+
+
+class _Used(msgspec.Struct, array_like=True, gc=False):  # no cycles: the collector need not track 100,000 of them
+    """A finished run as the usage snapshot keeps it: what a usage report reads of a Row."""
+    sid: str
+    stamp: tuple[int, int, int]
+    job: str
+    project: str | None
+    username: str | None
+    spent: list[_Spent]
+
+
+class _Snapshot(msgspec.Struct):
+    version: int
+    runs: list[_Used]  # the least recently checked first
+
+
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def _kept(row: Row) -> _Used:
+    return _Used(str(row.sid), row.stamp, row.job, row.project, row.username, [
+        _Spent(s.attempt, s.finished_at, s.usage.cpu_user_s, s.usage.cpu_system_s, s.usage.memory_peak_bytes,
+               s.usage.io_read_bytes, s.usage.io_write_bytes, s.usage.queue_wait_s, s.usage.wall_s)
+        for s in row.spent])
+
+
+def _read_snapshot(path) -> list[_Used]:
+    """The snapshot's runs; none if it is missing, unreadable or of another version (it is only a cache)."""
+    try:
+        with open(path, "rb") as f:
+            snap = _SNAPSHOT_DECODER.decode(f.read())
+    except (OSError, msgspec.DecodeError):
+        return []
+    return snap.runs if snap.version == SNAPSHOT_VERSION else []
 
 
 def _owner(path) -> tuple[str | None, str | None]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from harness import ROOT
@@ -276,3 +279,112 @@ def test_usage_view_shows_operators_every_project_and_users_their_own(board):  #
     mine = console_usage.view(board, ALICE, params)
     assert ["demo"] == [x.key for x in mine["lines"]] and ["demo"] == [k for k, _ in mine["series"]]
     assert "neither an ISO 8601" in console_usage.view(board, ALICE, {"since": "soon"})["error"]
+
+
+# -- jobctl ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def jobctl(spool, tmp_path, capsys):
+    """jobctl.main in this process on the spool: (exit code, stdout, stderr)."""
+    from jobctl.cli import main
+    env = tmp_path / "env"
+    env.write_text(f"SPOOL_DIR={spool.root}\n")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["--env-file", str(env), *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    run.env = env
+    return run
+
+
+def test_jobctl_usage_by_project_user_or_job_type_as_table_json_or_csv(spool, jobctl):
+    """`jobctl usage` sums the attempts that ended in the period; --json and --csv carry the same figures."""
+    import time
+    now = time.time()
+    write_run(spool, "a-1", JobState.FAILED, [used(2.0, 10.0, 100), used(3.0, 20.0, 300)], now - 3600)
+    write_run(spool, "b-1", JobState.SUCCEEDED, [used(10.0, 12.0, 20)], now - 60, "other", "bob")
+    write_run(spool, "old", JobState.SUCCEEDED, [used(50.0, 12.0, 20)], now - 30 * 86400, "other", "bob")
+    code, out, _ = jobctl("usage", "--since", "7d")
+    assert 0 == code
+    assert ["PROJECT", "other", "demo", "TOTAL"] == [line.split()[0] for line in out.splitlines()]
+    code, out, _ = jobctl("usage", "--by", "user", "--since", "7d", "--json")
+    assert [("bob", 10.0), ("alice", 5.0)] == [(g["key"], g["cpu_s"]) for g in json.loads(out)["groups"]]
+    code, out, _ = jobctl("usage", "--by", "job", "--csv")
+    assert "waiter,3,4,65.0" == out.splitlines()[1][:15]
+    code, out, _ = jobctl("usage", "--since", "2026-12-01T00:00", "--until", "1h")
+    assert 0 == code
+    code, _, err = jobctl("usage", "--since", "yesterday")
+    assert 2 == code and "--since/--until: 'yesterday' is neither" in err
+
+
+def test_jobctl_list_and_show_print_usage(spool, jobctl):
+    """`list` gets CPU, WALL and MEM columns (--json: cpu_seconds, wall_seconds, memory_peak_bytes); `show` each attempt."""
+    write_run(spool, "a-1", JobState.FAILED, [used(2.0, 10.0, 100), used(3.0, 20.0, 300)])
+    code, out, _ = jobctl("list", "--all")
+    assert ["SERVICE", "ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "CPU", "WALL", "MEM",
+            "REASON"] == out.splitlines()[0].split()
+    assert ["5.0s", "0:00:30", "300.0MiB"] == out.splitlines()[1].split()[7:10]
+    code, out, _ = jobctl("list", "--all", "--json")
+    assert (5.0, 30.0, 300 * MiB) == tuple(json.loads(out)[0][k] for k in ("cpu_seconds", "wall_seconds",
+                                                                              "memory_peak_bytes"))
+    code, out, _ = jobctl("show", "a-1")
+    usage = out.split("\nusage\n")[1].split("\n\n")[0].splitlines()
+    assert ["ATTEMPT", "WALL", "CPU", "USER", "SYSTEM", "PEAK", "MEM"] == usage[0].split()[:7]
+    assert ["1", "10.0", "s", "2.00", "s"] == usage[1].split()[:5] and "300.0 MiB" in usage[2]
+
+
+def test_usage_snapshot_follows_new_removed_and_restarted_runs(spool):
+    """A kept run is trusted while present; a new run is read, a removed one dropped, a queued one checked again."""
+    path = spool.root / "usage.snap"
+    write_run(spool, "a-1", JobState.SUCCEEDED, [used(2.0, 10.0, 100)])
+    write_run(spool, "b-1", JobState.SUCCEEDED, [used(3.0, 10.0, 100)])
+    cpu = lambda: {r.sid: sum(s.usage.cpu_s for s in r.spent) for r in SpoolIndex(spool, DEFS).usage_rows(path)}  # noqa: E731
+    assert {"a-1": 2.0, "b-1": 3.0} == cpu()
+    assert path.exists()
+    write_run(spool, "c-1", JobState.SUCCEEDED, [used(4.0, 10.0, 100)])
+    shutil.rmtree(spool.files("a-1").run)
+    assert {"b-1": 3.0, "c-1": 4.0} == cpu()
+    shutil.rmtree(spool.files("b-1").run)  # an operator's restart: a new attempt's record, the run queued again
+    write_run(spool, "b-1", JobState.QUEUED, [used(3.0, 10.0, 100), used(1.0, 1.0, 1)])
+    spool.write_atomic(spool.queue_file, json.dumps({"queued": ["b-1"]}).encode())
+    assert {"b-1": 4.0, "c-1": 4.0} == cpu()
+    path.write_bytes(b"not msgpack")  # only a cache
+    assert {"b-1": 4.0, "c-1": 4.0} == cpu()
+
+
+def generate(spool: Spool, n: int, now: float) -> None:
+    """n finished runs of 50 projects, one attempt each, written as write_run does but without fsync (fast)."""
+    u = used(1.5, 10.0, 50)
+    for i in range(n):
+        sid, t = f"gen-{i:06d}", now - 60 - i
+        f = spool.files(sid)
+        os.makedirs(f.run)
+        spec = JobSpec(sid, "waiter", {"secondsToWait": 5}, AUTH, {"username": f"u{i % 200}", "project": f"p{i % 50}"},
+                       t - 20)
+        rs = RunState(sid, "waiter", JobState.SUCCEEDED, "exit code 0", 1, queued_at=t - 20, started_at=t - 10,
+                      finished_at=t, exit_code=0, usage=u, history=[Attempt(1, t - 10, t, 0, usage=u)])
+        for path, data in ((f.spec, spec.to_json()), (f.state, rs.to_json())):
+            with open(path, "wb") as out:
+                out.write(data)
+
+
+def test_jobctl_usage_answers_in_under_a_second(spool, jobctl):
+    """Over USAGE_REPORT_RUNS finished attempts (default 3,000; 100,000 for the issue's figure), a second call,
+    a whole `jobctl usage` process, answers in under 1 s: the first builds the index's usage snapshot."""
+    import time
+    n = int(os.environ.get("USAGE_REPORT_RUNS", "3000"))
+    generate(spool, n, time.time())
+    command = [sys.executable, "-m", "jobctl", "--env-file", str(jobctl.env), "usage", "--since", "400d", "--json"]
+    started = time.monotonic()
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    first_s = time.monotonic() - started
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+        times.append(time.monotonic() - started)
+    print(f"jobctl usage over {n} attempts: first call {first_s:.2f} s, then {', '.join(f'{t:.2f}' for t in times)} s")
+    assert json.loads(first.stdout)["groups"] == json.loads(again.stdout)["groups"]
+    assert n == sum(g["attempts"] for g in json.loads(again.stdout)["groups"])
+    assert min(times) < 1.0
