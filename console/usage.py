@@ -1,4 +1,5 @@
-"""The console's usage view: what each project (or user, or job type) used over a period, and per day.
+"""The console's usage view model: what each project (or user, or job type) used over a period, and per day;
+the board's usage columns and the job page's attempts (hooks in console/board.py). Pages: console/usagepages.py.
 
 Built on the console's index rows (jobs/index.py: each ended attempt's usage
 record) and summed by jobs/usagereport.py, as `jobctl usage` is. Who sees
@@ -9,12 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-
 from jobs import usagereport
-
-from .auth import console_of, login_required
 
 DEFAULT_SINCE = "30d"
 DAY = 86400.0
@@ -42,25 +38,7 @@ def view(console, user, params) -> dict[str, Any]:
             "params": {"by": by, "since": params.get("since") or DEFAULT_SINCE, "until": params.get("until") or ""}}
 
 
-@login_required()
-async def usage_page(request: Request):
-    c = console_of(request)
-    v = view(c, request.state.user, request.query_params)
-    return c.render(request, "usage.html", **v, seconds=usagereport.seconds, size=usagereport.size)
-
-
-@login_required(api=True)
-async def api_usage(request: Request):
-    c = console_of(request)
-    v = view(c, request.state.user, request.query_params)
-    if v["error"]:
-        return JSONResponse({"error": v["error"]}, 400)
-    return JSONResponse({"by": v["by"], "since": v["since"], "until": v["until"], "bucket_seconds": DAY,
-                         "groups": [x.as_dict() for x in v["lines"]],
-                         "cpu_seconds_per_day": {k: [round(x, 3) for x in s] for k, s in v["series"]}})
-
-
-# -- the board's usage columns and the job page's attempts (hooks in console/board.py) ----------------------
+# -- the board's usage columns and the job page's attempts ---------------------------------------------------
 SORTS = {"cpu": lambda j, now: j.usage.cpu_s if j.usage else None,
          "wall": lambda j, now: j.usage.wall_s if j.usage and j.usage.wall_s is not None else j.runtime(now),
          "memory": lambda j, now: j.usage.memory_peak_bytes if j.usage else None}

@@ -48,13 +48,14 @@ def used(cpu: float, wall: float, peak_mib: int, wait: float = 1.0) -> Usage:
 
 
 def write_run(spool: Spool, sid: str, state: JobState, attempts: list[Usage | None], ended_at: float = NOW - 60,
-              project: str = "demo", username: str = "alice", started_at: float | None = None) -> RunState:
+              project: str = "demo", username: str = "alice", started_at: float | None = None,
+              auth_url: str = AUTH) -> RunState:
     """A run as the supervisor leaves it: spec.json claimed into runs/<sid>/, state.json published through tmp/.
 
     Each finished attempt ends 100 s after the one before, the last at ended_at; a RUNNING run's current
     attempt (one more than the list) started at started_at."""
     f = spool.files(sid)
-    spool.publish_dir(f.run, {f.spec: JobSpec(sid, "waiter", {"secondsToWait": 5}, AUTH,
+    spool.publish_dir(f.run, {f.spec: JobSpec(sid, "waiter", {"secondsToWait": 5}, auth_url,
                                               {"username": username, "project": project}, NOW - 3600).to_json()},
                       dirs=(f.attempt(1).dir,))
     history = [Attempt(n, ended_at - 100 * (len(attempts) - n) - (u.wall_s if u else 5),
