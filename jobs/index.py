@@ -57,8 +57,8 @@ MTIME_MARGIN = 1.0         # s: a directory mtime younger than this may yet be s
 FULL_CHECK_SECONDS = 1.0   # every state.json of a hot job is stat()ed at least this often, gate or not
 TOMBSTONE_SECONDS = 600
 USAGE_SNAPSHOT = "usage-snapshot.msgpack"  # in the spool's root: see SpoolIndex.usage_rows
-SNAPSHOT_VERSION = 1
-SNAPSHOT_SWEEP = 10_000    # kept runs whose state.json usage_rows() stat()s again per call (the oldest checked)
+SNAPSHOT_VERSION = 2
+SNAPSHOT_SWEEP = 5_000     # kept runs whose state.json usage_rows() stat()s again per call (the oldest checked)
 
 log = structlog.get_logger("jobs.index")
 
@@ -404,53 +404,60 @@ class SpoolIndex:
 
         Reading 100,000 runs' spec and state costs seconds, so finished runs
         are kept in `snapshot` (msgpack, rewritten by each call; a cache: lost
-        or unreadable, it is rebuilt) with their state.json's stamp. A call
-        reads runs/ and trusts a kept run while it is present, except for
-        the SNAPSHOT_SWEEP least recently checked and those named in
-        commands/ or queue.json, whose stamps it checks: a run that changed
-        (an operator's restart) is read again, so a change shows within
-        len(kept) / SNAPSHOT_SWEEP calls, at once if the run is still queued.
+        or unreadable, it is rebuilt) with their state.json's stamp, and the
+        other runs' names with runs/'s mtime. A call lists runs/ only if its
+        mtime moved (a run appeared or went) and trusts a kept run while it
+        is present, except for the SNAPSHOT_SWEEP least recently checked and
+        those named in commands/ or queue.json, whose stamps it checks: a run
+        that changed (an operator's restart) is read again, so a change shows
+        within len(kept) / SNAPSHOT_SWEEP calls, at once if it is queued.
         Every other run is read through this index's rows (_add).
         """
         now = self.clock() if now is None else now
-        kept = _read_snapshot(snapshot) if snapshot is not None else []
-        try:
-            with os.scandir(self.spool.runs) as it:
-                present = {e.name for e in it}  # checked against SERVICE_ID_RE below, where not kept
-        except FileNotFoundError:
-            present = set()
+        saved = _read_snapshot(snapshot) if snapshot is not None else _Snapshot(SNAPSHOT_VERSION, [])
         runs = os.fspath(self.spool.runs)
+        runs_mtime, present = self._runs_listing(saved, now)
+        kept = saved.runs if present is None else [u for u in saved.runs if u.sid in present]
+        head, tail = kept[:SNAPSHOT_SWEEP], kept[SNAPSHOT_SWEEP:]
         suspect = set(self.spool.pending_commands()) | {s for s in self.spool.read_queue() if isinstance(s, str)}
-        trusted: dict[str, _Used] = {}
-        checked: list[_Used] = []
-        for n, used in enumerate(kept):
-            if used.sid not in present:
-                continue
-            if n < SNAPSHOT_SWEEP or used.sid in suspect:
-                if _stamp(os.path.join(runs, used.sid, STATE)) != used.stamp:  # RunFiles.state, made cheaply
-                    continue
-                checked.append(used)
-            trusted[used.sid] = used
-        rows: list = []
-        for sid in present - trusted.keys():
+        if suspect:
+            head = head + [u for u in tail if u.sid in suspect]
+            tail = [u for u in tail if u.sid not in suspect]
+        checked = [u for u in head if _stamp_key(os.path.join(runs, u.sid, STATE)) == u.stamp]  # RunFiles.state
+        names = set(saved.others) if present is None else present - {u.sid for u in kept}
+        names |= {u.sid for u in head} - {u.sid for u in checked}  # changed since kept: read again
+        unfinished: list[Row] = []
+        for sid in names:
             if not SERVICE_ID_RE.fullmatch(sid):
                 continue
             if sid not in self.jobs or self.jobs[sid].state == SUBMITTED:
                 self._add(ServiceId(sid), True, now)
             row = self.jobs.get(sid)
             if row is not None and not row.removed and row.run is not None:
-                rows.append(row)
                 if row.state in TERMINAL_STATES and row.stamp:
                     checked.append(_kept(row))
+                else:
+                    unfinished.append(row)
         if snapshot is not None:
-            checked_sids = {u.sid for u in checked}
-            order = [u for u in trusted.values() if u.sid not in checked_sids] + checked
+            others = sorted(names - {u.sid for u in checked})
             try:
-                self.spool.write_atomic(snapshot, msgspec.msgpack.encode(_Snapshot(SNAPSHOT_VERSION, order)),
-                                        durable=False)
+                self.spool.write_atomic(snapshot, msgspec.msgpack.encode(
+                    _Snapshot(SNAPSHOT_VERSION, tail + checked, runs_mtime, others)), durable=False)
             except OSError as e:  # a reader without write access to the spool: slower next time, not wrong
                 log.info("usage_snapshot_not_saved", error=str(e))
-        return rows + list(trusted.values())
+        return unfinished + tail + checked
+
+    def _runs_listing(self, saved: "_Snapshot", now: float) -> tuple[int, set[str] | None]:
+        """(runs/'s mtime if it is older than MTIME_MARGIN, else 0; the names in runs/, None if as saved)."""
+        try:
+            mtime = os.stat(self.spool.runs).st_mtime_ns
+        except FileNotFoundError:
+            return 0, set()
+        settled = mtime if now - mtime / 1e9 > MTIME_MARGIN else 0  # a later change may share a young stamp
+        if settled and settled == saved.runs_mtime:
+            return settled, None
+        with os.scandir(self.spool.runs) as it:
+            return settled, {e.name for e in it}  # checked against SERVICE_ID_RE where not kept
 
     # -- what a subclass may add (the console's progress samples) -------------------
     def _replaced(self, new: Row, old: Row | None) -> None:
@@ -486,11 +493,10 @@ class SpoolIndex:
 
 
 class _Spent(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """An ended attempt's usage as the snapshot keeps it; reads as a usagereport.Spent and as its Usage."""
+    """An ended attempt's usage as the snapshot keeps it (what a report sums); reads as a Spent and as its Usage."""
     attempt: int
     finished_at: float | None
-    cpu_user_s: float | None
-    cpu_system_s: float | None
+    cpu_s: float | None
     memory_peak_bytes: int | None
     io_read_bytes: int | None
     io_write_bytes: int | None
@@ -501,15 +507,11 @@ class _Spent(msgspec.Struct, array_like=True, frozen=True, gc=False):
     def usage(self) -> "_Spent":
         return self
 
-    @property
-    def cpu_s(self) -> float | None:
-        return None if self.cpu_user_s is None or self.cpu_system_s is None else self.cpu_user_s + self.cpu_system_s
-
 
 class _Used(msgspec.Struct, array_like=True, gc=False):  # no cycles: the collector need not track 100,000 of them
     """A finished run as the usage snapshot keeps it: what a usage report reads of a Row."""
     sid: str
-    stamp: tuple[int, int, int]
+    stamp: int  # _stamp_key of its state.json when kept
     job: str
     project: str | None
     username: str | None
@@ -518,27 +520,29 @@ class _Used(msgspec.Struct, array_like=True, gc=False):  # no cycles: the collec
 
 class _Snapshot(msgspec.Struct):
     version: int
-    runs: list[_Used]  # the least recently checked first
+    runs: list[_Used]        # finished runs, the least recently checked first
+    runs_mtime: int = 0      # runs/'s mtime when it was listed (0: too young to trust)
+    others: list[str] = []   # the other names in runs/ then: read again every call
 
 
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
 
 
 def _kept(row: Row) -> _Used:
-    return _Used(str(row.sid), row.stamp, row.job, row.project, row.username, [
-        _Spent(s.attempt, s.finished_at, s.usage.cpu_user_s, s.usage.cpu_system_s, s.usage.memory_peak_bytes,
+    return _Used(str(row.sid), hash(row.stamp), row.job, row.project, row.username, [
+        _Spent(s.attempt, s.finished_at, s.usage.cpu_s, s.usage.memory_peak_bytes,
                s.usage.io_read_bytes, s.usage.io_write_bytes, s.usage.queue_wait_s, s.usage.wall_s)
         for s in row.spent])
 
 
-def _read_snapshot(path) -> list[_Used]:
-    """The snapshot's runs; none if it is missing, unreadable or of another version (it is only a cache)."""
+def _read_snapshot(path) -> _Snapshot:
+    """The snapshot; an empty one if it is missing, unreadable or of another version (it is only a cache)."""
     try:
         with open(path, "rb") as f:
             snap = _SNAPSHOT_DECODER.decode(f.read())
     except (OSError, msgspec.DecodeError):
-        return []
-    return snap.runs if snap.version == SNAPSHOT_VERSION else []
+        return _Snapshot(SNAPSHOT_VERSION, [])
+    return snap if snap.version == SNAPSHOT_VERSION else _Snapshot(SNAPSHOT_VERSION, [])
 
 
 def _owner(path) -> tuple[str | None, str | None]:
@@ -553,6 +557,12 @@ def _owner(path) -> tuple[str | None, str | None]:
         return None, None
     return tuple(v if isinstance(v, str) and 0 < len(v) <= 256 else None  # type: ignore[return-value]
                  for v in (owner.get("project"), owner.get("username")))
+
+
+def _stamp_key(path) -> int | None:
+    """_stamp as one int (the usage snapshot keeps 100,000 of them); None if it cannot be stat()ed."""
+    stamp = _stamp(path)
+    return None if stamp is None else hash(stamp)
 
 
 def _stamp(path) -> tuple | None:
