@@ -211,11 +211,10 @@ def _cells(x: Line) -> list[str]:
 
 
 def _sum(lines: list[Line]) -> Line:
-    t = Line("TOTAL", sum(x.jobs for x in lines), sum(x.attempts for x in lines), sum(x.cpu_s for x in lines),
+    return Line("TOTAL", sum(x.jobs for x in lines), sum(x.attempts for x in lines), sum(x.cpu_s for x in lines),
              sum(x.wall_s for x in lines), sum(x.queue_wait_s for x in lines),
              max((x.memory_peak_bytes for x in lines if x.memory_peak_bytes is not None), default=None),
              sum(x.io_read_bytes for x in lines), sum(x.io_write_bytes for x in lines))
-    return t
 
 
 def as_json(lines: list[Line], by: str, since: float | None, until: float | None) -> str:
