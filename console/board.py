@@ -30,7 +30,7 @@ from jobs.spool import Spool, read_json, service_id
 from jobs.states import DISPLAY_STATES, SUBMITTED, TERMINAL_STATES, JobState
 from jobs.supervisorinfo import supervisor_status
 
-from . import access, formatting, logs
+from . import access, formatting, logs, usage
 from .index import Index, Job
 
 REFRESH_SECONDS = 0.25
@@ -38,7 +38,7 @@ IDLE_REFRESH_SECONDS = 2.0  # no event stream open: nobody sees a change at once
 HISTORY_SECONDS = 5.0
 PER_PAGE = 50
 MAX_PER_PAGE = 500
-FILTERS = ("state", "job", "project", "user", "q")
+FILTERS = ("state", "job", "project", "user", "q", "sort")  # sort: a usage column (console/usage.py)
 # The states in which the supervisor applies each command (supervisor/daemon.py kill() and restart()); any other
 # it ignores, so the console neither offers nor sends it.
 COMMAND_STATES = {"kill": frozenset({SUBMITTED, JobState.QUEUED.value, JobState.RUNNING.value}),
@@ -210,6 +210,7 @@ class Console:
                 and (not f["project"] or j.project == f["project"]) and (not f["user"] or j.username == f["user"])
                 and (not f["q"] or f["q"].lower() in j.sid.lower())]
         jobs.sort(key=lambda j: (j.submitted_at, j.sid), reverse=True)
+        jobs = usage.sort_rows(jobs, f["sort"], time.time())
         per_page = _number(params.get("per_page"), PER_PAGE, MAX_PER_PAGE)
         pages = max(1, -(-len(jobs) // per_page))
         page = _number(params.get("page"), 1, pages)
@@ -237,13 +238,15 @@ class Console:
                              "exit_code": h.exit_code, "signal": h.signal,
                              "signal_name": None if h.signal is None else signal_name(h.signal),
                              "stopped": ended_how(h, grace),
-                             "reason": h.reason, "logs": logs.sizes(files.attempt(h.attempt))})
+                             "reason": h.reason, "logs": logs.sizes(files.attempt(h.attempt)),
+                            "usage": usage.attempt_usage(h.usage)})
         if rs is not None and not any(a["attempt"] == rs.attempt for a in attempts):
             attempts.append({"attempt": rs.attempt, "started_at": rs.started_at, "finished_at": rs.finished_at,
                              "exit_code": rs.exit_code, "signal": rs.signal,
                              "signal_name": None if rs.signal is None else signal_name(rs.signal),
                              "stopped": rs.stopped_how(grace) or crashed(rs.signal), "reason": rs.reason,
-                             "logs": logs.sizes(files.attempt(rs.attempt)), "current": True})
+                             "logs": logs.sizes(files.attempt(rs.attempt)), "current": True,
+                            "usage": usage.attempt_usage(rs.usage if rs.terminal else None)})
         return {**job.as_json(now), "attempt_history": attempts, "inputs": job.inputs,
                 "commands": [verb for verb, states in COMMAND_STATES.items() if job.state in states],
                 "outputs": self.outputs(job, files, d, rs),
@@ -252,7 +255,8 @@ class Console:
                 "definition_inputs": [{"name": i.name, "type": i.type, "default": i.default, "min": i.min,
                                        "max": i.max, "description": i.description} for i in (d.inputs if d else ())],
                 "notifications": logs.notifications(files.notifications),
-                "progress_samples": [[round(t, 2), p] for t, p in job.samples]}
+                "progress_samples": [[round(t, 2), p] for t, p in job.samples],
+                "usage_facts": usage.attempt_usage(job.usage)}
 
     def outputs(self, job: Job, files, d: Definition | None, rs: RunState | None) -> list[dict[str, str]]:
         """A SUCCEEDED job's outputs, read as the SOAP status call's COMPLETED answer reads them."""

@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 from jobs.spool import COMMAND_VERBS, NotRegularFile, open_regular, storage_refused
 from jobs.submit import SubmitError
 
-from . import auth, logs, streams
+from . import auth, logs, streams, usagepages
 from .auth import action, console_of, login_required
 from .board import Console
 from .health import make_routes as health_routes
@@ -203,6 +203,8 @@ def routes() -> list[BaseRoute]:
         Route("/api/jobs", api_jobs),
         Route("/api/jobs/{sid}", api_job),
         Route("/api/health", api_health),
+        Route("/usage", usagepages.usage_page),
+        Route("/api/usage", usagepages.api_usage),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
         *health_routes(gate=auth.metrics_gate),
     ]

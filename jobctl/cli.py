@@ -13,8 +13,9 @@ from jobctl.listing import cmd_list, cmd_show
 from jobctl.logs import cmd_logs
 from jobctl.status import cmd_status
 from jobctl.submit import cmd_submit
+from jobctl.usage import cmd_usage
 from jobs.cli import FAILED, INTERRUPTED, OK, USAGE, CliError, Parser, run
-from jobs import logs
+from jobs import logs, usagereport
 from jobs.errors import ConfigError, DefinitionError, JobsError, SpecError
 from jobs.spool import NotRegularFile
 
@@ -94,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(no heartbeat for 3 reconcile periods), 3 if it is not running.")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("usage", help="what jobs used over a period, by project, user or job type",
+                       description="Sum the usage records (CPU, wall time, queue wait, peak memory, I/O) of the "
+                                   "attempts that ended in [--since, --until). Bounds: an ISO 8601 date or time "
+                                   "(UTC unless it says), or a span back from now: 30m, 12h, 7d, 2w.")
+    s.add_argument("--by", choices=sorted(usagereport.GROUPS), default="project", help="group by (default project)")
+    s.add_argument("--since", metavar="WHEN", help="from this time on (default: the oldest record)")
+    s.add_argument("--until", metavar="WHEN", help="before this time (default: now)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.add_argument("--csv", action="store_true", help="comma-separated values, figures in seconds and bytes")
+    s.set_defaults(func=cmd_usage)
     return p
 
 

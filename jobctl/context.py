@@ -10,7 +10,7 @@ from jobs import config as config_mod
 from jobs.cli import USAGE, CliError
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import DefinitionError, SpecError
-from jobs.index import Row, SpoolIndex
+from jobs.index import USAGE_SNAPSHOT, Row, SpoolIndex
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import ServiceId, Spool, service_id
@@ -37,13 +37,17 @@ class JobView:
     spec: JobSpec | None = None
     finished_at: float | None = None
     submitted_at: float | None = None
+    cpu_seconds: float | None = None        # what its ended attempts used (jobs/index.py Row.usage_json)
+    wall_seconds: float | None = None
+    memory_peak_bytes: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "service_id": self.service_id, "job": self.job, "state": self.state,
             "attempt": self.attempt, "pid": self.pid,
             "runtime_seconds": None if self.runtime is None else round(self.runtime, 3),
-            "progress": self.progress, "reason": self.reason,
+            "progress": self.progress, "reason": self.reason, "cpu_seconds": self.cpu_seconds,
+            "wall_seconds": self.wall_seconds, "memory_peak_bytes": self.memory_peak_bytes,
         }
 
 
@@ -80,6 +84,12 @@ class Context:
             self._index.refresh()
         return self._index
 
+    def usage_rows(self) -> list:
+        """Every run's ended attempts' usage (`jobctl usage`), through the index's usage snapshot in the spool."""
+        index = SpoolIndex(self.spool, self.definitions() or None)
+        index.owners = True  # without definitions, the project and user still come from each spec
+        return index.usage_rows(self.spool.root / USAGE_SNAPSHOT)
+
     def view(self, sid: ServiceId, now: float) -> JobView:
         index = self.index()
         return self._view(sid, index.get(sid), index.problems.get(sid), now)
@@ -104,6 +114,9 @@ class Context:
         v = JobView(sid, job, row.state, attempt=row.attempt, reason=row.reason, run=row.run, spec=spec,
                     finished_at=row.finished_at, submitted_at=submitted_at, runtime=row.runtime(now),
                     progress=row.progress)  # a finished job shows how far it got
+        used = row.usage_json(now)
+        v.cpu_seconds, v.wall_seconds, v.memory_peak_bytes = (used["cpu_seconds"], used["wall_seconds"],
+                                                              used["memory_peak_bytes"])
         if row.state in ACTIVE_STATES:
             v.pid = row.pid or (f"slurm:{row.executor_id}" if row.executor_id else None)
         return v

@@ -11,6 +11,7 @@ from jobs.cli import OK, USAGE, CliError, note, out
 from jobs.reasons import describe
 from jobs.runstate import RunState
 from jobs.states import DISPLAY_STATES, TERMINAL_STATES
+from jobs.usagereport import seconds, size, spent
 
 RECENT_S = 24 * 3600.0    # `list` without --all shows terminal jobs this recent
 
@@ -35,10 +36,13 @@ def cmd_list(ctx: Context, args) -> int:
         note("no jobs" + ("" if args.all or args.state else " (active or finished in the last 24 h; --all shows every job)"))
         return OK
     rows = [[v.service_id, v.job, v.state, v.pid or "-", hms(v.runtime),
-             "-" if v.progress is None else f"{v.progress:.0f}%", v.attempt or "-", describe(v.reason) or "-"]
+             "-" if v.progress is None else f"{v.progress:.0f}%", v.attempt or "-",
+             "-" if v.cpu_seconds is None else f"{v.cpu_seconds:.1f}s", hms(v.wall_seconds),
+             "-" if v.memory_peak_bytes is None else size(v.memory_peak_bytes).replace(" ", ""),
+             describe(v.reason) or "-"]
             for v in views]
-    out(table(rows, ["SERVICE ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "REASON"],
-              terminal_width()))
+    out(table(rows, ["SERVICE ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "CPU", "WALL", "MEM",
+                     "REASON"], terminal_width()))
     return OK
 
 
@@ -88,11 +92,27 @@ def cmd_show(ctx: Context, args) -> int:
                      describe(h.reason) or "-"] for h in run.history]
             for line in table(rows, ["ATTEMPT", "STARTED", "FINISHED", "EXIT", "SIGNAL", "REASON"]).splitlines():
                 out("  " + line)
+        _usage(run)
     out("")
     out("files")
     for name, path in _paths(ctx, sid, run).items():
         out(f"  {name:<13}{path}" + ("" if path.exists() else "  (missing)"))
     return OK
+
+
+def _usage(run: RunState) -> None:
+    """What each ended attempt used (jobs/usage.py's record), one line each."""
+    used = spent(run)
+    if not used:
+        return
+    out("")
+    out("usage")
+    rows = [[s.attempt, seconds(s.usage.wall_s), seconds(s.usage.cpu_s), seconds(s.usage.cpu_user_s),
+             seconds(s.usage.cpu_system_s), size(s.usage.memory_peak_bytes), size(s.usage.io_read_bytes),
+             size(s.usage.io_write_bytes), seconds(s.usage.queue_wait_s), s.usage.source or "-"] for s in used]
+    for line in table(rows, ["ATTEMPT", "WALL", "CPU", "USER", "SYSTEM", "PEAK MEM", "READ", "WRITTEN",
+                             "QUEUE WAIT", "SOURCE"]).splitlines():
+        out("  " + line)
 
 
 def _paths(ctx: Context, sid: str, run: RunState | None) -> dict[str, Path]:

@@ -57,6 +57,7 @@ class SpoolCollector:
         self.clock = clock
         self.index = SpoolIndex(spool, None)
         self.index.cold_slices = FINISHED_SLICES
+        self.index.owners = True  # the usage counters' project label
         self._lock = threading.Lock()
 
     def refresh(self) -> None:

@@ -168,9 +168,9 @@ def test_list_shows_who_stopped_a_job_and_how_far_it_got(running):
     assert header.split()[-1] == "REASON"
     assert line.endswith(f"stopped by an operator (jobctl, user {getpass.getuser()})")
     assert f"{row['progress']:.0f}%" in line.split()
-    narrow = running.jobctl("list", COLUMNS="110")
+    narrow = running.jobctl("list", COLUMNS="130")
     line = next(x for x in narrow.stdout.splitlines() if x.startswith(sid))
-    assert len(line) <= 110 and line.endswith("…")
+    assert len(line) <= 130 and line.endswith("…")
     assert f"(stopped by an operator (jobctl, user {getpass.getuser()}))" in running.jobctl("show", sid).stdout
 
 
@@ -389,14 +389,15 @@ def test_list_and_show_follow_a_job_from_submitted_to_running(stepped):
     assert (0, "in-1\n") == (code, out)
     assert {"service_id": "in-1", "job": "waiter", "state": "SUBMITTED", "attempt": None, "pid": None,
             "runtime_seconds": None, "progress": None,
-            "reason": "waiting for the supervisor to claim it"} == stepped.rows()["in-1"]
+            "reason": "waiting for the supervisor to claim it", "cpu_seconds": None, "wall_seconds": None,
+            "memory_peak_bytes": None} == stepped.rows()["in-1"]
     stepped.step()
     (stepped.stack.attempt_dir("in-1") / "status.txt").write_text("42")
     row = stepped.rows()["in-1"]
     assert ("RUNNING", 1, stepped.ex.next_pid, 42.0) == (row["state"], row["attempt"], row["pid"], row["progress"])
     code, out, _ = stepped("list")
-    assert ["SERVICE", "ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "REASON"] == \
-        out.splitlines()[0].split()
+    assert ["SERVICE", "ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "CPU", "WALL", "MEM",
+            "REASON"] == out.splitlines()[0].split()
     assert out.splitlines()[1].split()[:6] == ["in-1", "waiter", "RUNNING", str(stepped.ex.next_pid), "0:00:00", "42%"]
     code, out, _ = stepped("show", "in-1")
     assert 0 == code
