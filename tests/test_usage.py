@@ -115,13 +115,13 @@ def test_report_groups_the_attempts_that_ended_in_the_period(spool):
     index.refresh(NOW)
     since = usagereport.parse_when("7d", NOW)
     lines = usagereport.report(index.live(), "project", since, NOW)
-    assert [("other", 1, 1, 10.0), ("demo", 1, 2, 5.0)] == [(x.key, x.jobs, x.attempts, x.cpu_s) for x in lines]
+    assert [("other", 1, 1, 10.0), ("demo", 1, 2, 5.0)] == [(x.key, x.jobs, x.attempt_count, x.cpu_s) for x in lines]
     assert 300 * MiB == lines[1].memory_peak_bytes
     assert ["alice", "bob"] == sorted(x.key for x in usagereport.report(index.live(), "user", None, None))
-    assert [("waiter", 3, 4)] == [(x.key, x.jobs, x.attempts) for x in usagereport.report(index.live(), "job")]
+    assert [("waiter", 3, 4)] == [(x.key, x.jobs, x.attempt_count) for x in usagereport.report(index.live(), "job")]
     # until is exclusive: the attempt of a-1 that ended 160 s ago alone
     only = usagereport.report(index.live(), "project", NOW - 200, NOW - 100)
-    assert [("demo", 1, 2.0)] == [(x.key, x.attempts, x.cpu_s) for x in only]
+    assert [("demo", 1, 2.0)] == [(x.key, x.attempt_count, x.cpu_s) for x in only]
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -387,5 +387,5 @@ def test_jobctl_usage_answers_in_under_a_second(spool, jobctl):
         times.append(time.monotonic() - started)
     print(f"jobctl usage over {n} attempts: first call {first_s:.2f} s, then {', '.join(f'{t:.2f}' for t in times)} s")
     assert json.loads(first.stdout)["groups"] == json.loads(again.stdout)["groups"]
-    assert n == sum(g["attempts"] for g in json.loads(again.stdout)["groups"])
+    assert n == sum(g["attempt_count"] for g in json.loads(again.stdout)["groups"])
     assert min(times) < 1.0
