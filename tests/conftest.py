@@ -11,9 +11,11 @@ modules; one table is one place to look and to merge. A module may still mark
 a test `@pytest.mark.fast` itself. A fast test that starts a process fails,
 so the table cannot drift into the slow tier unnoticed.
 
-Under xdist every module's real-process tests stay together on one worker
-(its module-scoped stack starts once; Slurm's and podman's tests run one
-after another on their shared cluster and socket); fast tests spread freely.
+Parallel runs: `./bin/test` gives pytest-xdist `--dist loadfile`, so every
+module stays on one worker (its module-scoped stack starts once; Slurm's and
+podman's tests run one after another on their shared cluster and socket).
+Not `loadgroup` with xdist_group markers: xdist 3.8 sets `item._nodeid`,
+which pytest 9 no longer reads, so its groups are silently ignored.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ NEEDS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects and before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
@@ -98,8 +100,6 @@ def pytest_collection_modifyitems(config, items):
         marker, tests = NEEDS.get(module, (None, ()))
         if marker and name in tests and not item.get_closest_marker("fast"):
             item.add_marker(getattr(pytest.mark, marker))
-        if not item.get_closest_marker("fast"):
-            item.add_marker(pytest.mark.xdist_group(module))
 
 
 @pytest.hookimpl(hookwrapper=True)
