@@ -45,25 +45,18 @@ def run_all(b: Bench, only: set[str] | None = None) -> None:
             return None
 
     b.up()
-    if want("S4", "S5"):
-        attempt("S4", s4_spool_to_spawn, b)
-    if want("S5"):
-        attempt("S5", s5_exit_to_completed, b)
-    if want("S3"):
-        attempt("S3", s3_start_latency, b)
-    if want("S7"):
-        attempt("S7", s7_spool_size, b)
+    quiet = ((("S4", "S5"), "S4", s4_spool_to_spawn), (("S5",), "S5", s5_exit_to_completed),
+             (("S3",), "S3", s3_start_latency), (("S7",), "S7", s7_spool_size))
+    for names, name, fn in quiet:
+        if want(*names):
+            attempt(name, fn, b)
     if want("S1", "S2", "S6", "S9", "S10"):
         idle = attempt("S6", s6_idle, b)
         if attempt("fleet", start_fleet, b) and idle is not None:
-            if want("S1", "S6"):
-                attempt("S1/S6", s1_and_s6, b, idle)
-            if want("S2"):
-                attempt("S2", s2_throughput, b)
-            if want("S9"):
-                attempt("S9", s9_server_choice, b)
-            if want("S10"):
-                attempt("S10", s10_console, b)
+            loaded = ((("S1", "S6"), "S1/S6", lambda: s1_and_s6(b, idle)), (("S2",), "S2", lambda: s2_throughput(b)),
+                      (("S9",), "S9", lambda: s9_server_choice(b)), (("S10",), "S10", lambda: s10_console(b)))
+            for names, name, fn in loaded:
+                if want(*names):
+                    attempt(name, fn)
     if want("S8"):
         attempt("S8", s8_slurm, b)
-
