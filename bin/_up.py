@@ -5,15 +5,17 @@ port held by another process is reported (with who holds it) and ./bin/up
 exits 1, instead of starting services that die at once. A service that exits
 during start-up or later stops the others and ./bin/up with it (exit 1).
 The operator console is started too when it is installed (console.app).
-Ctrl-C (or TERM) stops the services and says which jobs keep running:
-they run in their own sessions and the next supervisor adopts them.
+Ctrl-C (or TERM, or HUP: the terminal closed, ssh dropped) stops the services
+and says which jobs keep running: they run in their own sessions and the next
+supervisor adopts them. The services never outlive ./bin/up: each is told by
+the kernel (PR_SET_PDEATHSIG) to stop when it ends, even by SIGKILL.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
-import socket
 import importlib.util
 import subprocess
 import sys
@@ -24,11 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
-
 from jobs import config as config_mod  # noqa: E402
 from jobs.definitions import load_definitions  # noqa: E402
 from jobs.errors import JobsError  # noqa: E402
+from jobs.ports import port_holder  # noqa: E402
 from jobs.spool import Spool  # noqa: E402
 
 READY_SECONDS = 30
@@ -36,8 +37,12 @@ STOP_SECONDS = 15
 ACTIVE = ("RUNNING", "STOPPING")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 class Stop(Exception):
-    """SIGINT or SIGTERM arrived."""
+    """SIGINT, SIGTERM or SIGHUP arrived."""
 
 
 def _stop(signum, frame):
@@ -45,34 +50,23 @@ def _stop(signum, frame):
 
 
 def say(text: str = "", err: bool = False) -> None:
-    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    try:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP): stopping the services matters more than saying so
 
 
 def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def port_holder(host: str, port: int) -> str | None:
-    """None if (host, port) can be bound; else who holds it, as well as can be told."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no obstacle
-        try:
-            s.bind((host, port))
-            return None
-        except OSError:
-            pass
-    try:
-        owners = {c.pid for c in psutil.net_connections("inet")
-                  if c.laddr and c.laddr.port == port and c.pid and not c.raddr}
-    except psutil.Error:
-        owners = set()
-    for pid in sorted(owners):
-        try:
-            return f"pid {pid} ({shlex.join(psutil.Process(pid).cmdline())[:160]})"
-        except psutil.Error:
-            continue
-    return f"another process (ask `ss -ltnp 'sport = :{port}'` which)"
+def port_clash(ports: list[tuple[str, str, int]]) -> str | None:
+    """Two of our services set to one port (granian would let both bind it and split the connections)."""
+    for i, (key, host, port) in enumerate(ports):
+        for other, other_host, other_port in ports[:i]:
+            if port == other_port and port != 0:
+                return f"{other} and {key} are both {port} ({other_host} and {host}): one port cannot serve both"
+    return None
 
 
 def supervisor_running(env: dict) -> str | None:
@@ -123,11 +117,24 @@ def tail(path: Path, lines: int = 8) -> str:
         return ""
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _stop_with_parent(parent: int):
+    """In the child before exec: SIGTERM when ./bin/up ends, however it ends."""
+    def arm():
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it ended before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
 class Service:
     def __init__(self, name: str, argv: list[str], log: Path, env: dict):
         self.name, self.log = name, log
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                         preexec_fn=_stop_with_parent(os.getpid()))
 
     def exited(self) -> int | None:
         return self.proc.poll()
@@ -147,8 +154,8 @@ def stop_all(services: list[Service]) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
     try:
         cfg = config_mod.load()
         definitions = load_definitions(cfg.definitions_dir)
@@ -173,7 +180,12 @@ def main() -> int:
             "    Use it, or stop it first (Ctrl-C in the terminal of the ./bin/up that started it).", err=True)
         return 1
     ports = [("FACADE_PORT", cfg.facade_host, cfg.facade_port), ("DEVAUTH_PORT", cfg.devauth_host, cfg.devauth_port)]
-    for key, host, port in ports + ([("CONSOLE_PORT", console_host, console_port)] if console else []):
+    ports += [("CONSOLE_PORT", console_host, console_port)] if console else []
+    clash = port_clash(ports)
+    if clash:
+        say(f"up: {clash}.\n    Give each service its own port in {cfg.env_file or 'an env file (./env)'}.", err=True)
+        return 2
+    for key, host, port in ports:
         holder = port_holder(host, port)
         if holder:
             say(f"up: start-up failed: port {port} ({key}) on {host} is in use by {holder}.\n"
@@ -230,8 +242,8 @@ def main() -> int:
                 return 1
             time.sleep(0.5)
     except Stop:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         say("\nstopping services (running jobs keep running)...")
         stop_all(started)
         jobs = active_jobs(cfg.spool_dir)

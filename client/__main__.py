@@ -1,4 +1,4 @@
-"""`python -m client` / `waiter-client`: checks for clfpy, then runs client.cli."""
+"""`python -m client` / `waiter-client`: checks for clfpy (client.soap needs it), then runs client.cli."""
 import sys
 
 from jobs.requirements import require_clfpy

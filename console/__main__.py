@@ -11,7 +11,9 @@ import structlog
 
 from jobs import config as config_mod
 from jobs import logs
+from jobs.cli import service_args
 from jobs.errors import JobsError
+from jobs.ports import require_free
 from jobs.requirements import require_clfpy
 
 _app = None
@@ -34,12 +36,14 @@ def yield_cpu(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     global _app
+    service_args("spoolsoap-console", "Serve the operator console (CONSOLE_HOST:CONSOLE_PORT) under granian.", argv)
     require_clfpy("console")
     try:
         cfg = config_mod.load()
         logs.configure(cfg.log_level)
+        require_free("CONSOLE_PORT", cfg.console_host, cfg.console_port)  # granian would share it (SO_REUSEPORT)
         from .app import make_app
         _app = make_app(cfg)
     except JobsError as e:

@@ -1,122 +1,34 @@
-"""The console's picture of the spool: every job, kept in memory and refreshed by mtime.
+"""The console's picture of the spool: jobs.index.SpoolIndex plus what only the console needs.
 
-One pass (`refresh`, every REFRESH_SECONDS) costs what changed, not the size of
-the spool: runs/ is listed again only when its mtime moved (a run appears or
-goes), queue.json is read again only when it changed, and state.json is
-stat()ed every pass only for *hot* jobs: not finished, or named by a command
-waiting in commands/ (a restart of a finished job). Finished jobs are
-re-checked in a rolling sweep, COLD_PER_PASS a pass. Every change to what a
-job shows bumps a global sequence number, which is the SSE event id: "what
-changed since n" is simply every job whose seq is above n, and a removed job
-leaves a tombstone for TOMBSTONE_SECONDS so that a resuming client hears of it.
-
-Two gates keep a pass cheap with many jobs running. Every file the supervisor
-(the one writer of state.json) or any peer writes atomically is staged in the
-spool's tmp/ first, so while tmp/'s mtime stands still no state.json changed
-and none is stat()ed (`_states_may_have_moved`: see there for why a stamp is
-trusted only once it is older than MTIME_MARGIN, and a full check still runs
-every FULL_CHECK_SECONDS). A progress file, the program's own, is looked at
-every PROGRESS_EVERY passes (half the running jobs each pass).
-
-A job remembers apart the seq of its last change other than progress
-(`row_seq`): with every running job reporting each second, most changes are a
-new percentage, and a stream sends those as one small map instead of rows.
+The rows, stamps, sweeps and gates are jobs/index.py's (see there). The
+console adds: an asyncio event that wakes the event streams when a pass
+changed something (`wait_change`), each running job's progress samples for
+its chart, the jobs-over-time history, and each row's JSON text made once a
+second however many streams send it.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable
-
-import structlog
 
 from jobs.definitions import Definition
-from jobs.errors import SpecError
-from jobs.progress import read_percent
-from jobs.runfiles import RunFiles
-from jobs.runstate import RunState
-from jobs.spec import JobSpec
-from jobs.spool import SERVICE_ID_RE, Spool, read_json
-from jobs.states import TERMINAL, JobState
+from jobs.index import FULL_CHECK_SECONDS, MTIME_MARGIN, Row, SpoolIndex  # noqa: F401 (the console's names)
+from jobs.spool import Spool
+from jobs.states import ACTIVE_STATES, DISPLAY_STATES, SUBMITTED, TERMINAL_STATES  # noqa: F401
 
-SUBMITTED = "SUBMITTED"  # a spec in incoming/ the supervisor has not claimed yet
-STATES = (SUBMITTED,) + tuple(s.value for s in JobState)
-COLD_PER_PASS = 200
-PROGRESS_EVERY = 2         # passes: each running job's progress is looked at every 0.5 s
-MTIME_MARGIN = 1.0         # s: a directory mtime younger than this may yet be shared by a later write
-FULL_CHECK_SECONDS = 1.0   # every state.json of a hot job is stat()ed at least this often, gate or not
-TOMBSTONE_SECONDS = 600
+STATES = DISPLAY_STATES
 MAX_SAMPLES = 600
 HISTORY_POINTS = 720
 
-log = structlog.get_logger("console.index")
 
-
-@dataclass
-class Job:
-    """One row of the board: what the spec and state.json say, plus what the console saw."""
-    sid: str
-    job: str
-    project: str | None
-    username: str | None
-    submitted_at: float
-    inputs: dict[str, Any]
-    state: str = SUBMITTED
-    reason: str = "waiting for the supervisor to pick it up"
-    attempt: int = 1
-    executor: str = "local"
-    executor_id: str | None = None
-    queued_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    progress: float | None = None
-    position: int | None = None           # 1-based place in queue.json
-    pending: tuple[str, ...] = ()         # commands waiting in commands/
-    removed: bool = False
-    removed_at: float | None = None
-    seq: int = 0                           # the last change of anything shown
-    row_seq: int = 0                       # the last change of anything but the progress
+@dataclass(eq=False)
+class Job(Row):
+    """A row of the board, with the progress samples of its chart and its JSON text cache."""
     samples: list[tuple[float, float]] = field(default_factory=list)  # (time, percent) seen while it ran
-    stamp: tuple = ()                      # identity of the state.json last read
-    progress_stamp: tuple = ()             # identity of the progress file last read
     _json: tuple = ((), "")                # (seq, whole second) -> as_json text, shared by every stream
-    last_shown: tuple = ()                 # shown() when row_seq was last bumped
-    last_progress: float | None = None     # progress when seq was last bumped
-    files: RunFiles | None = None          # its paths, made once
-    progress_path: tuple[int, str | None] = (0, None)  # (attempt, the definition's progress file)
-    turn: int = 0                          # which of PROGRESS_EVERY passes looks at its progress
-
-    def shown(self) -> tuple:
-        """Everything a row shows that moves by events, but the progress (see row_seq)."""
-        return (self.state, self.reason, self.attempt, self.executor, self.executor_id, self.started_at,
-                self.finished_at, self.position, self.pending, self.removed)
-
-    def elapsed(self, now: float) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or now) - self.started_at if self.state != JobState.QUEUED.value else None
-
-    def remaining(self, now: float) -> float | None:
-        """A straight-line estimate from progress so far (the status page's rule)."""
-        elapsed = self.elapsed(now)
-        if self.state != JobState.RUNNING.value or not elapsed or not self.progress:
-            return None
-        return elapsed * (100 - self.progress) / self.progress
-
-    def as_json(self, now: float) -> dict[str, Any]:
-        return {
-            "service_id": self.sid, "job": self.job, "project": self.project, "username": self.username,
-            "state": self.state, "reason": self.reason, "attempt": self.attempt, "progress": self.progress,
-            "queue_position": self.position, "executor": self.executor, "executor_id": self.executor_id,
-            "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
-            "elapsed_seconds": _round(self.elapsed(now)), "remaining_seconds": _round(self.remaining(now)),
-            "pending_commands": list(self.pending), "removed": self.removed, "seq": self.seq,
-        }
-
 
     def json_text(self, now: float) -> str:
         """as_json as text, made once a second per change however many streams send it."""
@@ -126,54 +38,15 @@ class Job:
         return self._json[1]
 
 
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 1)
-
-
-class Index:
+class Index(SpoolIndex):
     """All jobs of one spool; refreshed on the event loop, read by every request."""
 
+    row_class = Job
+
     def __init__(self, spool: Spool, definitions: dict[str, Definition], clock=time.time):
-        self.spool = spool
-        self.definitions = definitions
-        self.clock = clock
-        self.jobs: dict[str, Job] = {}
-        self.seq = 0
-        self.floor = 0          # changes at or below this may have been forgotten (pruned tombstones)
+        super().__init__(spool, definitions, clock)
         self.history: deque[tuple[float, int, int, int]] = deque(maxlen=HISTORY_POINTS)
-        self._runs_mtime = -1
-        self._queue_stamp: tuple | None = None
-        self._queue: dict[str, int] = {}
-        self._cold: deque[str] = deque()
-        self._tombstones: dict[str, float] = {}  # removed sid -> when
-        self._hot: set[str] = set()        # unfinished (or just added, removed or commanded): looked at every pass
         self._changed = asyncio.Event()
-        self._passes = 0
-        self._added = 0
-        self._tmp_seen: tuple[tuple, bool] = ((), False)  # (tmp/'s stamp, it was older than MTIME_MARGIN)
-        self._full_check_at = 0.0
-
-    # -- reading ------------------------------------------------------------
-    def get(self, sid: str) -> Job | None:
-        job = self.jobs.get(sid)
-        return None if job is None or job.removed else job
-
-    def live(self) -> Iterable[Job]:
-        return (j for j in self.jobs.values() if not j.removed)
-
-    def changed_since(self, seq: int) -> tuple[list[Job], list[Job]]:
-        """Jobs with a change after seq: (whose row changed, in seq order; whose progress alone changed)."""
-        rows, progress = [], []
-        for j in self.jobs.values():
-            if j.seq > seq:
-                (rows if j.row_seq > seq else progress).append(j)
-        rows.sort(key=lambda j: j.seq)
-        return rows, progress
-
-    def run_files(self, job: Job) -> RunFiles:
-        if job.files is None:
-            job.files = self.spool.files(job.sid)
-        return job.files
 
     async def wait_change(self, seq: int, timeout: float) -> None:
         """Return once seq has moved on (or after timeout)."""
@@ -184,236 +57,32 @@ class Index:
             except TimeoutError:
                 return
 
-    # -- refreshing -----------------------------------------------------------
     def refresh(self, now: float | None = None) -> int:
-        """One pass; the number of jobs whose row changed."""
-        now = self.clock() if now is None else now
-        before = self.seq
-        self._scan_runs(now)
-        self._scan_incoming(now)
-        pending = self._scan_commands()
-        self._read_queue()
-        states = self._states_may_have_moved(now)
-        self._passes += 1
-        turn = self._passes % PROGRESS_EVERY
-        touched = self._hot | (pending.keys() & self.jobs.keys())
-        for _ in range(min(COLD_PER_PASS, len(self._cold)) if states else 0):
-            sid = self._cold.popleft()
-            if sid in self.jobs and not self.jobs[sid].removed:
-                self._cold.append(sid)
-                touched.add(sid)
-        for sid in touched:
-            job = self.jobs[sid]
-            if not job.removed:
-                if job.state != SUBMITTED and (states or sid in pending):
-                    self._load_state(job, now)
-                job.position = self._queue.get(sid) if job.state == JobState.QUEUED.value else None
-                job.pending = tuple(pending.get(sid, ()))
-                if job.state == JobState.RUNNING.value and job.turn == turn:
-                    self._read_progress(job, now)
-            self._bump_if_changed(job)
-            if job.removed or (job.state in _TERMINAL and not job.pending):
-                self._hot.discard(sid)
-            else:
-                self._hot.add(sid)
-        self._prune(now)
-        if self.seq != before:
+        """One pass; the number of changes. A change wakes every stream waiting in wait_change."""
+        changed = super().refresh(now)
+        if changed:
             self._changed.set()
             self._changed = asyncio.Event()
-        return self.seq - before
-
-    def _states_may_have_moved(self, now: float) -> bool:
-        """False only when no state.json can have changed since the last pass that looked at them.
-
-        A write in tmp/ sets its mtime to the kernel's coarse clock, so a later
-        write within the same tick leaves the stamp as it was. An unchanged
-        stamp is therefore trusted only if, when it was taken, it was already
-        older than MTIME_MARGIN: every write sharing it came before that pass,
-        which looked at every state.json after taking it. A filesystem whose
-        directory mtimes never move (or a clock far off) costs at most
-        FULL_CHECK_SECONDS of delay, never a change missed for good.
-        """
-        try:
-            st = os.stat(self.spool.tmp)
-            stamp = (st.st_ino, st.st_mtime_ns)
-        except OSError:
-            stamp = ()
-        seen, was_old = self._tmp_seen
-        if stamp and stamp == seen and was_old and abs(now - self._full_check_at) < FULL_CHECK_SECONDS:
-            return False
-        self._tmp_seen = (stamp, bool(stamp) and now - st.st_mtime_ns / 1e9 > MTIME_MARGIN)
-        self._full_check_at = now
-        return True
+        return changed
 
     def sample_history(self, now: float | None = None) -> None:
         """One point of the jobs-over-time chart: queued, running, finished."""
         now = self.clock() if now is None else now
         counts = {"q": 0, "r": 0, "f": 0}
         for j in self.live():
-            counts["f" if j.state in _TERMINAL else "r" if j.state in _ACTIVE else "q"] += 1
+            counts["f" if j.state in TERMINAL_STATES else "r" if j.state in ACTIVE_STATES else "q"] += 1
         self.history.append((now, counts["q"], counts["r"], counts["f"]))
 
-    def _bump_if_changed(self, job: Job) -> None:
-        shown = job.shown()
-        if job.last_shown != shown or job.last_progress != job.progress:
-            self.seq += 1
-            job.seq = self.seq
-            if job.last_shown != shown:
-                job.last_shown, job.row_seq = shown, self.seq
-            job.last_progress = job.progress
+    # -- the progress samples ---------------------------------------------------
+    def _replaced(self, new: Job, old: Job | None) -> None:
+        if old is not None and not old.removed:
+            new.samples = old.samples
 
-    def _scan_runs(self, now: float) -> None:
-        try:
-            mtime = os.stat(self.spool.runs).st_mtime_ns
-        except FileNotFoundError:
-            return
-        if mtime == self._runs_mtime:
-            return
-        self._runs_mtime = mtime
-        present = set()
-        with os.scandir(self.spool.runs) as it:
-            for entry in it:
-                if not SERVICE_ID_RE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
-                    continue
-                present.add(entry.name)
-                job = self.jobs.get(entry.name)
-                if job is None or job.removed or job.state == SUBMITTED:
-                    self._add(entry.name, self.spool.files(entry.name).spec, now)
-        for sid in self.jobs.keys() - present:
-            job = self.jobs[sid]
-            if job.state != SUBMITTED and not job.removed:
-                self._remove(job, now)
+    def _attempt_changed(self, job: Job) -> None:
+        job.samples = []
 
-    def _scan_incoming(self, now: float) -> None:
-        try:
-            names = os.listdir(self.spool.incoming)
-        except FileNotFoundError:
-            return
-        waiting = set()
-        for name in names:
-            sid = name[:-5] if name.endswith(".json") else ""
-            if not SERVICE_ID_RE.fullmatch(sid):
-                continue
-            waiting.add(sid)
-            if sid not in self.jobs or self.jobs[sid].removed:
-                self._add(sid, self.spool.files(sid).incoming, now)
-        for sid in self._hot - waiting:  # claimed (the run appears) or rejected (it goes)
-            job = self.jobs[sid]
-            if job.state == SUBMITTED and not job.removed:
-                if os.path.isdir(self.spool.files(sid).run):
-                    self._load_state(job, now)
-                else:
-                    self._remove(job, now)
-
-    def _add(self, sid: str, spec_path: str, now: float) -> None:
-        try:
-            spec = JobSpec.parse(read_json(spec_path), self.definitions)
-        except FileNotFoundError:
-            return  # claimed or removed meanwhile: the next pass sees where it went
-        except SpecError as e:
-            log.warning("spec_unreadable", service_id=sid, error=str(e))
-            return
-        job = Job(sid, spec.job, spec.owner.get("project"), spec.owner.get("username"), spec.submitted_at,
-                  spec.inputs, turn=self._added % PROGRESS_EVERY)
-        self._added += 1
-        old = self.jobs.get(sid)
-        if old is not None:
-            job.samples = old.samples if not old.removed else []
-        self.jobs[sid] = job
-        self._tombstones.pop(sid, None)
-        if old is None:
-            self._cold.append(sid)
-        self._hot.add(sid)
-        if os.path.isdir(self.spool.files(sid).run):
-            self._load_state(job, now)
-
-    def _load_state(self, job: Job, now: float) -> None:
-        path = self.run_files(job).state
-        stamp = _stamp(path)
-        if stamp is None or stamp == job.stamp:
-            return
-        try:
-            rs = RunState.from_dict(read_json(path))
-        except FileNotFoundError:
-            return
-        except SpecError as e:
-            log.warning("state_unreadable", service_id=job.sid, error=str(e))
-            return
-        job.stamp = stamp
-        if rs.attempt != job.attempt:
-            job.samples = []
-        job.state, job.reason, job.attempt = rs.state.value, rs.reason, rs.attempt
-        job.executor, job.executor_id = rs.executor, rs.executor_id
-        job.queued_at, job.started_at, job.finished_at = rs.queued_at, rs.started_at, rs.finished_at
-        if rs.state is not JobState.RUNNING and rs.state not in TERMINAL:
-            job.progress = None
-        elif rs.state in TERMINAL and rs.state is not JobState.SUCCEEDED:
-            pass  # keep the last progress seen: how far it got
-        elif rs.state is JobState.SUCCEEDED:
-            self._read_progress(job, now)
-
-    def _read_progress(self, job: Job, now: float) -> None:
-        attempt, path = job.progress_path
-        if attempt != job.attempt:
-            d = self.definitions.get(job.job)
-            path = None if d is None else self.run_files(job).attempt(job.attempt).progress(d)
-            job.progress_path = (job.attempt, path)
-        stamp = None if path is None else _stamp(path)
-        if stamp is None or stamp == job.progress_stamp:
-            return  # unchanged: a stat, not a read, for each running job it looks at
-        job.progress_stamp = stamp
-        pct = read_percent(path)
-        if pct is None:
-            return
-        job.progress = pct
+    def _progress_seen(self, job: Job, now: float) -> None:
+        pct = job.progress
         if not job.samples or job.samples[-1][1] != pct or now - job.samples[-1][0] >= 5:
             job.samples.append((now, pct))
             del job.samples[:-MAX_SAMPLES]
-
-    def _scan_commands(self) -> dict[str, list[str]]:
-        """Commands waiting in commands/, by serviceID: `<time>-<sid>-<verb>.json`."""
-        pending: dict[str, list[str]] = {}
-        try:
-            names = sorted(os.listdir(self.spool.commands))
-        except FileNotFoundError:
-            return pending
-        for name in names:
-            sid, _, verb = name[21:-5].rpartition("-") if name.endswith(".json") else ("", "", "")
-            if SERVICE_ID_RE.fullmatch(sid) and verb in ("kill", "restart"):
-                pending.setdefault(sid, []).append(verb)
-        return pending
-
-    def _read_queue(self) -> None:
-        stamp = _stamp(self.spool.queue_file)
-        if stamp is None:
-            self._queue = {}
-        elif stamp != self._queue_stamp:
-            self._queue_stamp = stamp
-            self._queue = {sid: i + 1 for i, sid in enumerate(self.spool.read_queue()) if isinstance(sid, str)}
-
-    def _remove(self, job: Job, now: float) -> None:
-        job.removed, job.removed_at = True, now
-        self._tombstones[job.sid] = now
-        self._hot.add(job.sid)  # its last event: removed
-
-    def _prune(self, now: float) -> None:
-        """Forget tombstones after TOMBSTONE_SECONDS; a client behind that gets a snapshot."""
-        for sid in [s for s, t in self._tombstones.items() if now - t > TOMBSTONE_SECONDS]:
-            del self._tombstones[sid]
-            job = self.jobs.get(sid)
-            if job is not None and job.removed:
-                self.floor = max(self.floor, self.jobs.pop(sid).seq)
-
-
-def _stamp(path) -> tuple | None:
-    """What identifies a file's content without reading it: (inode, mtime, size); None if it cannot be stat()ed."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-_TERMINAL = frozenset(s.value for s in TERMINAL)
-_ACTIVE = frozenset({JobState.RUNNING.value, JobState.STOPPING.value})
-

@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from jobs.errors import JobsError
+from jobs.ports import require_free
 
 from . import tokens as tokens_mod
 from .service import SERVICE_PATH, make_wsgi_app
@@ -126,6 +127,7 @@ def cmd_serve(args) -> int:
         raise ValueError(f"--port {port}: must be in [0, 65535]")
     if not 1 <= args.workers <= 64:
         raise ValueError(f"--workers {args.workers}: must be in [1, 64]")
+    require_free("--port" if args.port is not None else "DEVAUTH_PORT", host, port)  # gunicorn would retry for 5 s
     logconfig = _logging.configure(cfg.log_level)
 
     if args.demo:

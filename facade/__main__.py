@@ -4,6 +4,7 @@ import shutil
 import sys
 import tempfile
 
+from jobs.cli import service_args
 from jobs.requirements import require_clfpy
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -24,7 +25,9 @@ def metrics_dir() -> tuple[str, bool]:
     return path, True
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    service_args("spoolsoap-facade", "Serve every job definition's SOAP service "
+                 "(WSDL at FACADE_HOST:FACADE_PORT/CONTEXT_ROOT/<Service>?wsdl) under granian.", argv)
     require_clfpy("facade")
     path, ours = metrics_dir()
     try:

@@ -15,7 +15,6 @@ from typing import Callable, Iterable
 
 import structlog
 from spyne import Application
-from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
 from jobs.config import Config
@@ -24,9 +23,10 @@ from jobs.spool import Spool
 
 from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
-from .guard import RequestGuard, soap_fault
+from .guard import RequestGuard, service_namespace, soap_fault
 from .metrics import HEALTH_PATHS, instrument
 from .operations import Operations
+from .protocol import TypedSoap11
 from .proxies import TrustedProxies, forwarded_port, last_value
 from .service import DefinitionSoap11, build_service, status_operation
 
@@ -95,15 +95,17 @@ class HostAwareWsgiApplication(WsgiApplication):
 class Router:
     """Exact-path dispatch to the mounted services; anything else to `fallback`, or a 404."""
 
-    def __init__(self, routes: dict[str, Callable], fallback: Callable | None = None):
+    def __init__(self, routes: dict[str, Callable], fallback: Callable | None = None,
+                 namespaces: dict[str, str] | None = None):
         self.routes = routes
         self.fallback = fallback
+        self.namespaces = namespaces or {}  # service path -> namespace, for a last-resort fault's <detail>
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         app = self.routes.get(path) or self.routes.get(path.rstrip("/")) or self.fallback
         if app is not None:
-            return _last_resort(app, environ, start_response)
+            return _last_resort(app, environ, start_response, service_namespace(self.namespaces, path))
         body = ("not found; services here: "
                 + ", ".join(f"{p}?wsdl" for p in sorted(self.routes)) + "\n").encode()
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
@@ -111,7 +113,8 @@ class Router:
         return [body]
 
 
-def _last_resort(app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
+def _last_resort(app: Callable, environ: dict, start_response: Callable,
+                 namespace: str | None) -> Iterable[bytes]:
     """A bug in spyne or below must still answer with a SOAP fault, and be logged once."""
     started = []
 
@@ -125,7 +128,7 @@ def _last_resort(app: Callable, environ: dict, start_response: Callable) -> Iter
         if started:
             raise
         body = soap_fault("Server.InternalError",
-                          "internal error in the service; the operator will find the details in its log")
+                          "internal error in the service; the operator will find the details in its log", namespace)
         start_response("500 Internal Server Error", [("Content-Type", "text/xml; charset=utf-8"),
                                                      ("Content-Length", str(len(body)))])
         return [body]
@@ -133,6 +136,16 @@ def _last_resort(app: Callable, environ: dict, start_response: Callable) -> Iter
 
 def service_paths(config: Config, definitions: dict[str, Definition]) -> list[str]:
     return [f"{config.context_root}/{d.service}" for d in definitions.values()]
+
+
+def service_app(d: Definition, ops: Operations, config: Config) -> StatusFastPath:
+    """One definition's SOAP service as WSGI: spyne with the fast path in front (no guard, no routing)."""
+    soap_app = Application([build_service(d, ops)], tns=d.namespace,
+                           in_protocol=DefinitionSoap11(d), out_protocol=TypedSoap11())
+    spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
+                                         trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
+    return StatusFastPath(spyne_app, status_operation(d, ops), f"{config.context_root}/{d.service}",
+                          enabled=config.facade_fast_path)
 
 
 def make_app(config: Config, definitions: dict[str, Definition] | None = None) -> Callable:
@@ -145,14 +158,13 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds)
     ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)
     routes: dict[str, Callable] = {}
+    namespaces: dict[str, str] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
-        soap_app = Application([build_service(d, ops)], tns=d.namespace,
-                               in_protocol=DefinitionSoap11(d), out_protocol=Soap11())
-        spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
-                                             trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
-        routes[path] = StatusFastPath(spyne_app, status_operation(d, ops), path, enabled=config.facade_fast_path)
+        routes[path], namespaces[path] = service_app(d, ops, config), d.namespace
     # /healthz, /readyz, /metrics sit beside CONTEXT_ROOT, outside the guard and the request counts
-    counted, health = instrument(RequestGuard(Router(routes), config.max_body_bytes), spool, config.reconcile_seconds)
+    counted, health = instrument(RequestGuard(Router(routes, namespaces=namespaces), config.max_body_bytes, namespaces),
+                                 spool, config.reconcile_seconds)
     app = Router(dict.fromkeys(HEALTH_PATHS, health), fallback=counted)
     app.paths = list(routes)  # for the start-up banner
+    app.namespaces = namespaces  # for facade.bridge's own faults
     return app

@@ -31,7 +31,7 @@ import clfpy
 from jobs.authclient import AuthManagerClient, AuthRefused, AuthUnavailable
 from jobs.errors import ConfigError
 
-from .errors import AuthManagerUnavailable, InvalidRequest, TokenValidationFailed
+from .errors import AuthManagerUnavailable, FacadeError, InvalidRequest, TokenValidationFailed
 
 MAX_EXTRA_PARAMETERS = 16 * 1024
 MAX_URL = 2048
@@ -145,6 +145,8 @@ class AuthManagers:
                 raise ConfigError(f"AUTH_MANAGERS: {entry[:100]!r} is not an http(s) URL without userinfo, "
                                   "fragment, '..' or encoded separators")
             self._entries.append(parsed)
+        # entries with a query are whole WSDL URLs: they can be asked without a job naming them
+        self.urls = tuple(dict.fromkeys(e for e, p in zip(entries, self._entries) if p.query))
 
     def allows(self, url: str) -> bool:
         u = _parsed(url)
@@ -172,6 +174,14 @@ def _clip(url: str, limit: int = 120) -> str:
     return url if len(url) <= limit else url[:limit - 3] + "..."
 
 
+def _check_token(token: object) -> None:
+    """An empty or oversized token fails at once, before any manager is asked."""
+    if not isinstance(token, str) or not token.strip():
+        raise TokenValidationFailed("no session token given")
+    if len(token) > MAX_TOKEN:
+        raise TokenValidationFailed(f"session token longer than {MAX_TOKEN} characters")
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who a valid session token belongs to, as the authentication manager says."""
@@ -194,13 +204,15 @@ class Authenticator:
         self._valid: dict[tuple[str, str], tuple[float, Identity]] = {}
         self._lock = threading.Lock()
 
-    def identify(self, token: object, auth_url: str) -> Identity:
-        """The token's owner, or InvalidRequest (URL not allowed) / TokenValidationFailed / AuthManagerUnavailable."""
+    def identify(self, token: object, auth_url: str | None) -> Identity:
+        """The token's owner, or InvalidRequest (URL not allowed) / TokenValidationFailed / AuthManagerUnavailable.
+
+        auth_url None: no job names a manager (an unknown serviceID); see `_identify_anywhere`.
+        """
+        if auth_url is None:
+            return self._identify_anywhere(token)
         self.allowed.check(auth_url)  # every call, polls too: a spec's auth_url may come from anywhere
-        if not isinstance(token, str) or not token.strip():
-            raise TokenValidationFailed("no session token given")
-        if len(token) > MAX_TOKEN:
-            raise TokenValidationFailed(f"session token longer than {MAX_TOKEN} characters")
+        _check_token(token)
         key = (token, auth_url)
         now = self._clock()
         hit = self._valid.get(key)
@@ -219,6 +231,28 @@ class Authenticator:
                         self._valid.clear()
                 self._valid[key] = (now + self.cache_seconds, ident)
         return ident
+
+    def _identify_anywhere(self, token: object) -> Identity:
+        """The token's owner by any manager that can be asked without a job naming one.
+
+        Those are the whole URLs in AUTH_MANAGERS and the managers this worker
+        has already loaded, the ones with the token cached first. Fails as a
+        job's own manager would: with the first refusal, else the first
+        outage; with none to ask, as a manager that does not know the token.
+        """
+        _check_token(token)
+        urls = list(dict.fromkeys(self.allowed.urls + tuple(self._clients)))
+        urls.sort(key=lambda url: (token, url) not in self._valid)
+        refusals: list[FacadeError] = []
+        outages: list[FacadeError] = []
+        for url in urls:
+            try:
+                return self.identify(token, url)
+            except TokenValidationFailed as e:
+                refusals.append(e)
+            except AuthManagerUnavailable as e:
+                outages.append(e)
+        raise (refusals + outages + [TokenValidationFailed("the token is unknown or expired")])[0]
 
     @staticmethod
     def _ask(client: AuthManagerClient, token: str) -> Identity:

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 
 import structlog
 
-from .guard import soap_fault
+from .guard import service_namespace, soap_fault
 from .proxies import TrustedProxies, forwarded_scheme
 
 PR_SET_PDEATHSIG = 1
@@ -48,8 +48,8 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _fault_response(proto, status: int, code: str, message: str) -> None:
-    body = soap_fault(code, message)
+def _fault_response(proto, status: int, code: str, message: str, namespace: str | None) -> None:
+    body = soap_fault(code, message, namespace)
     proto.response_bytes(status, [("content-type", "text/xml; charset=utf-8"), ("connection", "close")], body)
 
 
@@ -91,7 +91,9 @@ class WsgiOverRsgi:
     async def _read_body(self, scope, proto) -> bytes | None:
         """The whole body, or None once a refusal has been sent (too large, too slow)."""
         limit = self.max_body_bytes
-        too_big = (413, "Client.RequestTooLarge", f"request body larger than {limit} bytes (MAX_BODY_BYTES)")
+        namespace = service_namespace(getattr(self.app, "namespaces", {}), unquote(scope.path, encoding="latin-1"))
+        too_big = (413, "Client.RequestTooLarge", f"request body larger than {limit} bytes (MAX_BODY_BYTES)",
+                   namespace)
         declared = (scope.headers.get("content-length") or "").strip()
         if declared.isdigit() and int(declared) > limit:
             _fault_response(proto, *too_big)
@@ -110,7 +112,7 @@ class WsgiOverRsgi:
         except TimeoutError:
             log.warning("request_too_slow", path=scope.path, received=size, client=scope.client)
             _fault_response(proto, 408, "Client.RequestTimeout",
-                            f"the request body did not arrive within {self.read_timeout:g} s")
+                            f"the request body did not arrive within {self.read_timeout:g} s", namespace)
             return None
         return b"".join(parts)
 
@@ -165,6 +167,7 @@ class WsgiOverRsgi:
         except Exception:  # noqa: BLE001 - the app already answers its own errors; this is the last net
             log.exception("unhandled_error", path=environ.get("PATH_INFO"))
             return 500, [("content-type", "text/xml; charset=utf-8")], soap_fault(
-                "Server.InternalError", "internal error in the service; the operator will find the details in its log")
+                "Server.InternalError", "internal error in the service; the operator will find the details in its log",
+                service_namespace(getattr(self.app, "namespaces", {}), environ.get("PATH_INFO") or "/"))
         status, headers = started
         return int(status.split(" ", 1)[0]), [(k.lower(), v) for k, v in headers if k.lower() != "content-length"], data

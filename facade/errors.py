@@ -90,3 +90,13 @@ ALL_ERRORS: tuple[type[FacadeError], ...] = (
     InvalidRequest, TokenValidationFailed, WrongProject, UnknownServiceID,
     AuthManagerUnavailable, JobFailed, JobNotActive, ServiceUnavailable, InternalError,
 )
+
+
+def declared_for(faultcode: str) -> type[FacadeError]:
+    """The error whose declared element a fault raised outside the operations carries in its <detail>.
+
+    Every operation declares InvalidRequestFault and InternalErrorFault, so a
+    refusal before any operation runs (the guard, the schema, XML that does
+    not parse) names one of them, and typed clients raise a declared type.
+    """
+    return InvalidRequest if faultcode.startswith("Client") else InternalError

@@ -4,10 +4,12 @@ Only the few files a state needs are opened: spec.json (owner and auth URL),
 state.json, then either queue.json (queued), the progress file and a tail of
 stdout.log (running), the output files (succeeded) or a tail of stderr.log
 (failed). Nothing here writes except `remember_page`, which keeps the digest
-of the last page sent in runs/<sid>/facade.json (the façade is its only writer).
+of the last page sent to each poller in runs/<sid>/facade.json (`SentPages`;
+the façade is its only writer).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +30,7 @@ from .status_page import PageView
 TAIL_LINES = 10
 # XML 1.0 cannot carry these; a program's output must not break the SOAP response.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_HEX = re.compile("[0-9a-f]{1,64}")  # a poller or page digest in facade.json
 
 
 def xml_safe(text: str) -> str:
@@ -164,36 +167,93 @@ def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageVi
 
 
 def failure_message(sid: str, view: PageView) -> str:
-    """The JobFailed faultstring: what ended the job and the last lines it wrote."""
+    """The JobFailed faultstring: what ended the job on its first line, then the last lines it wrote."""
     what = "was aborted" if view.state == "aborted" else "failed"
     parts = [f"job {sid} {what}: {view.detail or 'no reason recorded'}"]
-    if view.exit_code is not None:
+    if view.exit_code is not None and not re.search(rf"\bexit code {view.exit_code}\b", parts[0]):  # said already?
         parts.append(f"exit code {view.exit_code}")
     if view.signal is not None:
         parts.append(f"signal {view.signal}")
     text = "; ".join(parts)
     if view.log_lines:
-        text += f". {view.log_title}:\n" + "\n".join(view.log_lines[-5:])
+        text += f"\n{view.log_title}:\n" + "\n".join(view.log_lines[-5:])
     return xml_safe(text)
 
 
-def last_page(files: RunFiles) -> str | None:
-    try:
-        with open_regular(files.facade_hint) as f:
-            return json.loads(f.read(4096)).get("page")
-    except (FileNotFoundError, NotRegularFile, ValueError, AttributeError):
+def poller(sid: str, token: str) -> str:
+    """Who is polling, as facade.json knows it: a short keyed hash of the session token, never the token.
+
+    One session token is one poller: a workflow manager polls a job with the
+    token it started it with, and one that restarts logs in again (a new
+    token), so it is a new poller and gets the whole page first.
+    """
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8,
+                           key=sid.encode("utf-8", "surrogatepass")[:64]).hexdigest()
+
+
+class SentPages:
+    """runs/<sid>/facade.json: the digest of the last page sent to each of the last MAX_POLLERS pollers.
+
+    A poller is told UNCHANGED (or, after the failure page, JobFailed) only
+    when its own last page has the same digest, so a second poller, or a
+    workflow manager that logged in again, gets the whole page first. The
+    record is padded to HINT_BYTES, so Spool.write_hint overwrites it in place
+    (one pwrite per page sent); the poller least recently sent a page drops
+    out first, and only costs that poller one page sent again.
+    """
+
+    MAX_POLLERS = 8
+    HINT_BYTES = 1024
+
+    def __init__(self, entries: list | None = None):
+        self.entries = entries or []  # [poller, page digest, sent_at] as read, the most recent first; unchecked
+
+    @classmethod
+    def read(cls, files: RunFiles) -> SentPages:
+        """What facade.json says; nothing (every page sent whole) when it is missing, odd or from an older façade."""
+        try:
+            with open_regular(files.facade_hint) as f:
+                sent = json.loads(f.read(cls.HINT_BYTES)).get("sent")
+        except (FileNotFoundError, NotRegularFile, ValueError, AttributeError):
+            return cls()
+        return cls(sent[: cls.MAX_POLLERS] if isinstance(sent, list) else None)
+
+    def last(self, poller_id: str) -> str | None:
+        """The digest of the last page sent to this poller, if facade.json remembers one (checked only here:
+        the poll path reads this file on every poll)."""
+        for entry in self.entries:
+            if isinstance(entry, list) and len(entry) == 3 and entry[0] == poller_id:
+                return entry[1] if isinstance(entry[1], str) else None
         return None
 
+    def record(self, poller_id: str, digest: str, now: float) -> bytes:
+        """facade.json with this poller's page first, the least recent poller dropped beyond MAX_POLLERS."""
+        kept = [(poller_id, digest, now)] + [
+            (e[0], e[1], float(e[2])) for e in self.entries if _sent_entry(e) and e[0] != poller_id]
+        del kept[self.MAX_POLLERS:]
+        while True:
+            data = b'{"sent": [%s]}' % b", ".join(
+                b'["%s", "%s", %.6f]' % (p.encode(), d.encode(), t) for p, d, t in kept)
+            if len(data) < self.HINT_BYTES or len(kept) == 1:
+                return data.ljust(self.HINT_BYTES - 1) + b"\n"
+            kept.pop()
 
-def remember_page(spool: Spool, files: RunFiles, digest: str, now: float) -> None:
-    """facade.json: a fixed-width record, so that Spool.write_hint can overwrite it in place.
+
+def _sent_entry(entry: object) -> bool:
+    return (isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) and _HEX.fullmatch(x)
+                                                              for x in entry[:2])
+            and isinstance(entry[2], (int, float)))
+
+
+def remember_page(spool: Spool, files: RunFiles, record: bytes) -> None:
+    """Write facade.json (a SentPages record) while the run directory exists.
 
     A hint is free to lose (the next page is sent whole): a full or read-only
     disk must not cost the caller its answer.
     """
     if os.path.isdir(files.run):
         try:
-            spool.write_hint(files.facade_hint, b'{"page": "%s", "sent_at": %.6f}\n' % (digest.encode(), now))
+            spool.write_hint(files.facade_hint, record)
         except OSError as e:
             if storage_refused(e) is None:
                 raise

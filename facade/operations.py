@@ -12,17 +12,17 @@ from typing import Any, Callable
 
 import structlog
 
+from jobs import submit as submitting
 from jobs.definitions import Definition
-from jobs.errors import SpecError
 from jobs.runfiles import RunFiles
 from jobs.spec import JobSpec
-from jobs.spool import NotRegularFile, Spool, open_regular, validate_service_id
+from jobs.spool import NotRegularFile, ServiceId, Spool, open_regular
 from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
-from .errors import (InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable, TokenValidationFailed,
-                     WrongProject)
+from .errors import (FacadeError, InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable,
+                     TokenValidationFailed, WrongProject)
 from .status_page import encode, render
 
 COMPLETED = "COMPLETED"
@@ -33,13 +33,11 @@ ABORT_POLL_SECONDS = 0.05
 log = structlog.get_logger("facade")  # lazy: configured later, by the entry point
 
 
-def checked_service_id(value: object) -> str:
-    if value is None or value == "":
-        raise InvalidRequest("serviceID: required")
+def checked_service_id(value: object) -> ServiceId:
     try:
-        return validate_service_id(value)
-    except SpecError as e:
-        raise InvalidRequest(str(e)) from None
+        return submitting.checked_service_id(value)
+    except submitting.SubmitError as e:
+        raise InvalidRequest(e.message) from None
 
 
 class Operations:
@@ -64,23 +62,23 @@ class Operations:
         auth_url = ExtraParameters(extra).auth_url()
         ident = self.auth.identify(token, auth_url)
         try:
-            inputs = d.validate_inputs(raw_inputs)
-        except SpecError as e:
-            raise InvalidRequest(f"invalid input {e}") from None
-        files = RunFiles(self.spool, sid)
-        if os.path.isdir(files.run) or os.path.exists(files.incoming):
-            return self._retried_start(d, files, token, ident, auth_url)
-        spec = JobSpec(service_id=sid, job=d.name, inputs=inputs, auth_url=auth_url,
-                       owner={"username": ident.username, "project": ident.project})
-        if not self.spool.submit(spec.to_json(), sid):
-            return self._retried_start(d, files, token, ident, auth_url)
-        log.info("job_submitted", job=d.name, inputs=inputs, username=ident.username, project=ident.project)
+            done = submitting.submit(
+                self.spool, d, sid, raw_inputs, {"username": ident.username, "project": ident.project}, auth_url,
+                known_spec=lambda files: jobview.load_spec(files, self.definitions, d, self.specs))
+        except submitting.SubmitError as e:
+            if e.kind != "storage":
+                raise InvalidRequest(e.message) from None
+            log.warning("storage_refused", errno=e.errno_name, error=str(e.__cause__))
+            raise ServiceUnavailable(e.message) from None
+        if not done.new:
+            return self._retried_start(d, self.spool.files(sid), done.spec, token, ident, auth_url)
+        log.info("job_submitted", job=d.name, inputs=done.spec.inputs, username=ident.username,
+                 project=ident.project)
         view = jobview.queued_view(self.spool, d, sid, None, headline="Job accepted")
         return (encode(render(view, self.clock())),) + jobview.placeholders(d)
 
-    def _retried_start(self, d: Definition, files: RunFiles, token: object, ident: Identity,
+    def _retried_start(self, d: Definition, files: RunFiles, spec: JobSpec, token: object, ident: Identity,
                        auth_url: str):
-        spec = jobview.load_spec(files, self.definitions, d, self.specs)
         if spec.auth_url != auth_url:
             ident = self._identify(spec, token)
         self._check_project(spec, files.sid, ident)
@@ -90,10 +88,14 @@ class Operations:
     # -- getServiceStatus ------------------------------------------------------
     def status(self, d: Definition, service_id: object, token: object) -> tuple[str, ...]:
         files = self._authorized(d, service_id, token)
-        return self._answer(d, files, record=True)
+        return self._answer(d, files, record=True, poller=jobview.poller(files.sid, token))
 
-    def _answer(self, d: Definition, files: RunFiles, record: bool) -> tuple[str, ...]:
-        """COMPLETED + outputs, UNCHANGED, a status page, or JobFailed (see facade.service)."""
+    def _answer(self, d: Definition, files: RunFiles, record: bool, poller: str = "") -> tuple[str, ...]:
+        """COMPLETED + outputs, UNCHANGED, a status page, or JobFailed (see facade.service).
+
+        With `record`, UNCHANGED and JobFailed only for a poller whose own last
+        page was this one (jobview.SentPages).
+        """
         sid = files.sid
         run = jobview.read_run(files)
         if run is not None and run.state is JobState.SUCCEEDED:
@@ -107,7 +109,8 @@ class Operations:
         rest = jobview.placeholders(d)
         if record and run is not None:
             digest = view.digest()
-            if jobview.last_page(files) == digest:
+            sent = jobview.SentPages.read(files)
+            if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
                     log.info("job_failed_fault", state=view.state, reason=view.detail)
                     raise JobFailed(jobview.failure_message(sid, view),
@@ -115,7 +118,7 @@ class Operations:
                 return (UNCHANGED,) + rest
             now = self.clock()
             page = encode(render(view, now))
-            jobview.remember_page(self.spool, files, digest, now)
+            jobview.remember_page(self.spool, files, sent.record(poller, digest, now))
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
 
@@ -177,16 +180,32 @@ class Operations:
 
     # -- shared checks -------------------------------------------------------
     def _authorized(self, d: Definition, service_id: object, token: object) -> RunFiles:
-        """The job's files, once the token is valid for the job's auth URL and project."""
-        files = RunFiles(self.spool, checked_service_id(service_id))
-        spec = jobview.load_spec(files, self.definitions, d, self.specs)
+        """The job's files, once the token is valid for the job's auth URL and project.
+
+        The token comes first, as in the reference: a caller whose token no
+        allowed authentication manager accepts gets the same fault whether
+        the serviceID exists or not (an unknown or unreadable job is only
+        named once the token is valid somewhere).
+        """
+        files = self.spool.files(checked_service_id(service_id))
+        try:
+            spec = jobview.load_spec(files, self.definitions, d, self.specs)
+        except FacadeError:
+            self.auth.identify(token, None)
+            raise
         self._check_project(spec, files.sid, self._identify(spec, token))
         return files
 
     def _identify(self, spec: JobSpec, token: object) -> Identity:
+        """The token's owner by the job's recorded authentication manager; what is odd about that, only afterwards."""
         if spec.auth_url is None:
+            self.auth.identify(token, None)
             raise TokenValidationFailed("this job was not submitted through SOAP; no authentication manager is on record for it")
-        return self.auth.identify(token, spec.auth_url)
+        try:
+            return self.auth.identify(token, spec.auth_url)
+        except InvalidRequest:  # the recorded manager is no longer in AUTH_MANAGERS
+            self.auth.identify(token, None)
+            raise
 
     @staticmethod
     def _check_project(spec: JobSpec, sid: str, ident: Identity) -> None:

@@ -8,14 +8,21 @@ lxml schema validation checks types before our code runs; its messages
 element 'secondsToWait': ...", and a body naming an operation the service
 does not have, or disagreeing with its SOAPAction header, gets a fault that
 lists the operations instead of "No matching global declaration".
+
+`TypedSoap11` is the out-protocol: faults raised before any operation runs
+(these, spyne's own for unparsable XML) would carry no <detail>, and typed
+clients (JAX-WS, .NET, zeep) see no declared fault in them.
 """
 from __future__ import annotations
 
 import re
 import threading
 
+from lxml import etree
 from spyne import Fault
 from spyne.protocol.soap import Soap11
+
+from .errors import declared_for
 
 _NS = re.compile(r"\{[^}]*\}")
 MAX_FAULT_TEXT = 300
@@ -73,6 +80,25 @@ class SafeSoap11(Soap11):
                 text = "e" + text[1:]
             raise Fault("Client.InvalidRequest", f"invalid request: {_short(text)}")
         return None
+
+
+class TypedSoap11(Soap11):
+    """Soap11 out-protocol: every fault carries an element the WSDL declares for every operation.
+
+    The operations' own faults come with theirs (facade.service); any other
+    fault (a schema failure, XML that does not parse, an unknown operation)
+    gets an empty InvalidRequestFault element for a Client.* faultcode, else
+    InternalErrorFault (facade.errors.declared_for), so a client generated
+    from the WSDL raises a declared type instead of an untyped
+    SOAPFaultException.
+    """
+
+    def fault_to_parent(self, ctx, cls, inst, parent, ns, *args, **kwargs):
+        if inst.detail is None:
+            tns = self.app.interface.get_tns()
+            name = declared_for(str(inst.faultcode)).fault_name
+            inst.detail = etree.Element(f"{{{tns}}}{name}", nsmap={"tns": tns})
+        return super().fault_to_parent(ctx, cls, inst, parent, ns, *args, **kwargs)
 
 
 def soap_action(environ: dict) -> str:

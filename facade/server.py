@@ -18,6 +18,7 @@ import structlog
 from jobs import config as config_mod
 from jobs import logs
 from jobs.errors import JobsError
+from jobs.ports import require_free
 
 from .app import make_app
 from .bridge import WsgiOverRsgi
@@ -74,6 +75,7 @@ def main() -> int:
     try:
         cfg = config_mod.load()
         logs.configure(cfg.log_level)
+        require_free("FACADE_PORT", cfg.facade_host, cfg.facade_port)  # granian would share it (SO_REUSEPORT)
         wsgi_app = make_app(cfg)
     except JobsError as e:
         print(f"facade: error: {e}", file=sys.stderr)

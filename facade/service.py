@@ -22,9 +22,9 @@ What getServiceStatus answers, by the supervisor's state of the job:
   file, elapsed time, estimated remaining time, last lines of stdout.log);
 * SUCCEEDED: `COMPLETED` (not encoded) and the outputs read from the attempt's
   files (one trailing newline stripped, at most max_bytes);
-* FAILED / ABORTED: the first poll after the end returns a failure page
+* FAILED / ABORTED: a poller's first poll after the end returns a failure page
   (reason, exit code or signal, last lines of stderr.log) so the workflow
-  manager shows the user what happened; the next poll raises `JobFailedFault`
+  manager shows the user what happened; its next poll raises `JobFailedFault`
   carrying the same reason and output tail. Why both: the WFM keeps polling
   until it gets `COMPLETED` or a fault, and answering `COMPLETED` would feed
   placeholder outputs into the next workflow step as if they were results. A
@@ -32,8 +32,14 @@ What getServiceStatus answers, by the supervisor's state of the job:
   the user a stack trace instead of the reason. The page-then-fault order
   falls out of the UNCHANGED rule: a terminal failure page that would be
   "unchanged" is the fault.
-* `UNCHANGED` when the page would say the same as the last page sent for this
-  serviceID (its digest excludes clock-derived values; kept in facade.json).
+* `UNCHANGED` when the page would say the same as the last page sent to this
+  poller (its session token) for this serviceID (the digest excludes
+  clock-derived values; kept in facade.json, facade.jobview.SentPages), so
+  every poller gets the whole page before it is ever told UNCHANGED.
+
+Every fault carries in its <detail> the element the WSDL declares for it:
+the operations' own faults theirs, faults raised before an operation runs
+(schema, guard) InvalidRequestFault (facade.protocol.TypedSoap11).
 
 A repeated start call for a known serviceID answers like getServiceStatus but
 never UNCHANGED and never the fault, and records nothing.

@@ -2,6 +2,8 @@
 
 Self-contained (inline CSS, no script, no external resource), one look for
 every state, and every value that comes from the program or a user is escaped.
+The card carries what a program needs as data-* attributes (`_data`), so a
+client reads the state, reason, exit code and progress without the wording.
 `PageView` holds what a page says apart from the clock; its `digest()` decides
 whether a poll may answer `UNCHANGED`, so elapsed time and ETA, which change on
 every poll, are computed at render time from `now` and never part of it.
@@ -121,24 +123,39 @@ pre{margin:0;padding:10px 12px;overflow:auto;background:#1f2933;color:#e4e7eb;bo
 """
 
 
+def _progress(view: PageView) -> float | None:
+    """The percentage the bar shows, None while it is not known (the bar then says "waiting")."""
+    if view.state == "succeeded":
+        return 100.0
+    return None if view.percent is None else max(0.0, min(100.0, view.percent))
+
+
+def _data(view: PageView, progress: float | None) -> str:
+    """The card's data-* attributes: what the page says for programs (waiter-client), apart from its wording."""
+    attrs = {"data-state": view.state, "data-reason": view.detail,
+             "data-exit-code": view.exit_code, "data-signal": view.signal, "data-stopped": view.stopped or None,
+             "data-progress": None if progress is None else f"{progress:.0f}"}
+    return "".join(f" {k}=\"{escape(str(v), quote=True)}\"" for k, v in attrs.items() if v is not None)
+
+
 def render(view: PageView, now: float) -> str:
     """The page for `view` as seen at time `now` (a UNIX time)."""
     e = lambda v: escape(str(v), quote=True)  # noqa: E731
+    progress = _progress(view)
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">",
         f"<title>{e(view.title)}: {e(_BADGES[view.state])}</title><style>{_CSS}</style></head>",
-        f"<body><div class=\"card s-{view.state}\">",
+        f"<body><div class=\"card s-{view.state}\"{_data(view, progress)}>",
         f"<div class=\"head\"><h1>{e(view.title)}</h1><span class=\"badge\">{e(_BADGES[view.state])}</span></div>",
         f"<p class=\"headline\">{e(view.headline)}</p>",
     ]
     if view.detail:
         parts.append(f"<p class=\"detail\">{e(view.detail)}</p>")
     if view.percent is not None or view.state in ("queued", "running", "stopping", "succeeded"):
-        pct = 100.0 if view.state == "succeeded" else max(0.0, min(100.0, view.percent or 0.0))
-        label = f"{pct:.0f} %" if view.percent is not None or view.state == "succeeded" else "waiting"
-        known = f" data-progress=\"{pct:.0f}\"" if view.percent is not None or view.state == "succeeded" else ""
-        parts.append(f"<div class=\"bar\"{known}><div class=\"fill\" style=\"width:{pct:.1f}%\"></div>"
+        pct = progress if progress is not None else 0.0
+        label = f"{pct:.0f} %" if progress is not None else "waiting"
+        parts.append(f"<div class=\"bar\"><div class=\"fill\" style=\"width:{pct:.1f}%\"></div>"
                      f"<span>{e(label)}</span></div>")
     parts.append("<dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _facts(view, now)) + "</dl>")
     if view.log_lines:

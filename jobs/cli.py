@@ -48,3 +48,10 @@ def run(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         note(f"{prog}: interrupted")
         return INTERRUPTED
+
+
+def service_args(prog: str, description: str, argv: list[str] | None) -> None:
+    """A service's command line (supervisor, façade, console): --help only; every setting is in the env file."""
+    Parser(prog=prog, description=description,
+           epilog="Every setting comes from the env file: ENV_FILE, else ./env, else the source checkout's env, "
+                  "else /etc/spoolsoap/env (README, Configuration).").parse_args(argv)

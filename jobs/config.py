@@ -1,12 +1,17 @@
-"""Configuration: the `env` file, overridden by environment variables, parsed once."""
+"""Configuration: the `env` file, overridden by environment variables, parsed once.
+
+Every key is one row of SETTINGS (name, default, parser, readers, doc); Config and
+load() are made from that table, so a new key is one new row (and a line in `env`).
+"""
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from .errors import ConfigError
 
@@ -40,7 +45,7 @@ def find_env_file(environ: dict[str, str]) -> Path | None:
 
 _SEMWES_ROOT = re.compile(r"/[a-z0-9-]{1,32}")
 _DEEP_ROOT = re.compile(r"(/[A-Za-z0-9._~-]+)+")
-_LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 EXECUTORS = ("local", "slurm")
 _SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,-]{0,127}")
 # sbatch options the slurm executor sets itself (supervisor/slurm.py); refused in SLURM_OPTIONS
@@ -93,13 +98,6 @@ def _number(name: str, raw: str, lo: float, hi: float, kind: type = float):
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value}: must be in [{lo}, {hi}]")
     return value
-
-
-def _int(name: str, raw: str, lo: int, hi: int) -> int:
-    return _number(name, raw, lo, hi, int)
-
-
-_float = _number
 
 
 def slurm_name_problem(value: str) -> str | None:
@@ -157,95 +155,137 @@ def _addresses(name: str, raw: str) -> tuple[str, ...]:
     return entries
 
 
-def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
-    if raw not in allowed:
+def _choice(name: str, raw: str, allowed: tuple[str, ...], fold=lambda v: v) -> str:
+    """One of `allowed`, after `fold` (LOG_LEVEL takes any case); the message shows what was written."""
+    if fold(raw) not in allowed:
         raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
+    return fold(raw)
+
+
+def _words(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(u for u in re.split(r"[,\s]+", raw) if u)
+
+
+# A parser takes (key, text as written, the env file's directory) and returns the value, or raises
+# ConfigError naming the key and its allowed range. The factories below make the usual ones.
+Parser = Callable[[str, str, Path], Any]
+
+
+def _text(name: str, raw: str, base: Path) -> str:
     return raw
 
 
+def _path(name: str, raw: str, base: Path) -> Path:
+    """Relative to the env file's directory (without one, the current directory)."""
+    p = Path(raw).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def _path_or_none(name: str, raw: str, base: Path) -> Path | None:
+    return _path(name, raw, base) if raw else None
+
+
+def _ranged(kind: type, lo: float, hi: float) -> Parser:
+    return lambda name, raw, base: _number(name, raw, lo, hi, kind)
+
+
+def _one_of(allowed: tuple[str, ...], fold=lambda v: v) -> Parser:
+    return lambda name, raw, base: _choice(name, raw, allowed, fold)
+
+
+def _plain(parse: Callable[[str, str], Any]) -> Parser:
+    """A parser that needs no directory."""
+    return lambda name, raw, base: parse(name, raw)
+
+
 @dataclass(frozen=True)
-class Config:
-    context_root: str
-    spool_dir: Path
-    definitions_dir: Path
-    max_parallel_jobs: int
-    retention_days: float
-    reconcile_seconds: float
-    log_level: str
-    facade_host: str
-    facade_port: int
-    facade_workers: int
-    facade_threads: int
-    facade_read_timeout_seconds: float
-    auth_cache_seconds: float
-    auth_timeout_seconds: float
-    auth_managers: tuple[str, ...]
-    forwarded_allow_ips: tuple[str, ...]
-    abort_wait_seconds: float
-    max_body_bytes: int
-    devauth_host: str
-    devauth_port: int
-    devauth_users_file: Path
-    supervisor_watch: bool
-    facade_fast_path: bool
-    executor: str
-    supervisor_on_stop: str
-    slurm_partition: str
-    slurm_account: str
-    slurm_options: tuple[str, ...]
-    slurm_poll_seconds: float
-    slurm_jobcomp_log: Path | None
-    slurm_bin_dir: Path | None
-    console_host: str
-    console_port: int
-    console_secret_file: Path
-    console_operators: tuple[str, ...]
-    console_nice: int
-    env_file: Path | None
+class Setting:
+    """One key of the env file, written once: Config's attribute is key.lower()."""
+    key: str
+    default: str | Callable[[Path], str]  # as written in the env file; a callable takes state_dir()
+    type: Any
+    parse: Parser
+    readers: tuple[str, ...]  # the components that read it (tests/test_config.py checks it)
+    doc: str
 
     @property
-    def retention_seconds(self) -> float:
-        return self.retention_days * 86400
+    def attr(self) -> str:
+        return self.key.lower()
 
 
-_DEFAULTS = {
-    "CONTEXT_ROOT": "/demo-waiter",
-    "SPOOL_DIR": "",            # built-in: state_dir()/spool
-    "DEFINITIONS_DIR": str(PACKAGE_DEFINITIONS),
-    "MAX_PARALLEL_JOBS": "4",
-    "RETENTION_DAYS": "7",
-    "RECONCILE_SECONDS": "5",
-    "LOG_LEVEL": "info",
-    "FACADE_HOST": "127.0.0.1",
-    "FACADE_PORT": "8080",
-    "FACADE_WORKERS": "2",
-    "FACADE_THREADS": "8",
-    "FACADE_READ_TIMEOUT_SECONDS": "10",
-    "AUTH_CACHE_SECONDS": "30",
-    "AUTH_TIMEOUT_SECONDS": "5",
-    "AUTH_MANAGERS": "",
-    "FORWARDED_ALLOW_IPS": "127.0.0.1,::1",
-    "ABORT_WAIT_SECONDS": "4",
-    "MAX_BODY_BYTES": "1048576",
-    "DEVAUTH_HOST": "127.0.0.1",
-    "DEVAUTH_PORT": "8081",
-    "DEVAUTH_USERS_FILE": "",   # built-in: state_dir()/devauth/users.json
-    "SUPERVISOR_WATCH": "true",
-    "FACADE_FAST_PATH": "true",
-    "EXECUTOR": "local",
-    "SUPERVISOR_ON_STOP": "leave",
-    "SLURM_PARTITION": "",
-    "SLURM_ACCOUNT": "",
-    "SLURM_OPTIONS": "",
-    "SLURM_POLL_SECONDS": "2",
-    "SLURM_JOBCOMP_LOG": "",
-    "SLURM_BIN_DIR": "",
-    "CONSOLE_HOST": "127.0.0.1",
-    "CONSOLE_PORT": "8082",
-    "CONSOLE_SECRET_FILE": "",  # built-in: state_dir()/console/secret
-    "CONSOLE_OPERATORS": "",
-    "CONSOLE_NICE": "10",
-}
+def _under_state(*parts: str) -> Callable[[Path], str]:
+    return lambda state: str(state.joinpath(*parts))
+
+
+_PORT = _ranged(int, 0, 65535)
+_WORDS = _plain(_words)
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CONTEXT_ROOT", "/demo-waiter", str, lambda name, raw, base: validate_context_root(raw),
+            ("facade", "client", "bench"), "where the facade is mounted: /<project>-<service> or a deeper path"),
+    Setting("SPOOL_DIR", _under_state("spool"), Path, _path,
+            ("supervisor", "facade", "console", "jobctl", "bench"), "the spool, shared by every component"),
+    Setting("DEFINITIONS_DIR", str(PACKAGE_DEFINITIONS), Path, _path,
+            ("supervisor", "facade", "console", "jobctl"), "the job definitions (*.toml)"),
+    Setting("MAX_PARALLEL_JOBS", "4", int, _ranged(int, 1, 10000), ("supervisor",), "jobs running at once"),
+    Setting("RETENTION_DAYS", "7", float, _ranged(float, 0, 3650), ("supervisor",),
+            "how long a finished run is kept (read as retention_seconds)"),
+    Setting("RECONCILE_SECONDS", "5", float, _ranged(float, 0.1, 3600), ("supervisor", "facade", "console", "jobctl"),
+            "the supervisor's full rescan; its heartbeat is judged by it"),
+    Setting("LOG_LEVEL", "info", str, _one_of(LOG_LEVELS, str.lower),
+            ("supervisor", "facade", "console", "devauth"), "debug, info, warning or error (any case)"),
+    Setting("FACADE_HOST", "127.0.0.1", str, _text, ("facade", "client"), "the facade's listening address"),
+    Setting("FACADE_PORT", "8080", int, _PORT, ("facade", "client"), "the facade's port"),
+    Setting("FACADE_WORKERS", "2", int, _ranged(int, 1, 64), ("facade", "bench"), "granian worker processes"),
+    Setting("FACADE_THREADS", "8", int, _ranged(int, 1, 256), ("facade",), "threads per worker running SOAP calls"),
+    Setting("FACADE_READ_TIMEOUT_SECONDS", "10", float, _ranged(float, 1, 60), ("facade",),
+            "a client's time to send its headers, then its body"),
+    Setting("AUTH_CACHE_SECONDS", "30", float, _ranged(float, 0, 3600), ("facade", "console"),
+            "how long a validated session token is trusted"),
+    Setting("AUTH_TIMEOUT_SECONDS", "5", float, _ranged(float, 0.1, 60), ("facade", "console"),
+            "a call to the authentication manager"),
+    Setting("AUTH_MANAGERS", "", tuple[str, ...], _WORDS, ("facade", "console"),
+            "the authentication managers' WSDL URLs or URL prefixes that may be asked"),
+    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", tuple[str, ...], _plain(_addresses), ("facade",),
+            "reverse proxies whose X-Forwarded-* headers are believed"),
+    Setting("ABORT_WAIT_SECONDS", "4", float, _ranged(float, 0, 30), ("facade",),
+            "how long abortService waits for the job to stop"),
+    Setting("MAX_BODY_BYTES", "1048576", int, _ranged(int, 1024, 64 * 1024 * 1024), ("facade",),
+            "the largest request body"),
+    Setting("DEVAUTH_HOST", "127.0.0.1", str, _text, ("devauth", "client"), "the development auth manager's address"),
+    Setting("DEVAUTH_PORT", "8081", int, _PORT, ("devauth", "client"), "the development auth manager's port"),
+    Setting("DEVAUTH_USERS_FILE", _under_state("devauth", "users.json"), Path, _path, ("devauth",),
+            "the development auth manager's users"),
+    Setting("SUPERVISOR_WATCH", "true", bool, _plain(_flag), ("supervisor",),
+            "wake the supervisor on spool events (watchdog), besides its rescans"),
+    Setting("FACADE_FAST_PATH", "true", bool, _plain(_flag), ("facade",),
+            "answer plain getServiceStatus polls without spyne"),
+    Setting("EXECUTOR", "local", str, _one_of(EXECUTORS), ("supervisor", "jobctl"),
+            "where jobs run: local or slurm"),
+    Setting("SUPERVISOR_ON_STOP", "leave", str, _one_of(("leave", "requeue")), ("supervisor",),
+            "on SIGTERM: leave jobs running, or requeue them"),
+    Setting("SLURM_PARTITION", "", str, _plain(_slurm_name), ("supervisor",), "sbatch --partition; empty: the default"),
+    Setting("SLURM_ACCOUNT", "", str, _plain(_slurm_name), ("supervisor",), "sbatch --account; empty: the default"),
+    Setting("SLURM_OPTIONS", "", tuple[str, ...], lambda name, raw, base: _slurm_options(raw), ("supervisor",),
+            "more sbatch options, one argument each"),
+    Setting("SLURM_POLL_SECONDS", "2", float, _ranged(float, 0.2, 600), ("supervisor",), "how often Slurm is asked"),
+    Setting("SLURM_JOBCOMP_LOG", "", Path | None, _path_or_none, ("supervisor",),
+            "Slurm's job-completion log, for jobs slurmctld forgot"),
+    Setting("SLURM_BIN_DIR", "", Path | None, _path_or_none, ("supervisor",), "where sbatch, squeue... are"),
+    Setting("CONSOLE_HOST", "127.0.0.1", str, _text, ("console",), "the console's listening address"),
+    Setting("CONSOLE_PORT", "8082", int, _PORT, ("console",), "the console's port"),
+    Setting("CONSOLE_SECRET_FILE", _under_state("console", "secret"), Path, _path, ("console",),
+            "the console's session-signing key"),
+    Setting("CONSOLE_OPERATORS", "", tuple[str, ...], _WORDS, ("console",),
+            "usernames that see and act on every project's jobs"),
+    Setting("CONSOLE_NICE", "10", int, _ranged(int, 0, 19), ("console",), "the console's niceness"),
+)
+CONFIG_KEYS = tuple(s.key for s in SETTINGS)
+_KNOWN = frozenset(CONFIG_KEYS)
+
+Config = make_dataclass(
+    "Config", [(s.attr, s.type) for s in SETTINGS] + [("env_file", Path | None)], frozen=True,
+    namespace={"__module__": __name__, "__doc__": "Every setting, parsed once (one attribute per SETTINGS row, and the env file read).",
+               "retention_seconds": property(lambda self: self.retention_days * 86400)})
 
 
 def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -257,63 +297,9 @@ def load(env_file: str | os.PathLike | None = None, environ: dict[str, str] | No
     environ = os.environ if environ is None else environ
     path = Path(env_file).resolve() if env_file else find_env_file(environ)
     state = state_dir(environ)
-    raw = dict(_DEFAULTS, SPOOL_DIR=str(state / "spool"), DEVAUTH_USERS_FILE=str(state / "devauth" / "users.json"),
-               CONSOLE_SECRET_FILE=str(state / "console" / "secret"))
+    raw = {s.key: s.default(state) if callable(s.default) else s.default for s in SETTINGS}
     if path is not None:
         raw.update(read_env_file(path))
-    raw.update({k: v for k, v in environ.items() if k in _DEFAULTS})
+    raw.update({k: v for k, v in environ.items() if k in _KNOWN})
     base = path.parent if path is not None else Path.cwd()
-
-    def _path(name: str) -> Path:
-        p = Path(raw[name]).expanduser()
-        return (p if p.is_absolute() else base / p).resolve()
-
-    level = raw["LOG_LEVEL"].lower()
-    if level not in _LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL={raw['LOG_LEVEL']!r}: must be one of {', '.join(_LOG_LEVELS)}")
-    watch = raw["SUPERVISOR_WATCH"].lower()
-    if watch not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigError(f"SUPERVISOR_WATCH={raw['SUPERVISOR_WATCH']!r}: must be true or false")
-    return Config(
-        context_root=validate_context_root(raw["CONTEXT_ROOT"]),
-        spool_dir=_path("SPOOL_DIR"),
-        definitions_dir=_path("DEFINITIONS_DIR"),
-        max_parallel_jobs=_int("MAX_PARALLEL_JOBS", raw["MAX_PARALLEL_JOBS"], 1, 10000),
-        retention_days=_float("RETENTION_DAYS", raw["RETENTION_DAYS"], 0, 3650),
-        reconcile_seconds=_float("RECONCILE_SECONDS", raw["RECONCILE_SECONDS"], 0.1, 3600),
-        log_level=level,
-        facade_host=raw["FACADE_HOST"],
-        facade_port=_int("FACADE_PORT", raw["FACADE_PORT"], 0, 65535),
-        facade_workers=_int("FACADE_WORKERS", raw["FACADE_WORKERS"], 1, 64),
-        facade_threads=_int("FACADE_THREADS", raw["FACADE_THREADS"], 1, 256),
-        facade_read_timeout_seconds=_float("FACADE_READ_TIMEOUT_SECONDS", raw["FACADE_READ_TIMEOUT_SECONDS"], 1, 60),
-        auth_cache_seconds=_float("AUTH_CACHE_SECONDS", raw["AUTH_CACHE_SECONDS"], 0, 3600),
-        auth_timeout_seconds=_float("AUTH_TIMEOUT_SECONDS", raw["AUTH_TIMEOUT_SECONDS"], 0.1, 60),
-        auth_managers=tuple(u for u in re.split(r"[,\s]+", raw["AUTH_MANAGERS"]) if u),
-        forwarded_allow_ips=_addresses("FORWARDED_ALLOW_IPS", raw["FORWARDED_ALLOW_IPS"]),
-        abort_wait_seconds=_float("ABORT_WAIT_SECONDS", raw["ABORT_WAIT_SECONDS"], 0, 30),
-        max_body_bytes=_int("MAX_BODY_BYTES", raw["MAX_BODY_BYTES"], 1024, 64 * 1024 * 1024),
-        devauth_host=raw["DEVAUTH_HOST"],
-        devauth_port=_int("DEVAUTH_PORT", raw["DEVAUTH_PORT"], 0, 65535),
-        devauth_users_file=_path("DEVAUTH_USERS_FILE"),
-        supervisor_watch=watch in ("true", "1", "yes"),
-        facade_fast_path=_flag("FACADE_FAST_PATH", raw["FACADE_FAST_PATH"]),
-        executor=_choice("EXECUTOR", raw["EXECUTOR"], EXECUTORS),
-        supervisor_on_stop=_choice("SUPERVISOR_ON_STOP", raw["SUPERVISOR_ON_STOP"], ("leave", "requeue")),
-        slurm_partition=_slurm_name("SLURM_PARTITION", raw["SLURM_PARTITION"]),
-        slurm_account=_slurm_name("SLURM_ACCOUNT", raw["SLURM_ACCOUNT"]),
-        slurm_options=_slurm_options(raw["SLURM_OPTIONS"]),
-        slurm_poll_seconds=_float("SLURM_POLL_SECONDS", raw["SLURM_POLL_SECONDS"], 0.2, 600),
-        slurm_jobcomp_log=_path("SLURM_JOBCOMP_LOG") if raw["SLURM_JOBCOMP_LOG"] else None,
-        slurm_bin_dir=_path("SLURM_BIN_DIR") if raw["SLURM_BIN_DIR"] else None,
-        console_host=raw["CONSOLE_HOST"],
-        console_port=_int("CONSOLE_PORT", raw["CONSOLE_PORT"], 0, 65535),
-        console_secret_file=_path("CONSOLE_SECRET_FILE"),
-        console_operators=tuple(u for u in re.split(r"[,\s]+", raw["CONSOLE_OPERATORS"]) if u),
-        console_nice=_int("CONSOLE_NICE", raw["CONSOLE_NICE"], 0, 19),
-        env_file=path,
-    )
-
-
-CONFIG_KEYS = tuple(_DEFAULTS)
-assert {f.name for f in fields(Config)} >= {k.lower() for k in CONFIG_KEYS}
+    return Config(**{s.attr: s.parse(s.key, raw[s.key], base) for s in SETTINGS}, env_file=path)

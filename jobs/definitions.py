@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .config import EXECUTORS, PROJECT_ROOT, sbatch_options_problem, slurm_name_problem
 from .errors import DefinitionError, SpecError
 from .runfiles import NOTIFICATIONS, RESERVED_FILES
@@ -161,50 +163,96 @@ def _argv_str(v: Any) -> str:
     return str(v)
 
 
-class _Reader:
-    """Typed access to one TOML table that names the file and field on error."""
-
-    def __init__(self, path: Path, table: dict, prefix: str = ""):
-        self.path, self.table, self.prefix = path, table, prefix
-        self.used: set[str] = set()
-
-    def fail(self, key: str, msg: str) -> DefinitionError:
-        return DefinitionError(f"{self.path}: {self.prefix}{key}: {msg}")
-
-    def get(self, key: str, types: type | tuple, default: Any = ..., check=None) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            if default is ...:
-                raise self.fail(key, "required")
-            return default
-        value = self.table[key]
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise self.fail(key, f"must be {_tname(types)}, got a boolean")
-        if not isinstance(value, types):
-            raise self.fail(key, f"must be {_tname(types)}, got {type(value).__name__}")
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise self.fail(key, problem)
-        return value
-
-    def sub(self, key: str, default: Any = ...) -> "_Reader | None":
-        t = self.get(key, dict, default)
-        return None if t is None else _Reader(self.path, t, f"{self.prefix}{key}.")
-
-    def finish(self) -> None:
-        extra = sorted(set(self.table) - self.used)
-        if extra:
-            raise self.fail(extra[0], "unknown field")
+class _InputTable(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    default: Any = None  # its type follows `type`: checked once that is known
+    min: int | float | None = None
+    max: int | float | None = None
+    max_length: int = 4096
+    pattern: str | None = None
+    description: str = ""
 
 
-def _tname(types: type | tuple) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
-             dict: "a table", list: "a list"}
-    ts = types if isinstance(types, tuple) else (types,)
-    if set(ts) == {int, float}:
-        return "a number"
-    return " or ".join(names.get(t, t.__name__) for t in ts)
+class _OutputTable(msgspec.Struct, forbid_unknown_fields=True):
+    file: str
+    placeholder: str = "UNSET"
+    max_bytes: int = 65536
+
+
+class _ProgressTable(msgspec.Struct, forbid_unknown_fields=True):
+    file: str
+    kind: str = "percent"
+
+
+class _LimitsTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    max_runtime_seconds: int | float = 86400
+    abort_grace_seconds: int | float = 10
+
+
+class _RetryTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    count: int = 0
+    delay_seconds: int | float = 5
+    backoff: int | float = 2
+
+
+class _SlurmTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    partition: str | None = None
+    account: str | None = None
+    options: list[Any] = []
+
+
+class _DefinitionFile(msgspec.Struct, forbid_unknown_fields=True):
+    """A definition file's shape; the tables keyed by names (files, inputs, outputs, env) are
+    converted one entry at a time, so that a problem names its key."""
+    service: str
+    namespace: str
+    start_method: str
+    argv: list[Any]
+    description: str = ""
+    executor: str | None = None
+    files: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    progress: _ProgressTable | None = None
+    limits: _LimitsTable = _LimitsTable()
+    retry: _RetryTable = _RetryTable()
+    env: dict[str, Any] = {}
+    slurm: _SlurmTable = _SlurmTable()
+
+
+_EXPECTED = {"str": "a string", "int": "an integer", "int | float": "a number", "bool": "a boolean",
+             "object": "a table", "array": "a list"}
+_GOT = {"array": "list", "object": "dict"}
+_MSGSPEC_PROBLEM = re.compile(r"(?P<text>.*?)(?: - at `\$(?P<at>[^`]*)`)?")
+_NAMED_FIELD = re.compile(r"Object (missing required|contains unknown) field `(?P<name>[^`]*)`")
+_WRONG_TYPE = re.compile(r"Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`")
+
+
+def _field_problem(message: str, where: str) -> str:
+    """msgspec's complaint as `field: problem`, in the words the definitions always used."""
+    m = _MSGSPEC_PROBLEM.fullmatch(message)
+    text, field_name = m["text"], (where + (m["at"] or "")).strip(".")
+    if named := _NAMED_FIELD.fullmatch(text):
+        field_name = f"{field_name}.{named['name']}".strip(".")
+        return f"{field_name}: {'required' if named[1].startswith('missing') else 'unknown field'}"
+    if typed := _WRONG_TYPE.fullmatch(text):
+        want = _EXPECTED.get(typed["want"].removesuffix(" | null"), typed["want"])
+        got = "a boolean" if typed["got"] == "bool" else _GOT.get(typed["got"], typed["got"])
+        return f"{field_name}: must be {want}, got {got}"
+    return f"{field_name}: {text}"
+
+
+def _convert(path: Path, value: Any, kind: Any, where: str = "") -> Any:
+    """A TOML value as `kind` (bool is no number); DefinitionError `file: field: problem` if it is not one."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as e:
+        raise DefinitionError(f"{path}: {_field_problem(str(e), where)}") from None
+
+
+def _check(path: Path, where: str, problem: str | None) -> None:
+    if problem:
+        raise DefinitionError(f"{path}: {where}: {problem}")
 
 
 def _positive(v: float) -> str | None:
@@ -219,119 +267,110 @@ def _ident(v: str) -> str | None:
     return None if _NAME.fullmatch(v) else "must be an identifier (letters, digits, _)"
 
 
+def _in_files(files: dict[str, str], v: str) -> str | None:
+    return None if v in files else f"must name a key of [files] ({', '.join(files) or 'none'})"
+
+
+_INPUT_PYTYPES = {"integer": int, "float": int | float, "string": str, "boolean": bool}
+
+
+def _load_files(path: Path, table: dict[str, Any]) -> dict[str, str]:
+    files = {}
+    for key, value in table.items():
+        fname = _convert(path, value, str, f"files.{key}")
+        _check(path, f"files.{key}", None if _FILE.fullmatch(fname) else "must be a plain file name")
+        _check(path, f"files.{key}", None if _NAME.fullmatch(key) else "file keys must be identifiers")
+        _check(path, f"files.{key}", f"{fname!r} is reserved for the supervisor" if fname in RESERVED_FILES else None)
+        files[key] = fname
+    return files
+
+
+def _load_input(path: Path, iname: str, value: Any) -> InputSpec:
+    where = f"inputs.{iname}"
+    _check(path, where, None if _NAME.fullmatch(iname) and iname not in RESERVED_METHOD_PARAMS else
+           "input names must be identifiers and not serviceID/sessionToken/extraParameters")
+    t = _convert(path, value, _InputTable, where)
+    _check(path, f"{where}.type", None if t.type in INPUT_TYPES else f"must be one of {', '.join(INPUT_TYPES)}")
+    _check(path, f"{where}.max_length", _positive(t.max_length))
+    _check(path, f"{where}.pattern", None if t.pattern is None else _regex_problem(t.pattern))
+    default = None if t.default is None else _convert(path, t.default, _INPUT_PYTYPES[t.type], f"{where}.default")
+    spec = InputSpec(name=iname, type=t.type, default=default, min=t.min, max=t.max, max_length=t.max_length,
+                     pattern=t.pattern, description=t.description)
+    if t.type in ("integer", "float") and (spec.min is None or spec.max is None):
+        _check(path, f"{where}.{'max' if spec.min is not None else 'min'}", "numeric inputs need both min and max bounds")
+    if spec.min is not None and spec.max is not None and spec.min > spec.max:
+        _check(path, f"{where}.min", "is greater than max")
+    if spec.default is not None:
+        try:
+            spec.coerce(spec.default)
+        except SpecError as e:
+            _check(path, f"{where}.default", str(e))
+    return spec
+
+
+def _load_output(path: Path, oname: str, value: Any, files: dict[str, str]) -> OutputSpec:
+    where = f"outputs.{oname}"
+    _check(path, where, None if _NAME.fullmatch(oname) and oname not in RESERVED_OUTPUTS else
+           "output names must be identifiers other than status_base64")
+    t = _convert(path, value, _OutputTable, where)
+    _check(path, f"{where}.file", _in_files(files, t.file))
+    _check(path, f"{where}.max_bytes", _positive(t.max_bytes))
+    return OutputSpec(name=oname, file=t.file, placeholder=t.placeholder, max_bytes=t.max_bytes)
+
+
 def load_definition(path: Path) -> Definition:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise DefinitionError(f"{path}: not valid TOML: {e}") from None
-    r = _Reader(path, data)
     name = path.stem
     if not _NAME.fullmatch(name):
         raise DefinitionError(f"{path}: file name must be an identifier (it names the job type)")
-    service = r.get("service", str, check=_ident)
-    namespace = r.get("namespace", str, check=lambda v: None if v.strip() else "must not be empty")
-    start_method = r.get("start_method", str, check=_ident)
-    if start_method in ("getServiceStatus", "abortService", "notifyService"):
-        raise r.fail("start_method", "clashes with a fixed protocol method")
-    description = r.get("description", str, "")
-    executor = r.get("executor", str, None, check=lambda v: None if v in EXECUTORS else f"must be one of {', '.join(EXECUTORS)}")
-
-    files_r = r.sub("files", {})
-    files = {}
-    for key in files_r.table:
-        fname = files_r.get(key, str, check=lambda v: None if _FILE.fullmatch(v) else "must be a plain file name")
-        if not _NAME.fullmatch(key):
-            raise files_r.fail(key, "file keys must be identifiers")
-        if fname in RESERVED_FILES:
-            raise files_r.fail(key, f"{fname!r} is reserved for the supervisor")
-        files[key] = fname
-
-    inputs = []
-    inputs_r = r.sub("inputs", {})
-    for iname in inputs_r.table:
-        if not _NAME.fullmatch(iname) or iname in RESERVED_METHOD_PARAMS:
-            raise inputs_r.fail(iname, "input names must be identifiers and not serviceID/sessionToken/extraParameters")
-        ir = inputs_r.sub(iname)
-        itype = ir.get("type", str, check=lambda v: None if v in INPUT_TYPES else f"must be one of {', '.join(INPUT_TYPES)}")
-        pytype = {"integer": int, "float": (int, float), "string": str, "boolean": bool}[itype]
-        spec = InputSpec(
-            name=iname,
-            type=itype,
-            default=ir.get("default", pytype, None),
-            min=ir.get("min", (int, float), None),
-            max=ir.get("max", (int, float), None),
-            max_length=ir.get("max_length", int, 4096, check=_positive),
-            pattern=ir.get("pattern", str, None, check=_regex_problem),
-            description=ir.get("description", str, ""),
-        )
-        if itype in ("integer", "float") and (spec.min is None or spec.max is None):
-            raise ir.fail("max" if spec.min is not None else "min", "numeric inputs need both min and max bounds")
-        if spec.min is not None and spec.max is not None and spec.min > spec.max:
-            raise ir.fail("min", "is greater than max")
-        if spec.default is not None:
-            try:
-                spec.coerce(spec.default)
-            except SpecError as e:
-                raise ir.fail("default", str(e)) from None
-        ir.finish()
-        inputs.append(spec)
-
-    outputs = []
-    outputs_r = r.sub("outputs", {})
-    for oname in outputs_r.table:
-        if not _NAME.fullmatch(oname) or oname in RESERVED_OUTPUTS:
-            raise outputs_r.fail(oname, "output names must be identifiers other than status_base64")
-        orr = outputs_r.sub(oname)
-        spec = OutputSpec(
-            name=oname,
-            file=orr.get("file", str, check=lambda v: None if v in files else f"must name a key of [files] ({', '.join(files) or 'none'})"),
-            placeholder=orr.get("placeholder", str, "UNSET"),
-            max_bytes=orr.get("max_bytes", int, 65536, check=_positive),
-        )
-        orr.finish()
-        outputs.append(spec)
-
-    progress_r = r.sub("progress", None)
+    d = _convert(path, data, _DefinitionFile)
+    _check(path, "service", _ident(d.service))
+    _check(path, "namespace", None if d.namespace.strip() else "must not be empty")
+    _check(path, "start_method", _ident(d.start_method))
+    if d.start_method in ("getServiceStatus", "abortService", "notifyService"):
+        _check(path, "start_method", "clashes with a fixed protocol method")
+    if d.executor is not None:
+        _check(path, "executor", None if d.executor in EXECUTORS else f"must be one of {', '.join(EXECUTORS)}")
+    files = _load_files(path, d.files)
+    inputs = [_load_input(path, iname, value) for iname, value in d.inputs.items()]
+    outputs = [_load_output(path, oname, value, files) for oname, value in d.outputs.items()]
     progress_file = None
-    if progress_r is not None:
-        progress_file = progress_r.get("file", str, check=lambda v: None if v in files else "must name a key of [files]")
-        progress_r.get("kind", str, "percent", check=lambda v: None if v == "percent" else "only 'percent' (a 0-100 number) is supported")
-        progress_r.finish()
+    if d.progress is not None:
+        _check(path, "progress.file", None if d.progress.file in files else "must name a key of [files]")
+        _check(path, "progress.kind", None if d.progress.kind == "percent" else "only 'percent' (a 0-100 number) is supported")
+        progress_file = d.progress.file
 
-    argv = r.get("argv", list, check=lambda v: None if v and all(isinstance(a, str) for a in v) else "must be a non-empty list of strings")
+    argv = d.argv
+    _check(path, "argv", None if argv and all(isinstance(a, str) for a in argv) else "must be a non-empty list of strings")
     allowed = set(_FIXED_PLACEHOLDERS) | {f"input.{i.name}" for i in inputs} | {f"file.{k}" for k in files} | {"file.notifications"}
     for a in argv:
         for m in _PLACEHOLDER.finditer(a):
             if m.group(1) not in allowed:
-                raise r.fail("argv", f"unknown placeholder {{{m.group(1)}}}; known: {', '.join(sorted(allowed))}")
+                _check(path, "argv", f"unknown placeholder {{{m.group(1)}}}; known: {', '.join(sorted(allowed))}")
 
-    limits = r.sub("limits", {})
-    max_runtime = limits.get("max_runtime_seconds", (int, float), 86400, check=_positive)
-    grace = limits.get("abort_grace_seconds", (int, float), 10, check=_non_negative)
-    limits.finish()
-    retry_r = r.sub("retry", {})
-    retries = retry_r.get("count", int, 0, check=lambda v: None if 0 <= v <= 100 else "must be in [0, 100]")
-    retry_delay = retry_r.get("delay_seconds", (int, float), 5, check=_non_negative)
-    backoff = retry_r.get("backoff", (int, float), 2, check=lambda v: None if v >= 1 else "must be >= 1")
-    retry_r.finish()
-    env_r = r.sub("env", {})
-    env = {k: env_r.get(k, str) for k in env_r.table}
-    slurm_r = r.sub("slurm", {})
-    slurm = SlurmSettings(
-        partition=slurm_r.get("partition", str, None, check=slurm_name_problem),
-        account=slurm_r.get("account", str, None, check=slurm_name_problem),
-        options=tuple(slurm_r.get("options", list, [], check=lambda v: (
-            "must be a list of strings" if not all(isinstance(o, str) for o in v) else sbatch_options_problem(v)))),
-    )
-    slurm_r.finish()
-    r.finish()
+    _check(path, "limits.max_runtime_seconds", _positive(d.limits.max_runtime_seconds))
+    _check(path, "limits.abort_grace_seconds", _non_negative(d.limits.abort_grace_seconds))
+    _check(path, "retry.count", None if 0 <= d.retry.count <= 100 else "must be in [0, 100]")
+    _check(path, "retry.delay_seconds", _non_negative(d.retry.delay_seconds))
+    _check(path, "retry.backoff", None if d.retry.backoff >= 1 else "must be >= 1")
+    env = {k: _convert(path, v, str, f"env.{k}") for k, v in d.env.items()}
+    for key in ("partition", "account"):
+        value = getattr(d.slurm, key)
+        _check(path, f"slurm.{key}", None if value is None else slurm_name_problem(value))
+    options = d.slurm.options
+    _check(path, "slurm.options", "must be a list of strings" if not all(isinstance(o, str) for o in options)
+           else sbatch_options_problem(options))
     return Definition(
-        name=name, path=path.resolve(), service=service, namespace=namespace, start_method=start_method,
-        description=description, argv=tuple(argv), inputs=tuple(inputs), outputs=tuple(outputs),
-        files=files, progress_file=progress_file, max_runtime_s=float(max_runtime), abort_grace_s=float(grace),
-        retries=retries, retry_delay_s=float(retry_delay), retry_backoff=float(backoff), env=env,
-        executor=executor, slurm=slurm,
+        name=name, path=path.resolve(), service=d.service, namespace=d.namespace, start_method=d.start_method,
+        description=d.description, argv=tuple(argv), inputs=tuple(inputs), outputs=tuple(outputs),
+        files=files, progress_file=progress_file, max_runtime_s=float(d.limits.max_runtime_seconds),
+        abort_grace_s=float(d.limits.abort_grace_seconds), retries=d.retry.count,
+        retry_delay_s=float(d.retry.delay_seconds), retry_backoff=float(d.retry.backoff), env=env,
+        executor=d.executor, slurm=SlurmSettings(d.slurm.partition, d.slurm.account, tuple(options)),
     )
 
 

@@ -7,13 +7,11 @@ the same gauges. The counters and the run-time histogram are totals over the
 runs this process has seen (a run present at start-up counts once, when first
 seen); a run removed by retention keeps its counts.
 
-`SpoolCollector` stays cheap with many finished runs: a state.json is parsed
-again only when its inode, mtime or size changed (the supervisor replaces it
-by a rename, so a change is a new inode); `runs/` is listed again only when
-its mtime moved (or is under a second old: a coarse clock may not have
-moved); the unfinished runs are stat'ed on every scrape, the finished ones
-a tenth at a time, in turn (a finished run changes only when an operator
-restarts it, so that shows within ten scrapes; everything else at once).
+`SpoolCollector` reads the spool through jobs.index.SpoolIndex (without
+definitions: state.json alone), so a scrape costs what changed since the
+last one, and derives its counters from the rows that changed. Scrapes are
+far apart, so each one sweeps at least a tenth of the finished runs (an
+operator's restart of a finished run shows within FINISHED_SLICES scrapes).
 """
 from __future__ import annotations
 
@@ -26,23 +24,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .errors import SpecError
-from .runfiles import STATE
+from .index import Row, SpoolIndex
 from .runstate import RunState, from_iso
-from .spool import SERVICE_ID_RE, Spool, read_json, storage_refused
+from .spool import Spool, storage_refused
 from .states import TERMINAL, JobState
 
+FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
 # run times of real jobs: seconds to a day
-FINISHED_SLICES = 10  # finished runs are re-checked a tenth per scrape
-_FINAL = frozenset(s.value for s in TERMINAL)
 RUNTIME_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, float("inf"))
 
 
 @dataclass
-class _Run:
-    key: tuple[int, int, int]          # state.json's inode, mtime, size when last read
-    job: str
-    state: str
+class _Seen:
     started: set[int] = field(default_factory=set)    # attempts seen started
     finished: set[int] = field(default_factory=set)   # attempts seen in a final state
 
@@ -58,80 +51,50 @@ class SpoolCollector:
 
     def __init__(self, spool: Spool):
         self.spool = spool
-        self._runs_dir = os.fspath(spool.runs)
+        self.index = SpoolIndex(spool, None)
+        self.index.cold_slices = FINISHED_SLICES
         self._lock = threading.Lock()
-        self._runs: dict[str, _Run] = {}
+        self._seen_seq = 0                                  # rows changed after this are counted next
+        self._seen: dict[str, _Seen] = {}                   # sid -> attempts counted
         self._started: dict[str, int] = {}                  # job -> attempts started
         self._finished: dict[tuple[str, str], int] = {}     # (job, final state) -> runs
         self._runtimes: dict[str, _Runtimes] = {}           # job -> finished runs' durations
-        self._runs_key: tuple[int, int] | None = None       # runs/'s inode and mtime when last listed
-        self._cursor = 0                                    # where the next slice of finished runs starts
 
     # -- reading the spool ---------------------------------------------------
     def refresh(self) -> None:
-        """Bring the cache in step with runs/: read what changed, forget what is gone."""
-        self._list_runs()
-        active = [sid for sid, run in self._runs.items() if run.state not in _FINAL]
-        finished = [sid for sid, run in self._runs.items() if run.state in _FINAL]
-        if finished:
-            step = -(-len(finished) // FINISHED_SLICES)
-            start = self._cursor % len(finished)
-            self._cursor = start + step
-            active += finished[start:start + step] + finished[:max(0, start + step - len(finished))]
-        for sid in active:
-            self._check(sid)
+        """One pass of the index; count what the changed rows newly show."""
+        self.index.refresh()
+        rows, _ = self.index.changed_since(self._seen_seq)
+        for row in rows:
+            if row.removed:
+                self._seen.pop(row.sid, None)  # its counts stay in the totals
+            elif row.run is not None:
+                self._count(row.sid, row.run)
+        self._seen_seq = self.index.seq
 
-    def _list_runs(self) -> None:
-        try:
-            st = os.stat(self.spool.runs)
-        except FileNotFoundError:
-            self._runs.clear()
-            return
-        key = (st.st_ino, st.st_mtime_ns)
-        if key == self._runs_key and time.time() - st.st_mtime > 1.0:
-            return
-        names = {name for name in os.listdir(self.spool.runs) if SERVICE_ID_RE.fullmatch(name)}
-        for sid in self._runs.keys() - names:
-            del self._runs[sid]
-        for sid in names - self._runs.keys():
-            self._check(sid)
-        self._runs_key = key
-
-    def _check(self, sid: str) -> None:
-        try:
-            st = os.stat(os.path.join(self._runs_dir, sid, STATE), follow_symlinks=False)
-        except OSError:
-            return  # being claimed or removed
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        old = self._runs.get(sid)
-        if old is None or old.key != key:
-            self._read(sid, key, old)
-
-    def _read(self, sid: str, key: tuple[int, int, int], old: _Run | None) -> None:
-        try:
-            rs = RunState.from_dict(read_json(self.spool.files(sid).state))
-        except (OSError, SpecError):
-            return  # unreadable or not ours: not counted (jobctl and the supervisor report it)
-        run = old or _Run(key, rs.job, rs.state.value)
-        run.key, run.job, run.state = key, rs.job, rs.state.value
+    def _count(self, sid: str, rs: RunState) -> None:
+        seen = self._seen.setdefault(sid, _Seen())
         started = {a.attempt for a in rs.history if a.started_at is not None}
         if rs.started_at is not None and rs.state != JobState.QUEUED:
             started.add(rs.attempt)
-        if new := len(started - run.started):
+        if new := len(started - seen.started):
             self._started[rs.job] = self._started.get(rs.job, 0) + new
-            run.started |= started
-        if rs.state in TERMINAL and rs.attempt not in run.finished:
-            run.finished.add(rs.attempt)
+            seen.started |= started
+        if rs.state in TERMINAL and rs.attempt not in seen.finished:
+            seen.finished.add(rs.attempt)
             k = (rs.job, rs.state.value)
             self._finished[k] = self._finished.get(k, 0) + 1
             if rs.started_at is not None and rs.finished_at is not None:
                 self._observe(rs.job, max(0.0, rs.finished_at - rs.started_at))
-        self._runs[sid] = run
 
     def _observe(self, job: str, seconds: float) -> None:
         rt = self._runtimes.setdefault(job, _Runtimes())
         rt.total += seconds
         rt.buckets[next(i for i, b in enumerate(RUNTIME_BUCKETS) if seconds <= b)] += 1
+
+    def _runs(self) -> list[Row]:
+        """The runs whose state.json was read: what spoolsoap_jobs counts."""
+        return [row for row in self.index.live() if row.run is not None]
 
     # -- the collector protocol ---------------------------------------------
     def describe(self):
@@ -141,7 +104,7 @@ class SpoolCollector:
         with self._lock:
             self.refresh()
             by_state: dict[tuple[str, str], int] = {}
-            for run in self._runs.values():
+            for run in self._runs():
                 by_state[(run.job, run.state)] = by_state.get((run.job, run.state), 0) + 1
             jobs = GaugeMetricFamily("spoolsoap_jobs", "Runs in the spool by job type and state", labels=["job", "state"])
             for (job, state), n in sorted(by_state.items()):
@@ -165,7 +128,7 @@ class SpoolCollector:
         yield from (jobs, started, finished, runtime)
         yield GaugeMetricFamily("spoolsoap_queue_length", "Jobs QUEUED (queue.json)", value=len(self.spool.read_queue()))
         yield GaugeMetricFamily("spoolsoap_incoming_specs", "Specs in incoming/ not yet claimed",
-                                value=_count(self.spool.incoming))
+                                value=_entries(self.spool.incoming))
         yield GaugeMetricFamily("spoolsoap_supervisor_heartbeat_age_seconds",
                                 "Seconds since the supervisor's last heartbeat (+Inf: no supervisor.json)",
                                 value=heartbeat_age(self.spool))
@@ -173,7 +136,7 @@ class SpoolCollector:
                                 value=free_bytes(self.spool))
 
 
-def _count(directory) -> int:
+def _entries(directory) -> int:
     try:
         return sum(1 for _ in os.scandir(directory))
     except FileNotFoundError:

@@ -7,8 +7,9 @@
 Every reader and writer (supervisor, executors, shim, jobctl, façade) takes
 its paths from here. The paths are plain strings built once per object: the
 façade builds one per poll, where pathlib would cost more than the reads.
-Nothing is validated here; the serviceID has been checked before
-(jobs.spool.validate_service_id) and a definition's file names when it was
+Nothing is validated here: a RunFiles is obtained through jobs.spool's
+Spool.files(), which checks the serviceID (once: a jobs.spool.ServiceId is
+not checked again), and a definition's file names were checked when it was
 loaded. This module imports nothing from the project, so anything may use it.
 """
 from __future__ import annotations

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any, get_type_hints
+
+import msgspec
 
 from .errors import SpecError
 from .spool import dump_json, validate_service_id
@@ -11,6 +14,7 @@ from .states import JobState, check_transition
 from .times import from_iso, iso  # noqa: F401  (from_iso: readers import it from here too)
 
 _TIME_FIELDS = ("queued_at", "started_at", "finished_at", "updated_at", "not_before")
+_ATTEMPT_TIMES = ("started_at", "finished_at")
 
 
 def signal_name(number: int) -> str:
@@ -95,15 +99,59 @@ class RunState:
     def from_dict(cls, d: Any) -> "RunState":
         """Decode and check a state.json; SpecError if it is not one of ours."""
         try:
-            d = dict(d)
-            d["state"] = JobState(d["state"])
-            validate_service_id(d["service_id"])
-            for k in _TIME_FIELDS:
-                d[k] = from_iso(d.get(k))
-            d["history"] = [
-                Attempt(**{**h, "started_at": from_iso(h.get("started_at")), "finished_at": from_iso(h.get("finished_at"))})
-                for h in d.get("history", [])
-            ]
-            return cls(**d)
-        except (KeyError, TypeError, ValueError) as e:
+            return _from_record(msgspec.convert(d, _StateRecord))
+        except msgspec.ValidationError as e:
             raise SpecError(f"state.json: malformed ({e})") from None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "RunState":
+        """from_dict for the file's bytes, without building the dict first (the poll path's read)."""
+        try:
+            return _from_record(_DECODE_STATE.decode(raw))
+        except msgspec.DecodeError as e:  # and ValidationError, its subclass
+            raise SpecError(f"state.json: malformed ({e})") from None
+
+
+def _record_type(cls: type, times: tuple[str, ...], required: tuple[str, ...] = (), **nested: type) -> type:
+    """The file's shape of a dataclass, written once: the same fields, times as ISO 8601 (datetime),
+    unknown ones refused, `required` ones required in the file even where the class has a default."""
+    hints = get_type_hints(cls)
+    spec: list[tuple] = []
+    for f in fields(cls):
+        kind = datetime | None if f.name in times else nested.get(f.name, hints[f.name])
+        if f.name in required:
+            spec.append((f.name, kind))
+        elif f.default is not MISSING:
+            spec.append((f.name, kind, f.default))
+        elif f.default_factory is not MISSING:
+            spec.append((f.name, kind, msgspec.field(default_factory=f.default_factory)))
+        else:
+            spec.append((f.name, kind))
+    return msgspec.defstruct(f"{cls.__name__}Record", spec, forbid_unknown_fields=True)
+
+
+def _timestamps(record: msgspec.Struct, times: tuple[str, ...]) -> dict[str, Any]:
+    d = msgspec.structs.asdict(record)
+    for k in times:
+        if d[k] is not None:
+            d[k] = d[k].timestamp()
+    return d
+
+
+def _filled(cls: type, values: dict[str, Any]) -> Any:
+    """cls with every field given: its __init__ (defaults only, no __post_init__) would cost the poll path 4 us."""
+    obj = cls.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
+def _from_record(rec: Any) -> RunState:
+    d = _timestamps(rec, _TIME_FIELDS)
+    validate_service_id(d["service_id"])
+    d["history"] = [_filled(Attempt, _timestamps(h, _ATTEMPT_TIMES)) for h in d["history"]]
+    return _filled(RunState, d)
+
+
+_AttemptRecord = _record_type(Attempt, _ATTEMPT_TIMES)
+_StateRecord = _record_type(RunState, _TIME_FIELDS, ("state",), history=list[_AttemptRecord])
+_DECODE_STATE = msgspec.json.Decoder(_StateRecord)

@@ -47,15 +47,41 @@ HIGH_FD = 512  # staging descriptors live above this (jobs.spool._high_fd)
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
 
 
-def validate_service_id(value: object) -> str:
-    """A serviceID becomes a directory name, so only a safe, bounded alphabet passes."""
+class ServiceId(str):
+    """A serviceID already checked by service_id(): safe as a directory name, never checked again."""
+    __slots__ = ()
+
+
+def service_id(value: object) -> ServiceId:
+    """The one check of a serviceID: it becomes a directory name, so only a safe, bounded alphabet passes."""
+    if type(value) is ServiceId:
+        return value
     if not isinstance(value, str) or not SERVICE_ID_RE.fullmatch(value):
         shown = repr(value)[:60]
         raise SpecError(
             f"serviceID {shown} is invalid: 1-128 characters, letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
-    return value
+    return ServiceId(value)
+
+
+validate_service_id = service_id  # the name older callers use
+
+
+def command_name(sid: str, verb: str, at_ns: int) -> str:
+    """The file name of a command in commands/: `<time_ns, 20 digits>-<sid>-<verb>.json` (sorts by time)."""
+    return f"{at_ns:020d}-{sid}-{verb}.json"
+
+
+def parse_command_name(name: str) -> tuple[ServiceId, str] | None:
+    """(serviceID, verb) of a command file name written by command_name(); None if it is not one."""
+    stamp, dash, rest = name[:20], name[20:21], name[21:]
+    if not (stamp.isascii() and stamp.isdigit() and dash == "-" and rest.endswith(".json")):
+        return None
+    sid, _, verb = rest[:-5].rpartition("-")
+    if verb not in COMMAND_VERBS or not SERVICE_ID_RE.fullmatch(sid):
+        return None
+    return ServiceId(sid), verb
 
 
 def storage_refused(e: BaseException) -> str | None:
@@ -185,14 +211,25 @@ class Spool:
 
     # -- paths -------------------------------------------------------------
     def run_dir(self, sid: str) -> Path:
-        return self.runs / validate_service_id(sid)
+        return self.runs / service_id(sid)
 
     def incoming_path(self, sid: str) -> Path:
-        return self.incoming / f"{validate_service_id(sid)}.json"
+        return self.incoming / f"{service_id(sid)}.json"
 
     def files(self, sid: str) -> RunFiles:
-        """Where the files of run sid live (jobs.runfiles); sid is validated."""
-        return RunFiles(self, validate_service_id(sid))
+        """Where the files of run sid live (jobs.runfiles): the only way to get them.
+
+        sid is validated unless it is a ServiceId already (checked once per request)."""
+        return RunFiles(self, service_id(sid))
+
+    def known(self, sid: str) -> bool:
+        """Is this serviceID known here: a run directory, or a spec waiting in incoming/?"""
+        files = self.files(sid)
+        return os.path.isdir(files.run) or os.path.exists(files.incoming)
+
+    def claimed(self, sid: str) -> bool:
+        """Has the supervisor claimed it: does its run directory exist (a spec in incoming/ is not enough)?"""
+        return os.path.isdir(self.files(sid).run)
 
     def attempt_dir(self, sid: str, attempt: int) -> Path:
         return Path(self.files(sid).attempt(attempt).dir)
@@ -309,22 +346,35 @@ class Spool:
     # -- shared reads and drops ------------------------------------------
     def submit(self, spec_json: bytes, sid: str) -> bool:
         """Drop a spec into incoming/; False if this serviceID is already known."""
-        if self.run_dir(sid).exists():
+        files = self.files(sid)
+        if os.path.exists(files.run):
             return False
-        return self.create_atomic(self.incoming_path(sid), spec_json)
+        return self.create_atomic(Path(files.incoming), spec_json)
 
-    def exists(self, sid: str) -> bool:
-        return self.run_dir(sid).is_dir() or self.incoming_path(sid).exists()
+    exists = known  # the name older callers use
 
     def send_command(self, sid: str, verb: str, origin: str) -> Path:
         """Ask the supervisor to act on a job; it works whether or not the daemon is up."""
         if verb not in COMMAND_VERBS:
             raise SpecError(f"unknown command {verb!r}; expected one of {', '.join(COMMAND_VERBS)}")
-        validate_service_id(sid)
+        sid = service_id(sid)
         body = dump_json({"service_id": sid, "verb": verb, "origin": origin, "requested_at": time.time()})
-        dest = self.commands / f"{time.time_ns():020d}-{sid}-{verb}.json"
+        dest = self.commands / command_name(sid, verb, time.time_ns())
         self.write_atomic(dest, body)
         return dest
+
+    def pending_commands(self) -> dict[ServiceId, list[str]]:
+        """The verbs waiting in commands/ (not yet handled by the supervisor), by serviceID, oldest first."""
+        pending: dict[ServiceId, list[str]] = {}
+        try:
+            names = sorted(os.listdir(self.commands))
+        except FileNotFoundError:
+            return pending
+        for name in names:
+            parsed = parse_command_name(name)
+            if parsed is not None:
+                pending.setdefault(parsed[0], []).append(parsed[1])
+        return pending
 
     def read_state(self, sid: str) -> dict | None:
         """The supervisor's state.json for sid, or None if the run does not exist yet."""

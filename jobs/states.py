@@ -16,6 +16,14 @@ class JobState(str, Enum):
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.ABORTED})
 ACTIVE = frozenset({JobState.RUNNING, JobState.STOPPING})
 
+# What readers show (console, jobctl, metrics): the supervisor's states as text, plus SUBMITTED,
+# a spec waiting in incoming/ that the supervisor has not claimed (it has no state.json yet).
+SUBMITTED = "SUBMITTED"
+DISPLAY_STATES = (SUBMITTED,) + tuple(s.value for s in JobState)
+TERMINAL_STATES = frozenset(s.value for s in TERMINAL)    # finished: SUCCEEDED, FAILED, ABORTED
+ACTIVE_STATES = frozenset(s.value for s in ACTIVE)        # a process is alive: RUNNING, STOPPING
+WAITING_STATES = frozenset({SUBMITTED, JobState.QUEUED.value})  # not started yet
+
 # from-state -> allowed to-states.  Why each edge exists:
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # start it; kill before it ran; spawn failure

@@ -25,8 +25,9 @@ import structlog
 
 from jobs import config as config_mod
 from jobs import logs
+from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
-from jobs.errors import JobsError, SpecError
+from jobs.errors import ConfigError, JobsError, SpecError
 from jobs.runfiles import RunFiles
 from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
@@ -41,11 +42,18 @@ from .slurm import SlurmExecutor
 TMP_MAX_AGE = 3600.0
 
 
-def make_executors(cfg: config_mod.Config) -> dict[str, Executor]:
-    """Every executor a run may name; Slurm's commands are checked only when it is the default."""
+def make_executors(cfg: config_mod.Config, definitions: dict[str, Definition]) -> dict[str, Executor]:
+    """Every executor a run may name; Slurm is checked at start-up when the default or a definition uses it."""
     slurm = SlurmExecutor(cfg)
     if cfg.executor == "slurm":
         slurm.check()
+    on_slurm = sorted(d.path.name for d in definitions.values() if d.executor == "slurm")
+    if on_slurm and cfg.executor != "slurm":
+        try:
+            slurm.check()  # else its jobs would fail one by one, at submit time
+        except ConfigError as e:
+            raise ConfigError(f"{', '.join(on_slurm)}: executor = \"slurm\", but Slurm cannot be used here: "
+                              f"{str(e).removeprefix('EXECUTOR=slurm: ')}") from None
     return {"local": LocalExecutor(), "slurm": slurm}
 
 
@@ -55,7 +63,7 @@ class Supervisor:
         self.cfg = cfg
         self.defs = definitions
         self.spool = Spool(cfg.spool_dir).ensure()
-        self.executors = executors or make_executors(cfg)
+        self.executors = executors or make_executors(cfg, definitions)
         self.log = structlog.get_logger("supervisor")
         self.jobs: dict[str, Job] = {}
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
@@ -604,6 +612,8 @@ class Daemon:
 
 
 def main(argv: list[str] | None = None) -> int:
+    service_args("spool-supervisor", "Run the jobs of the spool (SPOOL_DIR): start queued jobs, watch them, "
+                 "record how they end. One supervisor per spool.", argv)
     try:
         cfg = config_mod.load()
         logs.configure(cfg.log_level)

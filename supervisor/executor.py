@@ -10,12 +10,13 @@ attempt's exit record.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from jobs.definitions import Definition
 from jobs.errors import SpecError
@@ -66,8 +67,9 @@ class Seen:
 
 @dataclass(frozen=True)
 class ExitRecord:
-    exit_code: int | None
-    signal: int | None
+    """The shim's exit.json, decoded by msgspec (its times and pid, for people, are skipped)."""
+    exit_code: int | None = None
+    signal: int | None = None
     error: str | None = None
 
     def describe(self) -> str:
@@ -78,17 +80,17 @@ class ExitRecord:
         return f"exit code {self.exit_code}"
 
 
+_DECODE_EXIT = msgspec.json.Decoder(ExitRecord)
+
+
 def read_exit(attempt: AttemptFiles) -> ExitRecord | None:
     """The shim's exit record, validated; None if the shim has not written it."""
     try:
-        data = json.loads(read_bytes(attempt.exit, 4096))  # padded with blanks to a fixed size (shim.py)
-        code, sig = data.get("exit_code"), data.get("signal")
-        if not (code is None or isinstance(code, int)) or not (sig is None or isinstance(sig, int)):
-            raise ValueError("bad types")
-        return ExitRecord(code, sig, data.get("error"))
+        # padded with blanks to a fixed size (shim.py); a bool or a float is no exit code
+        return _DECODE_EXIT.decode(read_bytes(attempt.exit, 4096))
     except FileNotFoundError:
         return None
-    except (ValueError, AttributeError, OSError, SpecError) as e:
+    except (msgspec.DecodeError, OSError, SpecError) as e:
         return ExitRecord(None, None, f"unreadable {os.path.basename(attempt.exit)} ({e})")
 
 

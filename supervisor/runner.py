@@ -20,11 +20,15 @@ import time
 from dataclasses import dataclass
 
 import psutil
+import structlog
 
 from jobs import identity
+from jobs.errors import SpecError
+from jobs.spool import read_bytes, storage_refused
 
 from .executor import SHIM, Executor, ExitRecord, Job, Seen, read_exit, shim_args, shim_argv
-from .shim import encode_job
+from .shim import EXIT_RECORD_BYTES, encode_job
+from .shim import _reserved_name as staged_exit_name
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Handle:
     own_child: bool  # spawned by this daemon instance: SIGCHLD tells us when it ends
 
 
+log = structlog.get_logger("supervisor.runner")
 SPARE_ARGV = [sys.executable, "-S", SHIM, "--spare"]
 _SIGDEF = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to exit
@@ -57,6 +62,7 @@ class LocalExecutor(Executor):
         self.spares = spares
         self.spare: Spare | None = None
         self.reserved: dict[str, Spare] = {}
+        self.staged: set[str] = set()  # shims that ended with their exit record staged, not yet in place
 
     # -- the spare shim ------------------------------------------------------
     def prepare(self) -> None:
@@ -169,15 +175,43 @@ class LocalExecutor(Executor):
             if h is None:
                 done.append((job, read_exit(job.attempt)))
                 continue
-            if h.own_child and h.pid not in reaped and not full:
+            if h.own_child and h.pid not in reaped and not full and job.sid not in self.staged:
                 continue  # our own child: SIGCHLD + reap tell us when it ends
             rec = read_exit(job.attempt)
-            if rec is None and (h.pid in reaped or (full and not self._alive(h))):
+            if rec is None and (h.pid in reaped or job.sid in self.staged or (full and not self._alive(h))):
+                if self._staged_refused(job):
+                    if job.sid not in self.staged:
+                        log.warning("exit_record_staged", service_id=job.sid,
+                                    reason="the spool refuses exit.json; put in place once it takes writes")
+                    self.staged.add(job.sid)
+                    continue  # its status waits in the staged record: finalised once the spool takes it
+                self.staged.discard(job.sid)
                 rec = read_exit(job.attempt)  # it may have written the file just after our first look
                 done.append((job, rec))
             elif rec is not None:
                 done.append((job, rec))
         return done
+
+    @staticmethod
+    def _staged_refused(job: Job) -> bool:
+        """True if the ended shim filled its exit record but the spool refuses to put it in place.
+
+        The shim fills its reserved record in place, then renames it to exit.json;
+        on a spool that turned read-only the rename fails (EROFS) and the status
+        sits in the staged file. The daemon does that rename for it, and until it
+        works the job is not over for the daemon: never "vanished" with its status
+        on disk. A record still blank was never filled (the shim was killed).
+        """
+        staged = staged_exit_name(job.attempt.exit)
+        try:
+            if read_bytes(staged, EXIT_RECORD_BYTES)[:1] != b"{":
+                return False
+            os.replace(staged, job.attempt.exit)
+        except (FileNotFoundError, SpecError):
+            return False  # none staged, or not a regular file: read_exit tells what there is
+        except OSError as e:
+            return storage_refused(e) is not None  # any other failure: read_exit tells what there is
+        return False
 
     def signal(self, job: Job, sig: int) -> None:
         h = self.handles.get(job.sid)
@@ -190,6 +224,7 @@ class LocalExecutor(Executor):
     def forget(self, job: Job) -> None:
         self.signal(job, signal.SIGKILL)  # leftovers of the job's group die with it
         self.handles.pop(job.sid, None)
+        self.staged.discard(job.sid)
 
     # -- OS details ----------------------------------------------------------
     @staticmethod

@@ -1,4 +1,5 @@
-"""The console as a real process (python -m console under granian) over a façade stack, and logged-in sessions.
+"""The console as a real process (python -m console under granian) over a façade stack, and logged-in sessions;
+and `board`, the console's view model in the test's own process, for the rules that need no server.
 
 Users: the façade harness's alice and dave (project demo), bob (project other),
 and olga, whose role in project ops is `operator` (getRoles), so she sees all.
@@ -12,8 +13,10 @@ import sys
 import pytest
 import requests
 
+from console.board import Console as Board
 from facade_harness import USERS, make_stack, wait_http
 from harness import ROOT, Managed, free_port
+from jobs import config
 
 OPERATOR = ("olga", "olga-pw-9", "ops")
 
@@ -38,7 +41,6 @@ class Console:
 
 
 def start_console(env_file, log) -> tuple[Managed, int]:
-    from jobs import config
     port = config.load(env_file, {}).console_port
     proc = Managed([sys.executable, "-m", "console"], log, {"ENV_FILE": str(env_file)})
     wait_http(f"http://127.0.0.1:{port}/login", proc, what="console")
@@ -67,3 +69,11 @@ def console(tmp_path_factory, devauth):
     stack.extras.append(proc)
     yield Console(stack, proc, port)
     stack.stop()
+
+
+@pytest.fixture
+def board(tmp_path) -> Board:
+    """The console's view model over an empty spool, in this process: no server, no authentication manager."""
+    env = tmp_path / "env"
+    env.write_text(f"SPOOL_DIR={tmp_path / 'spool'}\nAUTH_MANAGERS=http://127.0.0.1:9/authManager/AuthManager?wsdl\n")
+    return Board(config.load(env, {}))

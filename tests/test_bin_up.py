@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from facade_harness import definitions_dir
@@ -53,7 +54,7 @@ class Up:
 
 @pytest.fixture
 def env_file(tmp_path):
-    path = write_env(tmp_path, DEFINITIONS_DIR=definitions_dir(tmp_path), LOG_LEVEL="info")
+    path = write_env(tmp_path, DEFINITIONS_DIR=definitions_dir(tmp_path), LOG_LEVEL="info", CONSOLE_PORT=free_port())
     yield path
     kill_leftovers(tmp_path)
 
@@ -112,3 +113,53 @@ def test_up_with_the_facade_port_taken_exits_1_naming_the_port_and_its_holder(en
     assert time.monotonic() - started < 25, out
     assert f"port {port} (FACADE_PORT) on 127.0.0.1 is in use by pid {os.getpid()}" in out, out
     assert not (tmp_path / "log" / "supervisor.log").exists()
+
+
+def test_up_refuses_the_facade_and_the_console_on_one_port(tmp_path):
+    """FACADE_PORT equal to CONSOLE_PORT: ./bin/up starts nothing and names both settings."""
+    port = free_port()
+    env_file = write_env(tmp_path, DEFINITIONS_DIR=definitions_dir(tmp_path), FACADE_PORT=port, CONSOLE_PORT=port)
+    up = Up(env_file, tmp_path / "up.out")
+    try:
+        code = up.wait(60)
+    finally:
+        up.kill()
+    assert 2 == code, up.output()
+    assert f"FACADE_PORT and CONSOLE_PORT are both {port}" in up.output(), up.output()
+    assert not (tmp_path / "log").exists()
+
+
+def test_a_hangup_stops_every_service_and_a_second_server_refuses_a_served_port(env_file, tmp_path):
+    """While up, a second façade or console on the same port exits at once naming the holder; SIGHUP (the
+    terminal closed) stops ./bin/up and every service it started."""
+    up = Up(env_file, tmp_path / "up.out")
+    try:
+        wait_for(lambda: "The system is up." in up.output() or up.proc.poll() is not None, 90,
+                 what="./bin/up banner")
+        assert "The system is up." in up.output(), up.output()
+        services = psutil.Process(up.proc.pid).children(recursive=True)
+        assert len(services) >= 4, services
+        env = {**os.environ, "ENV_FILE": str(env_file)}
+        for module, key in (("facade", "FACADE_PORT"), ("console", "CONSOLE_PORT")):
+            done = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=30)
+            port = env_value(env_file, key)
+            assert 2 == done.returncode, done.stderr
+            assert f"port {port} ({key}) on 127.0.0.1 is already in use by pid" in done.stderr, done.stderr
+
+        os.killpg(up.proc.pid, signal.SIGHUP)  # the terminal's hangup reaches the whole foreground group
+        assert 0 == up.wait(60), up.output()
+        gone, alive = psutil.wait_procs(services, timeout=30)
+        assert [] == alive, [p.cmdline() for p in alive]
+    finally:
+        up.kill()
+
+
+def test_services_print_help_and_exit_without_serving(tmp_path):
+    """`--help` of the façade and the console prints their usage and exits 0; nothing is served."""
+    env_file = write_env(tmp_path, DEFINITIONS_DIR=definitions_dir(tmp_path))
+    for module, prog in (("facade", "spoolsoap-facade"), ("console", "spoolsoap-console")):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "ENV_FILE": str(env_file)}, timeout=30)
+        assert (0, "") == (done.returncode, done.stderr), done.stderr
+        assert done.stdout.startswith(f"usage: {prog}") and "ENV_FILE" in done.stdout, done.stdout

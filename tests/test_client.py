@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from lxml import html as lhtml
 
-from client import cli
+from client import UNREACHABLE, statuspage
+from facade.status_page import PageView, render
 from facade_harness import USERS, devauth, new_sid, stack, suds_client  # noqa: F401  (fixtures)
 from harness import ROOT, free_port
+from jobs.cli import INTERRUPTED
 
 
 def client(stack, *args: str, token: str | None = None, stdin: str | None = None, timeout: float = 120,
@@ -181,7 +184,7 @@ def test_connection_refused_says_what_to_do(stack):
     """With nothing listening, the client names the URL and suggests bin/up, exit 3."""
     url = f"http://127.0.0.1:{free_port()}/demo-waiter/Waiter?wsdl"
     r = client(stack, "status", "--id", "x1", "--url", url, token="t", env_file=False)
-    assert cli.UNREACHABLE == r.returncode
+    assert UNREACHABLE == r.returncode
     assert f"waiter-client: cannot reach the Waiter service at {url}: is it running? (bin/up)\n" == r.stderr
 
 
@@ -209,9 +212,48 @@ def test_interrupt_with_abort_on_interrupt_aborts_the_job(stack):
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert cli.INTERRUPTED == p.returncode, out + err
+    assert INTERRUPTED == p.returncode, out + err
     assert f"aborted {sid}" in out
     assert "ABORTED" == stack.state(sid)["state"]
+
+
+def test_a_refused_start_prints_no_service_id(stack):
+    """A start the service refuses started no job: stdout stays empty, the fault is the one line on stderr."""
+    r = client(stack, "start", "--seconds", "1", *auth_args(stack), token="not-a-token")
+    assert (1, "") == (r.returncode, r.stdout)
+    assert 1 == len(r.stderr.strip().splitlines())
+
+
+def test_a_refusal_with_json_is_one_json_object_saying_what_was_refused(stack):
+    """--json: a SOAP fault prints one JSON object on stdout naming the operation, fault and serviceID."""
+    sid = new_sid("cli")
+    r = client(stack, "start", "--json", "--id", sid, "--seconds", "1", *auth_args(stack), token="not-a-token")
+    assert 1 == r.returncode
+    refused = json.loads(r.stdout)
+    assert ("refused", "startWaiter", "TokenValidationFailedFault", sid, 1) == (
+        refused["error"], refused["operation"], refused["fault"], refused["serviceID"], refused["exit_code"])
+    assert refused["faultstring"].startswith("Session-token validation failed")
+    assert r.stderr == f"waiter-client: {refused['message']}\n"
+
+
+def test_a_job_failure_is_one_line_on_stderr_and_says_its_exit_code_once(stack):
+    """After the failure page, the JobFailed fault is one line on stderr (exit code once); --json keeps its output lines."""
+    token = stack.token()
+    sid = new_sid("cli")
+    started = client(stack, "start", "--service", "ExitWith", "--id", sid, "--input", "seconds=0", "--input", "code=2",
+                     *auth_args(stack), token=token)
+    assert 0 == started.returncode, started.stderr
+    stack.wait_state(sid, {"FAILED"})
+    page = client(stack, "status", "--service", "ExitWith", "--id", sid, token=token)
+    assert (1, "status: FAILED: exit code 2") == (page.returncode, page.stdout.splitlines()[0])
+    fault = client(stack, "status", "--service", "ExitWith", "--id", sid, token=token)
+    assert (1, "") == (fault.returncode, fault.stdout)
+    assert f"waiter-client: getServiceStatus: SOAP fault: job {sid} failed: exit code 2\n" == fault.stderr
+    as_json = client(stack, "status", "--json", "--service", "ExitWith", "--id", sid, token=token)
+    refused = json.loads(as_json.stdout)
+    assert ("JobFailedFault", "FAILED") == (refused["fault"], refused["detail"].get("state"))
+    assert refused["faultstring"].endswith("\nexiting with 2")
+    assert 1 == len(as_json.stderr.splitlines())
 
 
 # -- pure parsing ---------------------------------------------------------------------
@@ -220,20 +262,64 @@ def test_status_values_are_decoded():
     """COMPLETED and UNCHANGED pass through; anything else is a base64 page with a percentage."""
     import base64
     page = base64.b64encode(b'<div class="bar" data-progress="37"><span>37 %</span></div>').decode()
-    assert (cli.Status("COMPLETED"), cli.Status("UNCHANGED")) == (cli.decode_status("COMPLETED"),
-                                                                  cli.decode_status("UNCHANGED"))
-    assert ("PAGE", 37.0) == (cli.decode_status(page).kind, cli.decode_status(page).percent)
+    assert (statuspage.Status("COMPLETED"), statuspage.Status("UNCHANGED")) == (statuspage.decode_status("COMPLETED"),
+                                                                  statuspage.decode_status("UNCHANGED"))
+    assert ("PAGE", 37.0) == (statuspage.decode_status(page).kind, statuspage.decode_status(page).percent)
 
 
 @pytest.mark.parametrize("percent", [0.0, 42.0, 99.0])
 def test_progress_is_read_from_the_facades_own_page(percent):
     """The percentage drawn by the client is the one on the façade's status page, not its CSS."""
-    from facade.status_page import PageView, render
     html = render(PageView("running", "Waiter", "sid", "Waiting", percent=percent, started_at=1.0), 100.0)
-    assert percent == cli.page_percent(html)
+    assert percent == statuspage.page_percent(html)
 
 
 def test_original_waiters_page_is_understood():
     """The reference waiter's page (a bare NN% in an h1) still yields its percentage."""
     page = '<html><head><title>Waiter status</title></head><body><div style="width: 800px"><h1>28%</h1></div></body>'
-    assert 28.0 == cli.page_percent(page)
+    assert 28.0 == statuspage.page_percent(page)
+
+
+
+def _reworded(page: str) -> str:
+    """The page with every word and class changed (another wording, another look); data-* attributes kept."""
+    doc = lhtml.document_fromstring(page)
+    for el in doc.iter():
+        el.attrib.pop("class", None)
+        el.text = "reworded" if el.text and el.tag not in ("style", "title") else el.text
+        el.tail = "." if el.tail else el.tail
+    return lhtml.tostring(doc, encoding="unicode")
+
+
+@pytest.mark.parametrize("view", [
+    PageView("failed", "Solver", "sid", "The job failed", detail="exit code 3", exit_code=3, started_at=1.0,
+             finished_at=5.0, log_title="Last lines of the error output", log_lines=("50% done", "error")),
+    PageView("aborted", "Waiter", "sid", "The job was aborted", detail="stopped at the user's request (abortService)",
+             exit_code=143, stopped="SIGTERM", started_at=1.0, finished_at=5.0),
+    PageView("running", "Waiter", "sid", "Running, 42 % done", percent=42.0, started_at=1.0),
+    PageView("running", "Quiet", "sid", "Running", started_at=1.0, log_lines=("75% of the mesh",)),
+], ids=["failed", "aborted", "running", "no-percentage"])
+def test_a_wording_change_of_the_page_does_not_change_the_reading(view):
+    """State, reason, exit code, how it stopped and progress come from the page's data-* attributes, not its words."""
+    page = render(view, 10.0)
+    before, after = statuspage.decode_status(page), statuspage.decode_status(_reworded(page))
+    assert "The job" not in _reworded(page) and "Exit code" not in _reworded(page)
+    assert (view.state, view.detail, view.exit_code, view.stopped, view.percent) == (
+        after.state, after.reason, after.exit_code, after.stopped, after.percent)
+    assert (before.summary(), before.ended) == (after.summary(), after.ended)
+
+
+def test_failed_page_summary_names_the_exit_code_once():
+    """A failure whose reason is its exit code reads "FAILED: exit code 2", not the code twice."""
+    view = PageView("failed", "ExitWith", "sid", "The job failed", detail="exit code 2", exit_code=2)
+    assert "FAILED: exit code 2" == statuspage.decode_status(render(view, 10.0)).summary()
+
+
+def test_page_text_puts_each_block_and_fact_on_its_own_line():
+    """--page shows the page as lines: headline, reason, "name: value" facts, output; no CSS, entities decoded."""
+    view = PageView("failed", "Solver", "sid-1", "The job failed", detail="a < b & \"c\"", exit_code=3,
+                    log_title="Last lines of the error output", log_lines=("one", "two"))
+    lines = statuspage.page_text(render(view, 10.0)).splitlines()
+    assert ["Solver", "Failed", "The job failed", 'a < b & "c"', "Exit code: 3", "Service ID: sid-1",
+            "Last lines of the error output", "one", "two"] == lines[:-1]
+    assert lines[-1].startswith("Updated ")

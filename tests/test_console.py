@@ -1,4 +1,5 @@
-"""The operator console over HTTP: real devauth, supervisor, façade and console (granian) processes."""
+"""The operator console over HTTP: real devauth, supervisor, façade and console (granian) processes;
+and, at the end, rules of its view model checked in this process."""
 from __future__ import annotations
 
 import html
@@ -8,12 +9,15 @@ import stat
 import time
 
 import psutil
+import pytest
 import requests
-from console_harness import console  # noqa: F401 - fixture
+from console_harness import board, console  # noqa: F401 - fixture
 from facade_harness import Soap, devauth, new_sid  # noqa: F401 - fixture
 from harness import start_supervisor, wait_for
 
+from console.access import User
 from jobs.spec import JobSpec
+from jobs.submit import SubmitError
 
 
 def submit_as(c, user: str, project: str, seconds: int = 60) -> str:
@@ -108,7 +112,8 @@ def test_a_user_sees_only_their_projects_jobs(console):
 def test_submit_validates_inputs_with_the_soap_start_messages(console):
     """The form's errors are the SOAP start's faultstrings; a valid submit drops a spec owned by the user.
 
-    (A non-number never reaches the definition's check over SOAP: the schema refuses it first.)
+    A text the input's XML Schema type refuses (a word, an Arabic-Indic digit)
+    never reaches the definition's check over SOAP: the form refuses it the same way.
     """
     s = console.session("dave")
     soap = Soap(console.stack.wsdl)
@@ -119,10 +124,13 @@ def test_submit_validates_inputs_with_the_soap_start_messages(console):
                    timeout=30)
         assert r.status_code == 400
         return html.unescape(r.text)
-    for value in ("-5", "99999999"):
+    for value, start in (("-5", "invalid input secondsToWait: must be >="),
+                         ("99999999", "invalid input secondsToWait: must be <="),
+                         ("99999999999999999999", "invalid input secondsToWait: must be <="),
+                         ("\u0663", "invalid request: element 'secondsToWait': '\u0663' is not a valid value"),
+                         ("ten", "invalid request: element 'secondsToWait': 'ten' is not a valid value")):
         fault = soap.fault("suds", "startWaiter", new_sid(), token, console.stack.extra(), value)
-        assert fault.message.startswith("invalid input secondsToWait: must be") and fault.message in refused(value)
-    assert "invalid input secondsToWait: must be an integer, got 'ten'" in refused("ten")
+        assert fault.message.startswith(start) and fault.message in refused(value)
     assert not [sid for sid in os.listdir(console.stack.spool / "incoming")]
     r = s.post(console.url + "/submit/waiter", data={"input.secondsToWait": "1", "service_id": "dave-form-1",
                                                      "csrf_token": console.csrf(s)}, timeout=30)
@@ -232,3 +240,39 @@ def _read_events(response, enough, limit: int = 500, seconds: float = 30) -> lis
             key, _, value = line.partition(":")
             current[key] = value.lstrip(" ")
     raise AssertionError(f"stream ended: {events}")
+
+
+# -- the view model in this process ----------------------------------------------------
+
+DAVE = User("dave", "demo", (), False)
+
+
+def form_refusal(board, value: str) -> str:
+    """The form's answer to secondsToWait=value, which must be a refusal that drops nothing."""
+    with pytest.raises(SubmitError) as refused:
+        board.submit(DAVE, board.definitions["waiter"], {"input.secondsToWait": value})
+    assert [] == os.listdir(board.spool.incoming)
+    return refused.value.message
+
+
+def test_form_refuses_an_arabic_indic_digit_as_the_soap_start_does(board):
+    """'٣' is no xs:integer, so the SOAP start refuses it before any rule of the job: the form too, in its words."""
+    expected = "invalid request: element 'secondsToWait': '\u0663' is not a valid value of the atomic type 'xs:integer'."
+    assert expected == form_refusal(board, "\u0663")
+
+
+def test_form_gives_a_too_large_integer_the_range_message(board):
+    """An integer of 20 digits is an integer: the form names the input's range, as the SOAP start does."""
+    expected = "invalid input secondsToWait: must be <= 86400, got 99999999999999999999"
+    assert expected == form_refusal(board, "99999999999999999999")
+
+
+def test_form_submits_what_passes_and_refuses_a_known_service_id(board):
+    """A valid form drops one spec owned by the user; the same serviceID again is refused, not a retry."""
+    d = board.definitions["waiter"]
+    assert "dave-1" == board.submit(DAVE, d, {"service_id": " dave-1 ", "input.secondsToWait": "7"})
+    spec = json.loads((board.spool.incoming / "dave-1.json").read_text())
+    assert ({"secondsToWait": 7}, {"username": "dave", "project": "demo"}) == (spec["inputs"], spec["owner"])
+    with pytest.raises(SubmitError, match="serviceID 'dave-1' is already taken"):
+        board.submit(DAVE, d, {"service_id": "dave-1", "input.secondsToWait": ""})
+    assert ["dave-1.json"] == os.listdir(board.spool.incoming)

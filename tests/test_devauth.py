@@ -124,8 +124,8 @@ def server(users_file):
 @pytest.fixture
 def contract_wsdl(tmp_path) -> Path:
     """A copy of the contract whose schema import points at the local XSD."""
-    if not (CONTRACTS / "AuthManager.wsdl").is_file():
-        pytest.fail(f"contract files not found in {CONTRACTS} (shared/ must sit beside the repo)")
+    if not (CONTRACTS / "AuthManager.wsdl").is_file():  # shared/ sits beside the repository, not in it
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"contract files not found in {CONTRACTS}")
     xsd = tmp_path / "AuthManager.xsd"
     shutil.copyfile(CONTRACTS / "AuthManager.xsd", xsd)
     text = (CONTRACTS / "AuthManager.wsdl").read_text(encoding="utf-8")

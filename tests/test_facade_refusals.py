@@ -24,6 +24,12 @@ from jobs.spool import Spool
 TOKEN_FAULT = "Session-token validation failed"
 
 
+def fault_detail_tags(response: requests.Response) -> list[str]:
+    from lxml import etree
+    detail = etree.fromstring(response.content).find(".//{http://schemas.xmlsoap.org/soap/envelope/}Fault/detail")
+    return [] if detail is None else [child.tag for child in detail]
+
+
 @pytest.fixture(scope="module")
 def soap(bare_stack):  # noqa: F811
     return Soap(bare_stack.wsdl)
@@ -267,6 +273,16 @@ def test_unknown_service_id_faults(kind, op, extra_args, soap, token):
     assert "no Waiter job with serviceID 'never-started-42'" in f.message
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("op,extra_args", [("getServiceStatus", ()), ("abortService", ()),
+                                           ("notifyService", ("hello",))])
+def test_without_a_valid_token_an_unknown_service_id_is_not_named(kind, op, extra_args, soap):
+    """A refused token gets the token fault for a serviceID that was never started, as for one that was."""
+    f = soap.fault(kind, op, "never-started-43", "not-a-token", *extra_args)
+    assert "TokenValidationFailed" in f.code and TOKEN_FAULT == f.message
+    assert "the token is unknown or expired" in f.detail
+
+
 # -- hostile XML ---------------------------------------------------------------------
 
 LAUGHS = """<?xml version="1.0"?>
@@ -331,6 +347,7 @@ def test_oversized_body_is_refused_with_413(bare_stack):  # noqa: F811
     r = bare_stack.post(big)
     assert 413 == r.status_code
     assert f"request body larger than {BARE_MAX_BODY} bytes" in fault_string(r)
+    assert ["{waiter.sintef.no}InvalidRequestFault"] == fault_detail_tags(r)  # the declared element, for typed clients
 
 
 def test_oversized_chunked_body_is_refused_with_413(bare_stack):  # noqa: F811
@@ -342,6 +359,7 @@ def test_oversized_chunked_body_is_refused_with_413(bare_stack):  # noqa: F811
     r = requests.post(bare_stack.base_url, data=chunks(), timeout=30, headers={"Content-Type": "text/xml"})
     assert 413 == r.status_code
     assert "larger than" in fault_string(r)
+    assert ["{waiter.sintef.no}InvalidRequestFault"] == fault_detail_tags(r)
 
 
 # -- wrong operations ----------------------------------------------------------------
@@ -370,10 +388,11 @@ def test_soap_action_disagreeing_with_the_body_is_refused(bare_stack, token):  #
 
 
 def test_not_xml_gets_a_syntax_fault(bare_stack):  # noqa: F811
-    """A body that is not XML at all is a client fault."""
+    """A body that is not XML at all is a client fault, with the declared InvalidRequestFault element."""
     r = bare_stack.post("this is not xml")
     assert 500 == r.status_code
     assert "Client" in r.text
+    assert ["{waiter.sintef.no}InvalidRequestFault"] == fault_detail_tags(r)
 
 
 def test_unexpected_element_is_named(bare_stack):  # noqa: F811

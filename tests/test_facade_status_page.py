@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lxml import html as lhtml
 
 from facade.status_page import STATES, PageView, encode, render
 from facade_harness import artifacts  # noqa: F401
@@ -97,6 +98,33 @@ def test_running_page_shows_progress_elapsed_and_eta():
     assert "<dt>Elapsed</dt><dd>1 min 14 s</dd>" in html
     assert "<dt>Estimated remaining</dt><dd>about 2 min 06 s</dd>" in html
     assert "37% (74/200 s)" in html
+
+
+def card_data(page: str) -> dict[str, str]:
+    """The data-* attributes of the page's one element that carries data-state."""
+    (card,) = lhtml.document_fromstring(page).xpath("//*[@data-state]")
+    return {k: v for k, v in card.attrib.items() if k.startswith("data-")}
+
+
+@pytest.mark.parametrize("state, expected", [
+    ("queued", {"data-state": "queued", "data-reason": "waiting for a free slot"}),
+    ("running", {"data-state": "running", "data-reason": "", "data-progress": "37"}),
+    ("stopping", {"data-state": "stopping", "data-reason": "", "data-progress": "52"}),
+    ("succeeded", {"data-state": "succeeded", "data-reason": "", "data-progress": "100"}),
+    ("failed", {"data-state": "failed", "data-reason": "exited with code 3", "data-exit-code": "3"}),
+    ("aborted", {"data-state": "aborted", "data-reason": "stopped at the user's request (abortService)",
+                 "data-exit-code": "143"}),
+])
+def test_page_says_state_reason_exit_code_and_progress_in_data_attributes(state, expected):
+    """One element carries what a program reads (waiter-client), apart from the page's wording."""
+    assert expected == card_data(render(VIEWS[state], NOW))
+
+
+def test_data_attributes_hold_program_text_as_text():
+    """A hostile reason stays one attribute's value: it adds no attribute and no element."""
+    page = render(PageView("aborted", "W", "sid", "h", detail=HOSTILE, signal=9, stopped="SIGKILL after 5 s"), NOW)
+    assert {"data-state": "aborted", "data-reason": HOSTILE, "data-signal": "9",
+            "data-stopped": "SIGKILL after 5 s"} == card_data(page)
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:

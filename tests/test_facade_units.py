@@ -532,3 +532,106 @@ def test_a_job_waiting_in_the_cluster_shows_why(ops):
     claim(ops, "s-slurm", JobState.RUNNING, executor="slurm", executor_id="42",
           reason="pending in Slurm as job 42 (Resources)")
     assert "pending in Slurm as job 42 (Resources)" in html(ops.status(WAITER, "s-slurm", "tok"))
+
+
+# -- who is told UNCHANGED: each poller (session token) on its own ----------------------
+
+def test_each_token_gets_the_page_before_unchanged(ops):
+    """A second token polling the same job gets the page although the first was told UNCHANGED."""
+    claim(ops, "p-1", JobState.RUNNING, started_at=1_789_999_990.0)
+    assert "Running" in html(ops.status(WAITER, "p-1", "tok"))
+    assert UNCHANGED == ops.status(WAITER, "p-1", "tok")[0]
+    assert "Running" in html(ops.status(WAITER, "p-1", "tok2"))
+    assert UNCHANGED == ops.status(WAITER, "p-1", "tok2")[0]
+    assert UNCHANGED == ops.status(WAITER, "p-1", "tok")[0]
+
+
+def test_the_hint_keeps_the_last_pollers_in_a_file_of_fixed_size(ops):
+    """Many pollers do not grow facade.json: the one least recently sent a page drops out and gets the page again."""
+    claim(ops, "p-2", JobState.RUNNING, started_at=1_789_999_990.0)
+    hint = ops.spool.run_dir("p-2") / "facade.json"
+    tokens = [f"poller-{i}" for i in range(jobview.SentPages.MAX_POLLERS + 1)]
+    for token in tokens:
+        assert "Running" in html(ops.status(WAITER, "p-2", token))
+        assert jobview.SentPages.HINT_BYTES == hint.stat().st_size
+    for token in tokens[2:]:
+        assert UNCHANGED == ops.status(WAITER, "p-2", token)[0]
+    assert "Running" in html(ops.status(WAITER, "p-2", tokens[0]))  # dropped: sent whole again
+    assert "tok" not in hint.read_text() and "poller" not in hint.read_text()  # digests, never tokens
+
+
+@pytest.mark.parametrize("content", [b'{"page": "abc", "sent_at": 1.0}\n', b"[]", b'{"sent": [["x\\"", "y", 1]]}',
+                                     b'{"sent": 7}', b"\xff" * 10])
+def test_an_odd_or_older_hint_means_the_page_is_sent(ops, content):
+    """A facade.json from an older façade, or one that is not ours, costs one page, never an error."""
+    claim(ops, "p-3", JobState.RUNNING, started_at=1_789_999_990.0)
+    (ops.spool.run_dir("p-3") / "facade.json").write_bytes(content)
+    assert "Running" in html(ops.status(WAITER, "p-3", "tok"))
+    assert UNCHANGED == ops.status(WAITER, "p-3", "tok")[0]
+
+
+# -- the token before the serviceID ------------------------------------------------------
+
+def test_a_bad_token_is_refused_before_the_service_id_is_looked_up(ops):
+    """Status, abort and notify: a refused token gets TokenValidationFailed for an unknown serviceID too."""
+    claim(ops, "k-1", JobState.RUNNING, started_at=1.0e9)
+    for call in (ops.status, ops.abort, lambda d, sid, token: ops.notify(d, sid, token, "hi")):
+        for sid in ("k-1", "k-404"):
+            with pytest.raises(TokenValidationFailed) as e:
+                call(WAITER, sid, "bad")
+            assert {"reason": "the token is unknown or expired"} == e.value.detail
+        with pytest.raises(UnknownServiceID):
+            call(WAITER, "k-404", "tok")
+
+
+def test_a_job_without_an_allowed_manager_is_named_only_to_a_valid_token(ops):
+    """A job submitted by jobctl (no auth URL) or recording a manager no longer allowed: a bad token learns nothing."""
+    ops.auth = make_auth({"tok": ("alice", "demo")})[0]
+    for sid, url in (("k-2", None), ("k-3", "http://gone.example/auth?wsdl")):
+        run = ops.spool.run_dir(sid)
+        run.mkdir()
+        (run / "spec.json").write_bytes(JobSpec(sid, "waiter", {}, url, {"project": "demo"}).to_json())
+        with pytest.raises(TokenValidationFailed) as e:
+            ops.status(WAITER, sid, "bad")
+        assert {"reason": "the token is unknown or expired"} == e.value.detail
+    with pytest.raises(TokenValidationFailed, match="validation failed") as e:
+        ops.status(WAITER, "k-2", "tok")
+    assert "not submitted through SOAP" in e.value.detail["reason"]
+    with pytest.raises(InvalidRequest, match="not an allowed authentication manager"):
+        ops.status(WAITER, "k-3", "tok")
+
+
+def test_without_a_job_the_token_is_asked_of_the_whole_allowed_urls_and_loaded_managers():
+    """identify(token, None): cached managers first, then whole AUTH_MANAGERS URLs and managers already loaded."""
+    built = []
+    auth, calls, _ = make_auth({"t": ("alice", "demo")}, built=built)
+    assert Identity("alice", "demo") == auth.identify("t", None)
+    assert [AUTH, "http://other/auth?wsdl"][:len(built)] == built and 3 == len(calls)
+    auth.identify("t", None)
+    assert 3 == len(calls)  # cached
+    with pytest.raises(TokenValidationFailed) as e:
+        auth.identify("nope", None)
+    assert {"reason": "the token is unknown or expired"} == e.value.detail
+    assert ["validateSessionToken"] * 2 == calls[3:]  # both managers asked
+    prefixes = Authenticator(AuthManagers(["http://auth.example/am"]), timeout=1, cache_seconds=30,
+                             client_factory=lambda url, timeout: pytest.fail("nothing to ask"))
+    with pytest.raises(TokenValidationFailed) as e:
+        prefixes.identify("t", None)
+    assert {"reason": "the token is unknown or expired"} == e.value.detail
+    with pytest.raises(TokenValidationFailed) as e:
+        prefixes.identify("", None)
+    assert {"reason": "no session token given"} == e.value.detail
+
+
+def test_without_a_job_an_unreachable_manager_is_said_only_when_none_refused():
+    """One manager down and one refusing: the refusal, as the job's own manager would answer."""
+    def factory(url, timeout):
+        if url == AUTH:
+            raise AuthUnavailable(url, "could not be reached", "loading its WSDL")
+        return FakeAuthClient({}, [])
+    auth = Authenticator(ALLOWED, timeout=1, cache_seconds=30, client_factory=factory)
+    with pytest.raises(TokenValidationFailed):
+        auth.identify("t", None)
+    down = Authenticator(AuthManagers([AUTH]), timeout=1, cache_seconds=30, client_factory=factory)
+    with pytest.raises(AuthManagerUnavailable):
+        down.identify("t", None)

@@ -170,3 +170,28 @@ def test_a_read_only_spool_refuses_work_clearly_and_the_daemon_carries_on(small)
     waiter.call("zeep", "startWaiter", sid, token, extra, 1)
     assert s.wait_state(sid, {"SUCCEEDED", "FAILED", "ABORTED"}, 30)["state"] == "SUCCEEDED"
     assert s.supervisor.alive() and s.supervisor.pid == daemon
+
+
+def test_an_exit_status_staged_while_the_spool_is_read_only_is_recorded_once_it_is_writable(small):
+    """A job that ends while the spool is read-only keeps its exit status: the shim's staged
+    record is put in place once the spool takes writes, never "vanished"."""
+    s = small
+    sleeper = Soap(s.url("Sleep") + "?wsdl")
+    sid = new_sid("staged")
+    sleeper.call("zeep", "startSleep", sid, s.token(), s.extra(), 2)
+    s.wait_state(sid, {"RUNNING"})
+    staged = s.attempt_file(sid, ".exit.json.tmp")
+    wait_for(staged.exists, 30, what="the shim to reserve its exit record")
+    mount("--bind", str(s.spool), str(s.spool))
+    mount("-o", "remount,ro,bind", str(s.spool))
+    wait_for(lambda: staged.read_bytes().startswith(b"{"), 15, what="the shim to fill its staged exit record")
+    assert not s.attempt_file(sid, "exit.json").exists()  # its rename was refused (EROFS)
+    shim = s.state(sid)["pid"]
+    wait_for(lambda: not psutil.pid_exists(shim), 10, what="the supervisor to reap the shim")  # and look at it
+    wait_for(lambda: [e for e in events(s, "exit_record_staged") if e.get("service_id") == sid], 10,
+             what="the supervisor to say the exit record waits")
+    subprocess.run(["umount", str(s.spool)], check=True)  # writable again
+    state = s.wait_state(sid, {"SUCCEEDED", "FAILED", "ABORTED"}, 30)
+    assert ("SUCCEEDED", 0) == (state["state"], state["exit_code"]), state
+    assert json.loads(s.attempt_file(sid, "exit.json").read_text())["exit_code"] == 0
+    assert s.supervisor.alive(), s.supervisor.output()[-3000:]

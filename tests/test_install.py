@@ -59,16 +59,21 @@ def venv(wheel, tmp_path_factory) -> Path:
 
 
 def test_wheel_holds_tracked_files_and_the_waiters_program(wheel):
-    """Nothing but tracked files' content (no stray definition), and the waiter's program and definition."""
+    """Nothing but tracked files' content (no stray definition), the waiter's program and definition, and the
+    Slurm executor's batch script."""
     path, tracked = wheel
-    names = [n for n in zipfile.ZipFile(path).namelist() if ".dist-info/" not in n]
-    assert {"jobs/programs/wait_a_while.py", "jobs/definitions/waiter.toml", "supervisor/shim.py"} <= set(names)
+    wheel = zipfile.ZipFile(path)
+    names = [n for n in wheel.namelist() if ".dist-info/" not in n]
+    assert {"jobs/programs/wait_a_while.py", "jobs/definitions/waiter.toml", "supervisor/shim.py",
+            "slurm/job.sh"} <= set(names)
     assert [] == [n for n in names if n not in tracked]
+    assert wheel.getinfo("slurm/job.sh").external_attr >> 16 & 0o111  # sbatch runs it: executable
 
 
 def test_installed_wheel_runs_a_waiter_job_outside_the_repo(venv, tmp_path):
-    """Without clfpy the façade, the console and waiter-client name the install command; with it, devauth, supervisor and
-    façade from the venv, configured by ./env in a temporary directory, run a waiter job to COMPLETED."""
+    """Every service prints its --help; without clfpy the façade, the console and waiter-client name the install
+    command; with it, devauth, supervisor and façade from the venv, configured by ./env in a temporary directory,
+    run a waiter job to COMPLETED."""
     bin_dir = venv / "bin"
     work = tmp_path / "site"
     work.mkdir()
@@ -78,13 +83,19 @@ def test_installed_wheel_runs_a_waiter_job_outside_the_repo(venv, tmp_path):
         kw.setdefault("env", env)
         return subprocess.run([str(a) for a in argv], cwd=work, capture_output=True, text=True, timeout=60, **kw)
 
-    for command in ("waiter-client", "spoolsoap-facade", "spoolsoap-console"):
-        done = run(bin_dir / command, "--help")
+    for command in ("spool-supervisor", "spoolsoap-facade", "spoolsoap-console", "devauth"):
+        done = run(bin_dir / command, "--help")  # help, never a service started (nor clfpy needed for it)
+        assert (0, f"usage: {command}") == (done.returncode, done.stdout[:7 + len(command)]), done
+    for argv in (["waiter-client", "--help"], ["spoolsoap-facade"], ["spoolsoap-console"]):
+        done = run(bin_dir / argv[0], *argv[1:])
         assert 2 == done.returncode, done.stderr
         assert "pip install --no-deps clfpy==1.3.2" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     pip("--python", str(bin_dir / "python"), "install", "--no-deps", CLFPY)
     assert 0 == run(bin_dir / "waiter-client", "--help").returncode
+    found = run(bin_dir / "python", "-c", "import os; from supervisor.slurm import JOB_SCRIPT as s; "
+                "print(s, os.access(s, os.X_OK))")
+    assert found.stdout.strip().endswith("site-packages/slurm/job.sh True"), found  # EXECUTOR=slurm finds it
 
     # no env file anywhere: the definitions shipped in the package, the spool in systemd's StateDirectory
     empty = run(bin_dir / "python", "-c", "from jobs import config; c = config.load(); "

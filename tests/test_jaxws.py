@@ -21,10 +21,35 @@ JAXWS_RT = Path("/usr/share/java/jaxws-rt.jar")
 
 CLIENT = r"""
 import java.net.URL;
+import java.util.List;
+import java.util.Set;
+import javax.xml.namespace.QName;
+import javax.xml.ws.BindingProvider;
 import javax.xml.ws.Holder;
+import javax.xml.ws.handler.Handler;
+import javax.xml.ws.handler.MessageContext;
+import javax.xml.ws.handler.soap.SOAPHandler;
+import javax.xml.ws.handler.soap.SOAPMessageContext;
 import waiter.*;
 
 public class Typed {
+    /** Rewrites secondsToWait to "abc" on the way out: a request the schema refuses. */
+    static class NotAnInteger implements SOAPHandler<SOAPMessageContext> {
+        public boolean handleMessage(SOAPMessageContext c) {
+            if ((Boolean) c.get(MessageContext.MESSAGE_OUTBOUND_PROPERTY)) {
+                try {
+                    c.getMessage().getSOAPBody().getElementsByTagNameNS("*", "secondsToWait").item(0).setTextContent("abc");
+                } catch (javax.xml.soap.SOAPException e) {
+                    throw new RuntimeException(e);
+                }
+            }
+            return true;
+        }
+        public boolean handleFault(SOAPMessageContext c) { return true; }
+        public void close(MessageContext c) {}
+        public Set<QName> getHeaders() { return null; }
+    }
+
     public static void main(String[] args) throws Exception {
         Application port = new WaiterService(new URL(args[0])).getApplication();
         Holder<String> page = new Holder<>(), result = new Holder<>();
@@ -39,6 +64,16 @@ public class Typed {
             System.out.println("NO FAULT");
         } catch (UnknownServiceIDFault_Exception e) {
             System.out.println("TYPED status: " + e.getMessage());
+        }
+        Application schema = new WaiterService(new URL(args[0])).getApplication();
+        List<Handler> chain = ((BindingProvider) schema).getBinding().getHandlerChain();
+        chain.add(new NotAnInteger());
+        ((BindingProvider) schema).getBinding().setHandlerChain(chain);
+        try {
+            schema.startWaiter(args[1], args[3], args[2], java.math.BigInteger.ONE, page, result);
+            System.out.println("NO FAULT");
+        } catch (InvalidRequestFault_Exception e) {
+            System.out.println("TYPED schema: " + e.getMessage());
         }
     }
 }
@@ -56,7 +91,8 @@ def _tools_or_skip() -> str:
 
 def test_jaxws_client_gets_the_declared_fault_types(bare_stack, devauth, tmp_path):  # noqa: F811
     """startWaiter with a bad token raises TokenValidationFailedFault_Exception (with its reason);
-    getServiceStatus of an unknown serviceID raises UnknownServiceIDFault_Exception."""
+    getServiceStatus of an unknown serviceID raises UnknownServiceIDFault_Exception; a start the schema
+    refuses (secondsToWait rewritten to "abc" by a handler) raises InvalidRequestFault_Exception."""
     wsimport = _tools_or_skip()
     generated = tmp_path / "generated"
     generated.mkdir()
@@ -73,3 +109,4 @@ def test_jaxws_client_gets_the_declared_fault_types(bare_stack, devauth, tmp_pat
     lines = done.stdout.splitlines()
     assert "TYPED start: Session-token validation failed | reason: the token is unknown or expired" == lines[0]
     assert lines[1].startswith("TYPED status: no Waiter job with serviceID 'java-"), lines
+    assert lines[2].startswith("TYPED schema: invalid request: element 'secondsToWait'"), lines

@@ -1,9 +1,11 @@
 """The slurm executor: its sbatch/squeue plumbing without a cluster, then whole jobs on a real one.
 
 The cluster tests need the single-node cluster of slurm/cluster.sh. The
-`slurm_cluster` fixture starts it when it is not running and leaves it running
-(`.ci/run` stops it). When it cannot be started the tests fail under CI (env
-CI set) and are skipped with the reason elsewhere.
+`slurm_cluster` fixture starts it when it is not running (as root it installs
+Slurm first if needed) and leaves it running (`.ci/run` stops it; elsewhere a
+warning in pytest's summary says so, and `slurm/cluster.sh stop` stops it).
+When it cannot be started the tests fail under CI (env CI set) and are skipped
+with the reason elsewhere.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import psutil
@@ -91,6 +94,10 @@ def slurm_cluster():
             r = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=900)
             if r.returncode != 0 or not cluster_ready():
                 problem = f"slurm/cluster.sh start failed (exit {r.returncode}):\n{r.stderr[-3000:]}"
+            elif not os.environ.get("CI"):
+                warnings.warn(f"the Slurm tests started a single-node Slurm cluster (slurm/cluster.sh, state in "
+                              f"{SLURM_DIR}), installing Slurm if it was missing; it keeps running: "
+                              "stop it with slurm/cluster.sh stop", UserWarning, stacklevel=1)
     if problem:
         if os.environ.get("CI"):
             pytest.fail(f"the Slurm tests cannot run under CI: {problem}", pytrace=False)
@@ -681,11 +688,12 @@ def test_exit_code_3_on_slurm_fails_with_the_code_shown(slurm_facade):
 
 
 def test_two_facades_on_one_spool_serve_the_same_jobs(slurm_facade):
-    """A second façade (its own gunicorn, same env file and spool) sees, polls and aborts jobs the first one started."""
+    """A second façade (its own granian, same env file and spool) sees, polls and aborts jobs the first one started."""
     st, token = slurm_facade, slurm_facade.token()
     port = free_port()
+    # its abortService waits up to 20 s (not 4) for the kill to be applied: scancel is slow on a loaded host
     second = Managed([sys.executable, "-m", "facade"], st.directory / "facade-2.log",
-                     {"ENV_FILE": str(st.env_file), "FACADE_PORT": str(port)})
+                     {"ENV_FILE": str(st.env_file), "FACADE_PORT": str(port), "ABORT_WAIT_SECONDS": "20"})
     st.extras.append(second)
     wsdl_b = f"http://127.0.0.1:{port}{st.config.context_root}/Waiter?wsdl"
     wait_http(wsdl_b, second, what="second façade")
@@ -702,10 +710,10 @@ def test_two_facades_on_one_spool_serve_the_same_jobs(slurm_facade):
     assert [st.state(done)["executor_id"]] == slurm_jobs_named(done)  # one Slurm job, not one per façade
 
     running = new_sid("two-abort")
-    b.call("suds", "startWaiter", running, token, st.extra(), 30)
+    a.call("suds", "startWaiter", running, token, st.extra(), 30)
     st.wait_state(running, {"RUNNING"})
-    shown = page(status_of(a.call("zeep", "getServiceStatus", running, token)))
+    shown = page(status_of(b.call("zeep", "getServiceStatus", running, token)))
     assert running in shown
-    assert a.call("zeep", "abortService", running, token) is True
+    assert b.call("zeep", "abortService", running, token) is True
     assert "ABORTED" == st.state(running)["state"]
-    assert "The job was aborted" in page(status_of(b.call("suds", "getServiceStatus", running, token)))
+    assert "The job was aborted" in page(status_of(a.call("suds", "getServiceStatus", running, token)))

@@ -465,3 +465,25 @@ def test_logs_are_json_lines_with_service_id(stack):
     events = [json.loads(line) for line in stack.daemon.output().splitlines() if line.strip()]
     mine = [e for e in events if e.get("service_id") == "log-1"]
     assert {"job_queued", "job_started", "job_finished"} <= {e["event"] for e in mine}
+
+
+def test_help_prints_usage_and_starts_nothing(stack):
+    """`spool-supervisor --help` prints its usage and exits 0 instead of starting a daemon on the spool."""
+    proc = subprocess.run([sys.executable, "-m", "supervisor.daemon", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "ENV_FILE": str(stack.env)}, timeout=30)
+    assert (0, "") == (proc.returncode, proc.stderr), proc.stderr
+    assert proc.stdout.startswith("usage: spool-supervisor") and "ENV_FILE" in proc.stdout, proc.stdout
+    assert not (stack.spool.root / "supervisor.lock").exists()
+
+
+def test_a_definition_on_slurm_without_slurm_stops_start_up_naming_it(stack, tmp_path):
+    """A definition with executor = "slurm" under EXECUTOR=local is checked at start-up: no sbatch, no daemon."""
+    (stack.env.parent / "definitions" / "on_slurm.toml").write_text(
+        'service = "OnSlurm"\nnamespace = "s"\nstart_method = "startS"\nargv = ["true"]\nexecutor = "slurm"\n')
+    empty = tmp_path / "no-slurm-here"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "supervisor.daemon"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "ENV_FILE": str(stack.env), "EXECUTOR": "local",
+                               "SLURM_BIN_DIR": str(empty)}, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert 'on_slurm.toml: executor = "slurm", but Slurm cannot be used here: sbatch' in proc.stderr, proc.stderr
