@@ -1,9 +1,9 @@
-"""The test tiers: which tests are fast, which need Slurm, podman or a browser, and how xdist may spread them.
+"""The test tiers: which tests are fast (and held to it), and which need Slurm, podman or a browser.
 
 `./bin/test --fast` runs the tests marked `fast`: in-process rule tests
 that start no process (the supervisor's `step(now)` with a fake executor, the
 façade's parts, the spool index, parsers); they take seconds. `./bin/test`
-runs everything, in parallel (pytest-xdist, `--dist loadgroup`).
+runs everything, in parallel (pytest-xdist).
 
 Why a table here rather than a `pytestmark` in each module: most modules mix
 in-process tests with real-process ones, and many hands edit the test
