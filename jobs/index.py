@@ -46,7 +46,7 @@ from .runfiles import RunFiles
 from .runstate import RunState
 from .spec import JobSpec
 from .spool import SERVICE_ID_RE, ServiceId, Spool, read_json
-from .states import ACTIVE_STATES, SUBMITTED, TERMINAL, TERMINAL_STATES, JobState
+from .states import ACTIVE, ACTIVE_STATES, SUBMITTED, TERMINAL, TERMINAL_STATES, JobState
 
 COLD_PER_PASS = 200
 PROGRESS_EVERY = 2         # passes: each running job's progress is looked at every other pass
@@ -356,7 +356,7 @@ class SpoolIndex:
         job.executor, job.executor_id = rs.executor, rs.executor_id
         job.pid, job.exit_code, job.signal = rs.pid, rs.exit_code, rs.signal
         job.queued_at, job.started_at, job.finished_at = rs.queued_at, rs.started_at, rs.finished_at
-        if rs.state is not JobState.RUNNING and rs.state not in TERMINAL:
+        if rs.state not in ACTIVE and rs.state not in TERMINAL:  # a stopping job shows how far it got
             job.progress = None
         elif rs.state is JobState.SUCCEEDED or not job.progress_stamp:
             self._read_progress(job, now)  # else (FAILED, ABORTED) keep the last progress seen: how far it got

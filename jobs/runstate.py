@@ -11,6 +11,7 @@ import msgspec
 from .errors import SpecError
 from .spool import dump_json, validate_service_id
 from .states import JobState, check_transition
+from .usage import Usage
 from .times import from_iso, iso  # noqa: F401  (from_iso: readers import it from here too)
 
 _TIME_FIELDS = ("queued_at", "started_at", "finished_at", "updated_at", "not_before")
@@ -41,6 +42,7 @@ class Attempt:
     signal: int | None = None
     reason: str = ""
     killed: bool = False  # the supervisor's stop needed SIGKILL: SIGTERM's grace period ran out
+    usage: Usage | None = None  # what it used (jobs/usage.py); None: not measured
 
 
 @dataclass
@@ -67,6 +69,8 @@ class RunState:
     kill_at: float | None = None
     killed: bool = False  # this attempt's stop needed SIGKILL (signal is then 9)
     retries_used: int = 0  # automatic retries since the last start or operator restart
+    usage: Usage | None = None  # what the current (or last) attempt used, once it ended
+    isolation: str | None = None  # how the attempt is confined, or "not isolated: <why>"
     history: list[Attempt] = field(default_factory=list)
 
     def move(self, new: JobState, reason: str, now: float) -> None:
