@@ -22,9 +22,12 @@ from __future__ import annotations
 import _posixsubprocess
 import os
 import subprocess
+import sys
 import threading
 
 import pytest
+
+from jobs import logs
 
 
 class Only:
@@ -86,6 +89,14 @@ FAST = {
                        "test_a_timeout_keeps_the_programs_end_and_says_timeout",
                        "test_parsers_read_squeue_scontrol_and_jobcomp_lines", "test_reasons_say_what_slurm_did",
                        "test_bad_slurm_settings_are_named", "test_bad_slurm_table_names_file_and_field"),
+    "test_cgroups": Only("test_a_nonexistent_cgroup_root_is_reported_plainly",
+                         "test_a_refused_limit_leaves_no_cgroup_behind",
+                         "test_an_attempt_is_created_below_the_parent_never_at_a_root",
+                         "test_limits_the_layout_cannot_enforce_are_listed", "test_mounts_and_own_cgroups_are_read_from_proc",
+                         "test_names_and_limits_are_checked", "test_no_cgroup_filesystem_is_reported_plainly",
+                         "test_the_layout_says_where_each_role_lives"),
+    "test_confine": Only("test_job_users_resolve_per_project", "test_switch_problem_reads_the_capabilities",
+                         "test_the_plan_travels_as_fields"),
     "test_systemd": Only("test_units_run_as_a_user_from_the_env_file_restart_on_failure_and_leave_jobs_running"),
 }
 
@@ -132,3 +143,27 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         _posixsubprocess.fork_exec, subprocess._fork_exec, os.fork, os.posix_spawn = saved
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write: pytest swaps it for every test (capsys) and closes the old one."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def in_process_logs():
+    """Code run in the test process logs as jobctl configures it (JSON lines, errors only), to the current stderr.
+
+    Why: jobctl.main configures structlog once per process with the stderr of
+    that moment, and module-level loggers keep it from their first use; after
+    an in-process jobctl test that stream was capsys's, closed, and a later
+    test's error log (a supervisor stepped in-process) failed with "I/O
+    operation on closed file". Real processes configure their own logs.
+    """
+    logs.configure("error", stream=_CurrentStderr())
+    yield
