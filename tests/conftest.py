@@ -110,6 +110,14 @@ NEEDS = {
 }
 
 
+def pytest_configure(config):
+    """An xdist worker runs with COLUMNS=80 and LINES=24 set, where one process has neither: programs
+    whose output follows the terminal's width (jobctl list cuts its last column) answer as they do there."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(config, items):
     for item in items:
