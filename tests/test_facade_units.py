@@ -364,7 +364,7 @@ def ops(tmp_path):
 def claim(ops: Operations, sid: str, state: JobState, **fields) -> Path:
     """Do what the supervisor does: move the spec into runs/<sid>/ and write state.json."""
     run = ops.spool.run_dir(sid)
-    (run / "attempts" / "1").mkdir(parents=True)
+    (run / "attempts" / "1" / "work").mkdir(parents=True)
     incoming = ops.spool.incoming_path(sid)
     if incoming.exists():
         incoming.rename(run / "spec.json")
@@ -372,7 +372,7 @@ def claim(ops: Operations, sid: str, state: JobState, **fields) -> Path:
         spec = JobSpec(sid, "waiter", {"secondsToWait": 5}, AUTH, {"username": "alice", "project": "demo"})
         (run / "spec.json").write_bytes(spec.to_json())
     set_state(ops, sid, state, **fields)
-    return run / "attempts" / "1"
+    return run / "attempts" / "1" / "work"  # the program's files
 
 
 def set_state(ops: Operations, sid: str, state: JobState, **fields) -> None:
