@@ -15,6 +15,7 @@ step and why; nothing runs then.
 The daemon side resolves the job's user (`user_name_for`, `lookup_user`) and
 asks `switch_problem` whether it can switch users at all.
 """
+import fcntl
 import os
 import pwd
 import resource
@@ -198,6 +199,9 @@ def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.
     if len(stdio) < 3 or min(stdio) < len(stdio):
         raise ValueError(f"stdio {stdio!r}: three descriptors or more, each at least {len(stdio)}")
     r, w = os.pipe2(os.O_CLOEXEC)
+    if w < len(stdio):  # clear of the descriptors the program gets
+        w, low = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, len(stdio)), w
+        os.close(low)
     pid = os.fork()
     if pid == 0:  # the child: report a failure through w, never return
         try:
@@ -206,7 +210,7 @@ def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.
                 signal.signal(sig, signal.SIG_DFL)
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
-            os.closerange(3, w)
+            os.closerange(len(stdio), w)
             os.closerange(w + 1, 1 << 20)
             prepare_child(plan)
             _step(f"cannot start {argv[0]}", os.execvpe, argv[0], argv, env)

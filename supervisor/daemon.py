@@ -437,7 +437,8 @@ class Supervisor:
         ex = self.executor(job)
         warm = False
         try:
-            ready = self.write("state", sid, os.makedirs, attempt.dir, exist_ok=True)
+            # 0750: a confined program (another user) cannot walk up from its work/ to the logs and records
+            ready = self.write("state", sid, os.makedirs, attempt.dir, 0o750, exist_ok=True)
             reserved = ex.reserve(job) if ready else None  # local: a shim started ahead, its pid known now
             warm = reserved is not None
             if warm:
@@ -457,8 +458,8 @@ class Supervisor:
             self.finish(job, now)
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             return
-        if not warm:
-            self.save(job)  # the pid of the shim just spawned
+        if not warm or rs.isolation != queued.isolation:
+            self.save(job)  # the pid of the shim just spawned, or how its attempt is confined
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
 

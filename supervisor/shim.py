@@ -200,19 +200,20 @@ class Pump:
         self.fd, self.log, self.left, self.marker = fd, log, cap, (MARK % _size_text(cap)).encode()
 
     def pull(self):
-        """Read what is there; False at end of file."""
+        """Copy what is there: True if it read some, None if nothing is there now, False at end of file."""
         try:
             data = os.read(self.fd, 65536)
         except BlockingIOError:
-            return True
+            return None
         if not data:
             return False
-        if self.left > 0:
+        if self.left >= 0:
             keep = data[:self.left]
             self.left -= len(data)
             try:
-                os.write(self.log, keep)
-                if self.left < 0:
+                if keep:
+                    os.write(self.log, keep)
+                if self.left < 0:  # once, where the cut is
                     os.write(self.log, self.marker)
             except OSError:
                 pass  # a full disk: the exit record has its space
@@ -245,7 +246,7 @@ def pump_until_exit(pid, pumps):
                             break
                     except BlockingIOError:
                         break
-            elif not live[fd].pull():
+            elif live[fd].pull() is False:
                 poller.unregister(fd)
                 del live[fd]
     for p in live.values():  # what the program wrote last; a descendant's later output is not waited for
