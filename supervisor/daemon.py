@@ -628,9 +628,11 @@ class Daemon:
             self.start_observer()
         self.sup.recover(time.time())
         log = self.sup.log
-        isolation = self.sup.isolation.describe() if self.sup.isolation is not None else None
+        iso = self.sup.isolation
+        isolation = iso.describe() if iso is not None else None
         log.info("supervisor_started", pid=os.getpid(), spool=str(self.sup.spool.root),
-                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch, isolation=isolation)
+                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch, isolation=isolation,
+                 default_limits=iso.defaults() if iso is not None else None)
         if isolation and isolation.startswith("not isolated"):
             log.warning("jobs_not_isolated", reason=isolation)
         tick = min(1.0, self.cfg.reconcile_seconds)

@@ -58,6 +58,11 @@ class Isolation:
         users = ", ".join(f"{u.name} (uid {u.uid})" for u in self.users.values())
         return f"isolated: jobs run as {users}; {self.layout.describe()}"
 
+    def defaults(self) -> str:
+        """The limits a definition that sets none gets (JOB_*_LIMIT), for the start-up log."""
+        cfg = self.cfg
+        return _limits_text(cfg.job_memory_limit, cfg.job_cpu_limit, cfg.job_process_limit, cfg.job_log_limit)
+
     def user_for(self, project: str | None) -> confine.JobUser | None:
         name = confine.user_name_for(project or "", self.cfg.job_user, self.cfg.project_users)
         return None if self.user_problem or not name else self.users.get(name)
@@ -103,16 +108,18 @@ class Isolation:
 
     @staticmethod
     def _note(user, attempt, limits: JobLimits, problems: list[str], unenforced: list[str]) -> str:
-        shown = [f"memory {size_text(limits.memory_bytes)}" if limits.memory_bytes else "",
-                 f"cpus {limits.cpus:g}" if limits.cpus else "",
-                 f"processes {limits.processes}" if limits.processes else "",
-                 f"logs {size_text(limits.log_bytes)} each" if limits.log_bytes else ""]
-        limits_text = "limits: " + (", ".join(s for s in shown if s) or "none")
+        limits_text = "limits: " + _limits_text(limits.memory_bytes, limits.cpus, limits.processes, limits.log_bytes)
         if unenforced:
             limits_text += " (not enforced here: " + ", ".join(unenforced) + ")"
         if problems:
             return "not isolated: " + "; ".join(p.removeprefix("not isolated: ") for p in problems) + "; " + limits_text
         return f"isolated: runs as {user.name} (uid {user.uid}) in cgroup {attempt.name}; {limits_text}"
+
+
+def _limits_text(memory: int | None, cpus: float | None, processes: int | None, logs: int | None) -> str:
+    shown = [f"memory {size_text(memory)}" if memory else "", f"cpus {cpus:g}" if cpus else "",
+             f"processes {processes}" if processes else "", f"logs {size_text(logs)} each" if logs else ""]
+    return ", ".join(s for s in shown if s) or "none"
 
 
 def sweep(layout: cgroups.Layout, keep: set[str], log) -> None:
