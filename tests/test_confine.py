@@ -203,5 +203,5 @@ def test_the_shim_side_imports_only_the_standard_library():
     code = ("import sys; sys.path.insert(0, 'supervisor'); before = set(sys.modules); import confine; "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert set(out.stdout.split()) <= {"confine", "pwd", "resource", "_signal", "os", "stat", "_stat", "posixpath",
+    assert set(out.stdout.split()) <= {"confine", "fcntl", "pwd", "resource", "_signal", "os", "stat", "_stat", "posixpath",
                                        "genericpath", "_collections_abc", "os.path"}, out.stdout
