@@ -257,9 +257,10 @@ class LocalExecutor(Executor):
             if problem:
                 log.error("cgroup_kill_failed", service_id=job.sid, problem=problem)
             return
-        for pid in cg.pids():  # those that left the group (setsid) hear it too
+        for pid in cg.pids():  # those that left the group (setsid) hear it too, the others once
             try:
-                os.kill(pid, sig)
+                if h is None or os.getpgid(pid) != h.pid:
+                    os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
 
