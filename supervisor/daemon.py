@@ -45,6 +45,7 @@ from .runner import LocalExecutor
 from .slurm import SlurmExecutor
 
 TMP_MAX_AGE = 3600.0
+USAGE_HINT_SECONDS = 30.0  # how often a running attempt's usage-so-far hint is refreshed (jobs/runfiles.py USAGE_HINT)
 
 
 def make_executors(cfg: config_mod.Config, definitions: dict[str, Definition]) -> dict[str, Executor]:
@@ -75,6 +76,7 @@ class Supervisor:
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
         self.unsaved: dict[str, Job] = {}  # state.json the storage refused: written again every pass
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
+        self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -112,6 +114,7 @@ class Supervisor:
             if name not in self.jobs and name not in self.finished and SERVICE_ID_RE.fullmatch(name):
                 self.load_run(name, now)
         self.write_heartbeat(now)
+        self.write_usage_hints(now)
         self.apply_retention(now)
         self.next_reconcile = now + self.cfg.reconcile_seconds
 
@@ -399,6 +402,7 @@ class Supervisor:
 
     def finish(self, job: Job, now: float) -> None:
         rs = job.rs
+        self.hinted.pop(rs.service_id, None)
         rs.finished_at = now
         rs.kill_at = None
         self.save(job)
@@ -518,6 +522,23 @@ class Supervisor:
                 "max_parallel_jobs": self.cfg.max_parallel_jobs,
                 "isolation": self.isolation.describe() if self.isolation is not None else None}
         self.write("heartbeat", None, self.spool.write_atomic, self.spool.supervisor_file, dump_json(body))
+
+    def write_usage_hints(self, now: float) -> None:
+        """For the status page's "used so far": each running attempt's usage, at most every USAGE_HINT_SECONDS.
+
+        A hint, not a record: never fsynced, lost for free; the durable usage
+        is written with the attempt when it ends.
+        """
+        for job in self.jobs.values():
+            rs = job.rs
+            if rs.state != JobState.RUNNING or now - self.hinted.get(rs.service_id, 0.0) < USAGE_HINT_SECONDS:
+                continue
+            usage = self.executor(job).live_usage(job)
+            if usage is None:
+                continue
+            self.hinted[rs.service_id] = now
+            body = {**dataclasses.asdict(self.measured(job, usage, now)), "at": iso(now), "attempt": rs.attempt}
+            self.write("usage hint", rs.service_id, self.spool.write_hint, job.attempt.usage_hint, dump_json(body))
 
     def load_run(self, sid: str, now: float) -> Job | None:
         """Read one run from disk (start-up, or a run we did not know); adopt or finalise it."""

@@ -171,3 +171,7 @@ class Executor(ABC):
 
     def cleanup(self, job: Job) -> None:
         """Once the ended attempt's record (with its usage) is saved: remove what still holds its counts."""
+
+    def live_usage(self, job: Job) -> Usage | None:
+        """What the running attempt used so far, if the executor can tell cheaply (None: it cannot)."""
+        return None

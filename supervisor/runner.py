@@ -284,6 +284,10 @@ class LocalExecutor(Executor):
     def cleanup(self, job: Job) -> None:
         self._drop_cgroup(job)
 
+    def live_usage(self, job: Job) -> Usage | None:
+        cg = self.cgroups.get(job.sid)
+        return cg.usage() if cg is not None else None
+
     def _drop_cgroup(self, job: Job) -> None:
         cg = self.cgroups.pop(job.sid, None)
         if cg is not None:

@@ -235,7 +235,9 @@ def test_usage_survives_kill_9_of_the_supervisor(confined, when):
     confined.start()
     submit(confined, "burn-9", "burn", arg=2)
     confined.wait_state("burn-9", "RUNNING", timeout=15)
-    wait_for((confined.attempt_dir("burn-9") / "stdout.log").exists, 10, what="the shim")
+    hint = confined.attempt_dir("burn-9") / "usage.json"  # "used so far", for the status page
+    wait_for(hint.exists, 10, what="the running attempt's usage hint")
+    assert json.loads(hint.read_text())["source"] == "cgroup"
     confined.daemon.stop(signal.SIGKILL)
     if when == "while the job ends":
         wait_for((confined.attempt_dir("burn-9") / "exit.json").exists, 30, what="the job ended, supervisor down")

@@ -22,7 +22,7 @@ import requests
 
 from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, soap_envelope, stack,  # noqa: F401
                             start_devauth, start_facade)
-from harness import ROOT, free_port, processes_with_arg, wait_for
+from harness import ROOT, free_port, wait_for
 from jobs import config as jobs_config
 
 
