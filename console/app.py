@@ -17,17 +17,19 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 
+from jobs.proxies import TrustedProxies
 from jobs.config import Config
 from jobs.errors import ConfigError
 
 from .board import Console
 from .routes import routes
+from .sessions import SessionStore, Sessions
 from .streams import Broadcast
 
 SECURITY_HEADERS = {
@@ -74,6 +76,33 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def sessions_file(cfg: Config) -> Path:
+    """The server-side sessions live beside the signing key (the console's own directory)."""
+    return cfg.console_secret_file.with_name(cfg.console_secret_file.name + ".sessions.json")
+
+
+def end_streams_on_stop_signals(console: Console) -> None:
+    """SIGTERM/SIGINT end the event streams at once, then granian's own handler runs as before.
+
+    granian tells the app it stops (lifespan shutdown) only once every open
+    response has ended, and an event stream never ends by itself: the console
+    ran on until SIGKILL. The handler is chained at the Python level; asyncio's
+    own (granian's, through loop.add_signal_handler) still runs from the loop.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(console.stop_streams)
+            if callable(previous):
+                previous(signum, frame)
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (an app run in a test's thread): nothing to chain
+            return
+
+
 def make_app(cfg: Config) -> Starlette:
     """The console's Starlette app for cfg (one process: the index lives in it)."""
     console = Console(cfg)
@@ -83,16 +112,19 @@ def make_app(cfg: Config) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         task = asyncio.create_task(console.refresher())
+        end_streams_on_stop_signals(console)
         try:
             yield
         finally:
             task.cancel()
+            await console.close_streams()  # granian waits for every open response before it exits
 
+    key = secret_key(cfg.console_secret_file)
     app = Starlette(routes=routes(), lifespan=lifespan, middleware=[
         Middleware(SecurityHeaders),
-        Middleware(SessionMiddleware, secret_key=secret_key(cfg.console_secret_file), session_cookie="console_session",
-                   max_age=12 * 3600, same_site="strict", https_only=False),
+        Middleware(Sessions, secret_key=key, trusted_proxies=TrustedProxies(cfg.forwarded_allow_ips)),
     ])
     app.state.console = console
+    app.state.sessions = SessionStore(sessions_file(cfg))
     app.state.broadcast = Broadcast(console)
     return app

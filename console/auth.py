@@ -2,6 +2,7 @@
 anything, `action` (the session's CSRF token sent back). Who the user is lives in console.access."""
 from __future__ import annotations
 
+import hmac
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -41,7 +42,8 @@ def login_required(api: bool = False):
             if user is None:
                 if api:
                     return JSONResponse({"error": "log in first"}, 401)
-                return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
+                asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse("/login?" + urlencode({"next": asked}), 303)
             request.state.user = user
             c.fresh()
             return await endpoint(request)
@@ -100,5 +102,26 @@ def _next(value: object) -> str:
 
 @action
 async def logout(request: Request):
-    request.session.clear()
+    access.log_out(request)
     return RedirectResponse("/login", 303)
+
+
+async def metrics_gate(request: Request) -> Response | None:
+    """/metrics shows every project's counts: a scraper with the bearer token of CONSOLE_METRICS_TOKEN_FILE,
+    or a logged-in operator; None lets the request through."""
+    c = console_of(request)
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    if c.metrics_token and scheme.lower() == "bearer":
+        if hmac.compare_digest(sent.strip().encode(), c.metrics_token.encode()):
+            return None
+        return JSONResponse({"error": "wrong bearer token"}, 401, headers={"www-authenticate": "Bearer"})
+    try:
+        user = await access.current_user(request, c.auth, c.cfg.auth_cache_seconds)
+    except AuthUnavailable as e:
+        return text(503, str(e), True)
+    if user is None:
+        return JSONResponse({"error": "log in as an operator, or send the bearer token of CONSOLE_METRICS_TOKEN_FILE"},
+                            401, headers={"www-authenticate": "Bearer"})
+    if not user.operator:
+        return JSONResponse({"error": "/metrics counts every project's jobs: operators only"}, 403)
+    return None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import shutil
+import signal
 import time
 from typing import Any
 
@@ -23,19 +24,25 @@ from jobs.authclient import AuthManagerClient
 from jobs.config import Config
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, SpecError
-from jobs.runstate import RunState, signal_name, stop_note
+from jobs.outputs import outputs as read_outputs
+from jobs.runstate import Attempt, RunState, signal_name, stop_note
 from jobs.spool import Spool, read_json, service_id
-from jobs.states import JobState
+from jobs.states import DISPLAY_STATES, SUBMITTED, TERMINAL_STATES, JobState
 from jobs.supervisorinfo import supervisor_status
 
-from . import access, formatting, logs
+from . import access, formatting, logs, usage
 from .index import Index, Job
 
 REFRESH_SECONDS = 0.25
 IDLE_REFRESH_SECONDS = 2.0  # no event stream open: nobody sees a change at once, so a pass costs 8x less often
 HISTORY_SECONDS = 5.0
 PER_PAGE = 50
-FILTERS = ("state", "job", "project", "user", "q")
+MAX_PER_PAGE = 500
+FILTERS = ("state", "job", "project", "user", "q", "sort")  # sort: a usage column (console/usage.py)
+# The states in which the supervisor applies each command (supervisor/daemon.py kill() and restart()); any other
+# it ignores, so the console neither offers nor sends it.
+COMMAND_STATES = {"kill": frozenset({SUBMITTED, JobState.QUEUED.value, JobState.RUNNING.value}),
+                  "restart": frozenset({JobState.RUNNING.value}) | TERMINAL_STATES}
 
 log = structlog.get_logger("console")
 
@@ -52,6 +59,49 @@ def auth_wsdl(cfg: Config) -> str:
     return first
 
 
+def _number(value: object, default: int, top: int) -> int:
+    """A page number or size from the query: 1..top, `default` when absent or not a number."""
+    try:
+        return min(max(1, int(value or default)), top)
+    except ValueError:
+        return default
+
+
+def metrics_token(cfg: Config) -> str | None:
+    """The bearer token a scraper sends to /metrics (CONSOLE_METRICS_TOKEN_FILE), or None."""
+    path = cfg.console_metrics_token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"CONSOLE_METRICS_TOKEN_FILE={path}: cannot be read ({e.strerror})") from None
+    if len(token) < 16:
+        raise ConfigError(f"CONSOLE_METRICS_TOKEN_FILE={path}: holds fewer than 16 characters")
+    return token
+
+
+def crashed(sig: int | None) -> str:
+    """An attempt ended by a signal the supervisor did not send: the program crashed."""
+    if sig is None:
+        return ""
+    try:
+        what = signal.strsignal(sig)
+    except ValueError:
+        what = None
+    return f"crashed ({signal_name(sig)}" + (f", {what.lower()})" if what else ")")
+
+
+def ended_how(a: Attempt, grace_s: float | None) -> str:
+    """How an earlier attempt ended, if by a signal: stopped by the supervisor, or crashed. The supervisor
+    records a crash's reason as the shim's "killed by SIG..." and a stop's as the stop's reason."""
+    if a.signal is None and not a.killed:
+        return ""
+    if not a.killed and a.reason.startswith("killed by "):
+        return crashed(a.signal)
+    return stop_note(a.signal, a.killed, grace_s)
+
+
 class Console:
     """What the endpoints share: configuration, spool, definitions, index, auth client, templates."""
 
@@ -66,7 +116,9 @@ class Console:
         self.watchers = 0                 # event streams open
         self._watched = asyncio.Event()   # set when one opens: the idle wait ends at once
         self._refreshed_at = 0.0
+        self.stopping = asyncio.Event()   # set on shutdown: every event stream ends
         self.templates = formatting.templates(self.definitions)
+        self.metrics_token = metrics_token(cfg)
 
     # -- background -----------------------------------------------------------
     async def refresher(self) -> None:
@@ -106,12 +158,28 @@ class Console:
         finally:
             self.watchers -= 1
 
+    def stop_streams(self) -> None:
+        """End every event stream now: the server's graceful shutdown waits for every open response."""
+        self.stopping.set()
+        self.index.wake()
+
+    async def close_streams(self, wait: float = 3.0) -> None:
+        """On shutdown: end every event stream and give them `wait` seconds to close."""
+        self.stop_streams()
+        deadline = time.monotonic() + wait
+        while self.watchers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     # -- views ------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        """The supervisor's health as of the last refresh pass (measured once a pass, not per stream)."""
+    def health(self, user: access.User | None = None) -> dict[str, Any]:
+        """The supervisor's health as of the last refresh pass (measured once a pass, not per stream);
+        with a user who is no operator, the queue length counts only the jobs they may see."""
         if self._health is None:
             self._health = self._measure_health()
-        return self._health
+        if user is None or user.operator:
+            return self._health
+        queued = sum(1 for j in self.index.live() if j.state == JobState.QUEUED and user.may_see(j.project))
+        return {**self._health, "queue_length": queued}
 
     def _measure_health(self) -> dict[str, Any]:
         sup = supervisor_status(self.spool, None, self.cfg.reconcile_seconds)
@@ -142,16 +210,17 @@ class Console:
                 and (not f["project"] or j.project == f["project"]) and (not f["user"] or j.username == f["user"])
                 and (not f["q"] or f["q"].lower() in j.sid.lower())]
         jobs.sort(key=lambda j: (j.submitted_at, j.sid), reverse=True)
-        pages = max(1, -(-len(jobs) // PER_PAGE))
-        try:
-            page = min(max(1, int(params.get("page") or 1)), pages)
-        except ValueError:
-            page = 1
-        shown = jobs[(page - 1) * PER_PAGE: page * PER_PAGE]
+        jobs = usage.sort_rows(jobs, f["sort"], time.time())
+        per_page = _number(params.get("per_page"), PER_PAGE, MAX_PER_PAGE)
+        pages = max(1, -(-len(jobs) // per_page))
+        page = _number(params.get("page"), 1, pages)
+        shown = jobs[(page - 1) * per_page: page * per_page]
         now = time.time()
+        # the query names the page: the board's live updates refetch it, and must stay on it
+        paging = {**({"page": page} if page > 1 else {}), **({"per_page": per_page} if per_page != PER_PAGE else {})}
         return {"filters": f, "page": page, "pages": pages, "total": len(jobs), "now": now,
                 "jobs": [j.as_json(now) for j in shown], "seq": self.index.seq,
-                "query": {k: v for k, v in f.items() if v}}
+                "query": {**{k: v for k, v in f.items() if v}, **paging}}
 
     def detail(self, job: Job) -> dict[str, Any]:
         """Everything the job page shows: the row, every attempt, the inputs, the notifications."""
@@ -168,26 +237,45 @@ class Console:
             attempts.append({"attempt": h.attempt, "started_at": h.started_at, "finished_at": h.finished_at,
                              "exit_code": h.exit_code, "signal": h.signal,
                              "signal_name": None if h.signal is None else signal_name(h.signal),
-                             "stopped": stop_note(h.signal, h.killed, grace) if (h.killed or h.signal) else "",
-                             "reason": h.reason, "logs": logs.sizes(files.attempt(h.attempt))})
+                             "stopped": ended_how(h, grace),
+                             "reason": h.reason, "logs": logs.sizes(files.attempt(h.attempt)),
+                            "usage": usage.attempt_usage(h.usage)})
         if rs is not None and not any(a["attempt"] == rs.attempt for a in attempts):
             attempts.append({"attempt": rs.attempt, "started_at": rs.started_at, "finished_at": rs.finished_at,
                              "exit_code": rs.exit_code, "signal": rs.signal,
                              "signal_name": None if rs.signal is None else signal_name(rs.signal),
-                             "stopped": rs.stopped_how(grace) or "", "reason": rs.reason,
-                             "logs": logs.sizes(files.attempt(rs.attempt)), "current": True})
+                             "stopped": rs.stopped_how(grace) or crashed(rs.signal), "reason": rs.reason,
+                             "logs": logs.sizes(files.attempt(rs.attempt)), "current": True,
+                            "usage": usage.attempt_usage(rs.usage if rs.terminal else None)})
         return {**job.as_json(now), "attempt_history": attempts, "inputs": job.inputs,
+                "commands": [verb for verb, states in COMMAND_STATES.items() if job.state in states],
+                "outputs": self.outputs(job, files, d, rs),
                 "timestamps": {"submitted": job.submitted_at, "queued": job.queued_at, "started": job.started_at,
                                "finished": job.finished_at, "updated": rs.updated_at if rs else None},
                 "definition_inputs": [{"name": i.name, "type": i.type, "default": i.default, "min": i.min,
                                        "max": i.max, "description": i.description} for i in (d.inputs if d else ())],
                 "notifications": logs.notifications(files.notifications),
-                "progress_samples": [[round(t, 2), p] for t, p in job.samples]}
+                "progress_samples": [[round(t, 2), p] for t, p in job.samples],
+                "usage_facts": usage.attempt_usage(job.usage)}
+
+    def outputs(self, job: Job, files, d: Definition | None, rs: RunState | None) -> list[dict[str, str]]:
+        """A SUCCEEDED job's outputs, read as the SOAP status call's COMPLETED answer reads them."""
+        if d is None or rs is None or job.state != JobState.SUCCEEDED.value:
+            return []
+        return [{"name": o.name, "value": v} for o, v in zip(d.outputs, read_outputs(files, d, rs))]
+
+    def refusal(self, job: Job, verb: str) -> str | None:
+        """Why `verb` does not apply to the job in its state (the supervisor would ignore it); None if it does."""
+        states = COMMAND_STATES[verb]
+        if job.state in states:
+            return None
+        return (f"{verb} refused: job {job.sid} is {job.state}; {verb} applies only to a "
+                f"{' or '.join(s for s in DISPLAY_STATES if s in states)} job")
 
     def render(self, request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         user = access.user_of(request)
         html = self.templates.get_template(name).render(
-            request=request, user=user, csrf=access.csrf_token(request), health=self.health(),
+            request=request, user=user, csrf=access.csrf_token(request), health=self.health(user),
             flash=request.session.pop("flash", None), **context)
         return HTMLResponse(html, status)
 

@@ -5,9 +5,10 @@ import time
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from jobs.definitions import Definition
-from jobs.states import DISPLAY_STATES
+from jobs.states import ACTIVE_STATES, DISPLAY_STATES
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -38,10 +39,18 @@ def size(n: int | None) -> str:
     return ""
 
 
+def bar_value(job: dict) -> Markup:
+    """A progress bar's value attribute: none (the animated "busy" bar) only for a running job whose
+    progress is unknown; a job that waits, or ended without a percentage, shows an empty bar."""
+    if job["progress"] is not None:
+        return Markup(f'value="{float(job["progress"]):g}"')
+    return Markup("") if job["state"] in ACTIVE_STATES else Markup('value="0"')
+
+
 def templates(definitions: dict[str, Definition]) -> Environment:
     """The pages' Jinja environment: autoescaped, with the filters above and the states and job types."""
     env = Environment(loader=FileSystemLoader(TEMPLATES),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters.update(duration=duration, clock=clock, percent=percent)
+    env.filters.update(duration=duration, clock=clock, percent=percent, bar_value=bar_value)
     env.globals.update(states=DISPLAY_STATES, definitions=definitions)
     return env

@@ -52,18 +52,25 @@ class Index(SpoolIndex):
         """Return once seq has moved on (or after timeout)."""
         deadline = time.monotonic() + timeout
         while self.seq <= seq and time.monotonic() < deadline:
+            changed = self._changed
             try:
-                await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+                await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
             except TimeoutError:
                 return
+            if self.seq <= seq:
+                return  # woken without a change: wake()
 
     def refresh(self, now: float | None = None) -> int:
         """One pass; the number of changes. A change wakes every stream waiting in wait_change."""
         changed = super().refresh(now)
         if changed:
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self.wake()
         return changed
+
+    def wake(self) -> None:
+        """End every wait_change now (a change, or the console shutting down)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def sample_history(self, now: float | None = None) -> None:
         """One point of the jobs-over-time chart: queued, running, finished."""

@@ -57,6 +57,16 @@ def read_new(path: str, offset: int) -> tuple[str, int]:
     return data.decode("utf-8", "replace"), offset + len(data)
 
 
+def follow(files: AttemptFiles, offsets: dict[str, int]) -> list[tuple[str, str]]:
+    """The new whole lines of both streams from `offsets` (stream -> offset, -1 at first), which move on."""
+    out = []
+    for stream in STREAMS:
+        text, offsets[stream] = read_new(path_of(files, stream), offsets.get(stream, -1))
+        if text:
+            out.append((stream, text))
+    return out
+
+
 def notifications(path: str) -> list[dict[str, Any]]:
     """The last MAX_NOTIFICATIONS messages passed to the job; a line that is not one is skipped."""
     try:

@@ -12,10 +12,10 @@ from starlette.staticfiles import StaticFiles
 from jobs.spool import COMMAND_VERBS, NotRegularFile, open_regular, storage_refused
 from jobs.submit import SubmitError
 
-from . import auth, logs, streams
+from . import auth, logs, streams, usagepages
 from .auth import action, console_of, login_required
 from .board import Console
-from .health import routes as health_routes
+from .health import make_routes as health_routes
 from .index import Job
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -61,7 +61,7 @@ async def api_job(request: Request):
 @login_required(api=True)
 async def api_health(request: Request):
     c = console_of(request)
-    return JSONResponse({**c.health(), "history": [{"at": t, "queued": q, "running": r, "finished": f}
+    return JSONResponse({**c.health(request.state.user), "history": [{"at": t, "queued": q, "running": r, "finished": f}
                                                    for t, q, r, f in c.index.history]})
 
 
@@ -104,6 +104,27 @@ async def job_log(request: Request):
         "content-disposition": f'attachment; filename="{sid}-attempt{a.number}-{stream}.log"'})
 
 
+@login_required(api=True)
+async def job_output(request: Request):
+    """The new lines of an attempt's stdout and stderr since the offsets asked for (-1: its last
+    LOG_FIRST_BYTES). A job page polls it: a short request, so any number of pages share the browser's
+    six connections (only the board's event stream is held open, by one page for all: console.js)."""
+    c, job = _job(request)
+    if job is None:
+        return JSONResponse({"error": "no such job"}, 404)
+    q = request.query_params
+    try:
+        attempt = int(q.get("attempt") or job.attempt)
+        offsets = {stream: int(q.get(stream) or -1) for stream in logs.STREAMS}
+    except ValueError:
+        return JSONResponse({"error": "attempt and offsets are integers"}, 400)
+    if attempt != job.attempt:  # a new attempt: its logs from the start
+        attempt, offsets = job.attempt, {stream: 0 for stream in logs.STREAMS}
+    chunks = logs.follow(c.spool.files(job.sid).attempt(attempt), offsets)
+    return JSONResponse({"attempt": attempt, "offsets": offsets, "state": job.state,
+                         "chunks": [{"stream": stream, "text": text} for stream, text in chunks]})
+
+
 @action
 async def job_command(request: Request):
     c = console_of(request)
@@ -112,6 +133,10 @@ async def job_command(request: Request):
     job = c.visible(user, sid)
     if job is None or verb not in COMMAND_VERBS:
         return _not_found(c, request)
+    refused = c.refusal(job, verb)
+    if refused:
+        log.info("command_refused", service_id=sid, verb=verb, state=job.state, username=user.username)
+        return auth.text(409, refused)
     try:
         c.spool.send_command(sid, verb, origin=f"console:{user.username}")
     except OSError as e:
@@ -170,6 +195,7 @@ def routes() -> list[BaseRoute]:
         Route("/jobs/{sid}", job_page),
         Route("/jobs/{sid}/summary", job_summary),
         Route("/jobs/{sid}/events", streams.job_events),
+        Route("/jobs/{sid}/output", job_output),
         Route("/jobs/{sid}/attempts/{attempt:int}/{stream}", job_log),
         Route("/jobs/{sid}/{verb}", job_command, methods=["POST"]),
         Route("/submit/{job}", submit_page, methods=["GET"]),
@@ -177,6 +203,8 @@ def routes() -> list[BaseRoute]:
         Route("/api/jobs", api_jobs),
         Route("/api/jobs/{sid}", api_job),
         Route("/api/health", api_health),
+        Route("/usage", usagepages.usage_page),
+        Route("/api/usage", usagepages.api_usage),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        *health_routes,
+        *health_routes(gate=auth.metrics_gate),
     ]

@@ -23,7 +23,7 @@ class Broadcast:
 
     def __init__(self, console: Console):
         self.console = console
-        self._health_event: tuple[dict | None, bytes] = (None, b"")
+        self._health_events: dict[str | None, tuple[dict, bytes]] = {}
         self._batches: dict[tuple, bytes] = {}
         self._batches_seq = -1
 
@@ -53,12 +53,14 @@ class Broadcast:
             batch = self._batches[key] = b"".join(e.encode() for e in events)
         return batch
 
-    def health_event(self) -> bytes:
-        """The `health` event of the last pass, encoded once for every stream."""
-        health = self.console.health()
-        if self._health_event[0] != health:
-            self._health_event = (health, ServerSentEvent(json.dumps(health), event="health").encode())
-        return self._health_event[1]
+    def health_event(self, user: access.User) -> bytes:
+        """The `health` event of the last pass as `user` may see it, encoded once for all who see the same."""
+        health = self.console.health(user)
+        key = None if user.operator else user.project
+        cached = self._health_events.get(key)
+        if cached is None or cached[0] != health:
+            cached = self._health_events[key] = (health, ServerSentEvent(json.dumps(health), event="health").encode())
+        return cached[1]
 
 
 def _since(request: Request) -> str | None:
@@ -92,12 +94,12 @@ async def board_events(request: Request):
                     {"jobs": [j.as_json(now) for j in c.index.live() if user.may_see(j.project)]})}
                 last = c.index.seq
             sent_health = None
-            while True:
+            while not c.stopping.is_set():
                 batch = broadcast.changes(last, user)
                 last = c.index.seq
                 if batch:
                     yield batch
-                health = broadcast.health_event()
+                health = broadcast.health_event(user)
                 if health is not sent_health:
                     sent_health = health
                     yield health
@@ -125,26 +127,21 @@ async def job_events(request: Request):
     async def events():
         nonlocal seq, attempt, out, err
         with c.watching():
-            while True:
+            while not c.stopping.is_set():
                 current = c.index.get(sid)
                 if current is None:
                     yield {"event": "gone", "data": "{}"}
                     return
                 if current.attempt != attempt:
                     attempt, out, err = current.attempt, 0, 0
-                files = c.spool.files(sid).attempt(attempt)
-                sent = False
-                for stream in logs.STREAMS:
-                    offset = out if stream == "stdout" else err
-                    text, offset = logs.read_new(logs.path_of(files, stream), offset)
-                    if stream == "stdout":
-                        out = offset
-                    else:
-                        err = offset
-                    if text:
-                        sent = True
-                        yield {"event": "log", "id": f"{current.seq}.{attempt}.{out}.{err}",
-                               "data": json.dumps({"stream": stream, "attempt": attempt, "text": text})}
+                offsets = {"stdout": out, "stderr": err}
+                new = logs.follow(c.spool.files(sid).attempt(attempt), offsets)
+                sent = bool(new)
+                for stream, text in new:  # each event's id: the offsets up to and including it
+                    out, err = (offsets["stdout"], err) if stream == "stdout" else (out, offsets["stderr"])
+                    yield {"event": "log", "id": f"{current.seq}.{attempt}.{out}.{err}",
+                           "data": json.dumps({"stream": stream, "attempt": attempt, "text": text})}
+                out, err = offsets["stdout"], offsets["stderr"]
                 if current.seq > seq or sent:
                     seq = current.seq
                     yield {"event": "job", "id": f"{seq}.{attempt}.{out}.{err}",

@@ -19,16 +19,15 @@ from spyne.server.wsgi import WsgiApplication
 
 from jobs.config import Config
 from jobs.definitions import Definition, load_definitions
-from jobs.spool import Spool
 
 from .auth import Authenticator, AuthManagers
 from .fastpath import StatusFastPath
 from .guard import RequestGuard, service_namespace, soap_fault
-from .metrics import HEALTH_PATHS, instrument
+from .metrics import HEALTH_PATHS, CountingSpool, FacadeMetrics
 from .operations import Operations
 from .protocol import TypedSoap11
-from .proxies import TrustedProxies, forwarded_port, last_value
-from .service import DefinitionSoap11, build_service, status_operation
+from jobs.proxies import TrustedProxies, forwarded_port, last_value
+from .service import THROWS, DefinitionSoap11, build_service, status_operation
 
 
 log = structlog.get_logger("facade.app")
@@ -138,6 +137,16 @@ def service_paths(config: Config, definitions: dict[str, Definition]) -> list[st
     return [f"{config.context_root}/{d.service}" for d in definitions.values()]
 
 
+def request_series(definitions: dict[str, Definition]) -> list[tuple[str, str]]:
+    """Every (operation, outcome) the services can answer: the request series made at zero."""
+    series = [("wsdl", "ok")]
+    for d in definitions.values():
+        for op, faults in THROWS.items():
+            name = d.start_method if op == "start" else op
+            series += [(name, "ok")] + [(name, f.fault_name) for f in faults]
+    return list(dict.fromkeys(series))
+
+
 def service_app(d: Definition, ops: Operations, config: Config) -> StatusFastPath:
     """One definition's SOAP service as WSGI: spyne with the fast path in front (no guard, no routing)."""
     soap_app = Application([build_service(d, ops)], tns=d.namespace,
@@ -154,16 +163,19 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     # spyne logs every fault with a traceback; the façade logs its own faults, once.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
     definitions = definitions if definitions is not None else load_definitions(config.definitions_dir)
-    spool = Spool(config.spool_dir).ensure()
-    auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds)
+    spool = CountingSpool(config.spool_dir).ensure()
+    metrics = FacadeMetrics(spool, config.reconcile_seconds, list(definitions),
+                            config.auth_managers, config.auth_timeout_seconds)
+    auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds,
+                         client_factory=metrics.auth.client)
     ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)
     routes: dict[str, Callable] = {}
     namespaces: dict[str, str] = {}
     for d, path in zip(definitions.values(), service_paths(config, definitions)):
         routes[path], namespaces[path] = service_app(d, ops, config), d.namespace
     # /healthz, /readyz, /metrics sit beside CONTEXT_ROOT, outside the guard and the request counts
-    counted, health = instrument(RequestGuard(Router(routes, namespaces=namespaces), config.max_body_bytes, namespaces),
-                                 spool, config.reconcile_seconds)
+    counted, health = metrics.instrument(RequestGuard(Router(routes, namespaces=namespaces), config.max_body_bytes,
+                                                      namespaces), request_series(definitions))
     app = Router(dict.fromkeys(HEALTH_PATHS, health), fallback=counted)
     app.paths = list(routes)  # for the start-up banner
     app.namespaces = namespaces  # for facade.bridge's own faults

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 import structlog
 
 from .guard import service_namespace, soap_fault
-from .proxies import TrustedProxies, forwarded_scheme
+from jobs.proxies import TrustedProxies, forwarded_scheme
 
 PR_SET_PDEATHSIG = 1
 

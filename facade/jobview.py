@@ -22,19 +22,16 @@ from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import NotRegularFile, Spool, open_regular, read_json, storage_refused, tail_lines
+from jobs.outputs import outputs, read_output, xml_safe  # noqa: F401  (the façade reads them from here)
 from jobs.states import JobState
+from jobs.usage import Usage
+from jobs.usagereport import spent, total
 
 from .errors import InternalError, UnknownServiceID
 from .status_page import PageView
 
 TAIL_LINES = 10
-# XML 1.0 cannot carry these; a program's output must not break the SOAP response.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _HEX = re.compile("[0-9a-f]{1,64}")  # a poller or page digest in facade.json
-
-
-def xml_safe(text: str) -> str:
-    return _NOT_XML.sub("\ufffd", text)
 
 
 class SpecCache:
@@ -91,26 +88,13 @@ def read_run(files: RunFiles) -> RunState | None:
         raise InternalError(f"the state file of job {files.sid} is unreadable or invalid ({e})") from None
 
 
-def read_output(path: str, max_bytes: int, placeholder: str) -> str:
-    """An output file's text: at most max_bytes, one trailing newline stripped."""
-    try:
-        with open_regular(path) as f:
-            data = f.read(max_bytes)
-    except (FileNotFoundError, NotRegularFile):
-        return placeholder
-    text = data.decode("utf-8", "replace")
-    if text.endswith("\n"):
-        text = text[:-2] if text.endswith("\r\n") else text[:-1]
-    return xml_safe(text)
-
-
-def outputs(files: RunFiles, definition: Definition, run: RunState) -> tuple[str, ...]:
-    paths = files.attempt(run.attempt).outputs(definition)
-    return tuple(read_output(path, o.max_bytes, o.placeholder) for path, o in zip(paths, definition.outputs))
-
-
 def placeholders(definition: Definition) -> tuple[str, ...]:
     return tuple(o.placeholder for o in definition.outputs)
+
+
+def used(run: RunState | None) -> Usage | None:
+    """What the run's ended attempts used, summed (None: no attempt has a record yet)."""
+    return None if run is None else total(s.usage for s in spent(run))
 
 
 def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | None,
@@ -125,7 +109,7 @@ def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | 
         state="queued", title=definition.service, service_id=sid,
         headline=headline or (f"Waiting for a free slot, {ahead} ahead" if ahead else "Waiting for a free slot"),
         detail=detail, percent=0.0 if headline else None, ahead=ahead,
-        attempt=run.attempt if run else 1,
+        attempt=run.attempt if run else 1, usage=used(run),
     )
 
 
@@ -144,6 +128,8 @@ def running_view(files: RunFiles, definition: Definition, run: RunState) -> Page
         percent=percent, started_at=run.started_at, attempt=run.attempt,
         log_title="Latest output",
         log_lines=tuple(xml_safe(x) for x in tail_lines(attempt.stdout, TAIL_LINES)),
+        usage=used(run), queue_wait_s=None if run.started_at is None or run.queued_at is None
+        else max(0.0, run.started_at - run.queued_at),
     )
 
 
@@ -162,7 +148,7 @@ def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageVi
         finished_at=run.finished_at if run.started_at is not None else None,
         attempt=run.attempt, exit_code=run.exit_code, signal=run.signal,
         stopped=run.stopped_how(definition.abort_grace_s) or "",
-        log_title=title, log_lines=tuple(xml_safe(x) for x in lines),
+        log_title=title, log_lines=tuple(xml_safe(x) for x in lines), usage=used(run),
     )
 
 

@@ -22,7 +22,7 @@ from jobs.ports import require_free
 
 from .app import make_app
 from .bridge import WsgiOverRsgi
-from .proxies import TrustedProxies
+from jobs.proxies import TrustedProxies
 
 HEADER_BUFFER_BYTES = 64 * 1024  # request line + headers; hyper also caps them at 100 fields
 

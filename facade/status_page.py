@@ -7,6 +7,9 @@ client reads the state, reason, exit code and progress without the wording.
 `PageView` holds what a page says apart from the clock; its `digest()` decides
 whether a poll may answer `UNCHANGED`, so elapsed time and ETA, which change on
 every poll, are computed at render time from `now` and never part of it.
+The "Resources used" block says what the job used: so far while it waits or
+runs (this attempt's wall time, counted at render time, and whatever ended
+attempts recorded), in total once it ended (jobs/usagereport.py's words).
 """
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ import hashlib
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from html import escape
+
+from jobs.usage import Usage
+from jobs.usagereport import facts as usage_facts
+from jobs.usagereport import seconds
 
 STATES = ("queued", "running", "stopping", "succeeded", "failed", "aborted")
 _BADGES = {
@@ -41,6 +48,8 @@ class PageView:
     stopped: str = ""  # how the supervisor's stop ended it: SIGTERM, or SIGKILL after the grace period
     log_title: str = ""
     log_lines: tuple[str, ...] = ()
+    usage: Usage | None = None        # the sum of the ended attempts' records (jobs/usage.py)
+    queue_wait_s: float | None = None  # this attempt's wait for a slot, once it started
 
     def __post_init__(self):
         if self.state not in STATES:
@@ -71,6 +80,21 @@ def _duration(seconds: float) -> str:
 
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def _used(view: PageView, now: float) -> tuple[str, list[tuple[str, str]]]:
+    """The usage block's title and lines: so far (waiting, running) or in total (ended); no lines: nothing known."""
+    ended = view.state in ("succeeded", "failed", "aborted")
+    lines: list[tuple[str, str]] = []
+    if not ended and view.started_at is not None:
+        lines.append(("Wall time, this attempt", seconds(max(0.0, now - view.started_at))))
+        if view.queue_wait_s is not None:
+            lines.append(("Queue wait, this attempt", seconds(view.queue_wait_s)))
+        lines.append(("CPU time and memory", "measured when the attempt ends"))
+    if view.usage is not None:
+        prefix = "" if ended else "Ended attempts: "
+        lines += [(prefix + k, v) for k, v in usage_facts(view.usage)]
+    return ("Resources used in total" if ended else "Resources used so far"), lines
 
 
 def _facts(view: PageView, now: float) -> list[tuple[str, str]]:
@@ -138,6 +162,10 @@ def _data(view: PageView, progress: float | None) -> str:
     return "".join(f" {k}=\"{escape(str(v), quote=True)}\"" for k, v in attrs.items() if v is not None)
 
 
+def _dl(pairs: list[tuple[str, str]], attrs: str = "") -> str:
+    return f"<dl{attrs}>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in pairs) + "</dl>"
+
+
 def render(view: PageView, now: float) -> str:
     """The page for `view` as seen at time `now` (a UNIX time)."""
     e = lambda v: escape(str(v), quote=True)  # noqa: E731
@@ -157,7 +185,10 @@ def render(view: PageView, now: float) -> str:
         label = f"{pct:.0f} %" if progress is not None else "waiting"
         parts.append(f"<div class=\"bar\"><div class=\"fill\" style=\"width:{pct:.1f}%\"></div>"
                      f"<span>{e(label)}</span></div>")
-    parts.append("<dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _facts(view, now)) + "</dl>")
+    parts.append(_dl(_facts(view, now)))
+    used_title, used = _used(view, now)
+    if used:
+        parts.append(f"<h2>{e(used_title)}</h2>" + _dl(used, ' class="usage"'))
     if view.log_lines:
         parts.append(f"<h2>{e(view.log_title or 'Output')}</h2><pre>{e(chr(10).join(view.log_lines))}</pre>")
     parts.append(f"<p class=\"foot\">Updated {e(_clock(now))}</p></div></body></html>\n")

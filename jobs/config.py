@@ -167,6 +167,19 @@ def _words(name: str, raw: str) -> tuple[str, ...]:
     return tuple(u for u in re.split(r"[,\s]+", raw) if u)
 
 
+def _weights(kind: type, lo: float, hi: float) -> Parser:
+    """`name:value` pairs separated by commas or spaces (PROJECT_SHARES, MAX_RUNNING_PER_JOB), each name once."""
+    def parse(name: str, raw: str, base: Path) -> tuple[tuple[str, Any], ...]:
+        pairs: dict[str, Any] = {}
+        for entry in _words(name, raw):
+            key, sep, value = entry.rpartition(":")
+            if not sep or not key or len(key) > 256 or key in pairs:
+                raise ConfigError(f"{name}: {entry!r} must be name:value, each name once (e.g. projA:2,projB:1)")
+            pairs[key] = _number(f"{name} {key}", value, lo, hi, kind)
+        return tuple(pairs.items())
+    return parse
+
+
 # A parser takes (key, text as written, the env file's directory) and returns the value, or raises
 # ConfigError naming the key and its allowed range. The factories below make the usual ones.
 Parser = Callable[[str, str, Path], Any]
@@ -287,7 +300,7 @@ SETTINGS: tuple[Setting, ...] = (
             "a call to the authentication manager"),
     Setting("AUTH_MANAGERS", "", tuple[str, ...], _WORDS, ("facade", "console"),
             "the authentication managers' WSDL URLs or URL prefixes that may be asked"),
-    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", tuple[str, ...], _plain(_addresses), ("facade",),
+    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", tuple[str, ...], _plain(_addresses), ("facade", "console"),
             "reverse proxies whose X-Forwarded-* headers are believed"),
     Setting("ABORT_WAIT_SECONDS", "4", float, _ranged(float, 0, 30), ("facade",),
             "how long abortService waits for the job to stop"),
@@ -336,6 +349,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONSOLE_OPERATORS", "", tuple[str, ...], _WORDS, ("console",),
             "usernames that see and act on every project's jobs"),
     Setting("CONSOLE_NICE", "10", int, _ranged(int, 0, 19), ("console",), "the console's niceness"),
+    Setting("CONSOLE_METRICS_TOKEN_FILE", "", Path | None, _path_or_none, ("console",),
+            "a file holding the bearer token a scraper sends to the console's /metrics; empty: operators only"),
+    Setting("PROJECT_SHARES", "", tuple[tuple[str, float], ...], _weights(float, 0.001, 1e6), ("supervisor",),
+            "fair-share weights, project:weight separated by commas; a project not named weighs 1"),
+    Setting("FAIR_SHARE_HALF_LIFE_HOURS", "24", float, _ranged(float, 0.01, 87600), ("supervisor",),
+            "past usage counts half after this long"),
+    Setting("MAX_RUNNING_PER_PROJECT", "0", int, _ranged(int, 0, 10000), ("supervisor",),
+            "jobs of one project running at once; 0: no cap"),
+    Setting("MAX_RUNNING_PER_JOB", "", tuple[tuple[str, int], ...], _weights(int, 1, 10000), ("supervisor",),
+            "jobs of one type running at once, job:cap separated by commas (e.g. waiter:2); a type not named: no cap"),
 )
 CONFIG_KEYS = tuple(s.key for s in SETTINGS)
 _KNOWN = frozenset(CONFIG_KEYS)

@@ -2,96 +2,67 @@
 
 Both the façade and the console serve these (`/metrics`, `/healthz`,
 `/readyz`) without importing each other: they read the spool only, through
-jobs/. Everything is derived from the files, so any number of servers report
-the same gauges. The counters and the run-time histogram are totals over the
-runs this process has seen (a run present at start-up counts once, when first
-seen); a run removed by retention keeps its counts.
+jobs/. The spool's series (SpoolCollector) are exported by ONE server, the
+façade (Health(spool_series=True)): every server would report the same
+values, and a sum over servers would count them twice. Every server exports
+its own process's series (ProcessCollector, BuildInfo).
+
+The gauges come from the files. The counters and histograms are the
+supervisor's own (jobs.supervisorinfo.SupervisorCounters, read from its
+counters file), so they survive restarts of any process and the removal of
+runs by retention, and never go backwards. Every labelled series exists from
+the first scrape, at zero: each job type of the definitions in each state.
 
 `SpoolCollector` reads the spool through jobs.index.SpoolIndex (without
 definitions: state.json alone), so a scrape costs what changed since the
-last one, and derives its counters from the rows that changed. Scrapes are
-far apart, so each one sweeps at least a tenth of the finished runs (an
-operator's restart of a finished run shows within FINISHED_SLICES scrapes).
+last one. Scrapes are far apart, so each one sweeps at least a tenth of the
+finished runs (an operator's restart of a finished run shows within
+FINISHED_SLICES scrapes).
 """
 from __future__ import annotations
 
+import functools
 import os
+import platform
+import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .index import Row, SpoolIndex
-from .runstate import RunState, from_iso
-from .spool import Spool, storage_refused
+from .runstate import from_iso
+from .spool import STORAGE_ERRNOS, Spool, storage_refused
 from .states import TERMINAL, JobState
-from .supervisorinfo import isolation_note
+from .supervisorinfo import REJECTED_KINDS, SECONDS_BUCKETS, SupervisorCounters, isolation_note
 
 FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
-# run times of real jobs: seconds to a day
-RUNTIME_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, float("inf"))
-
-
-@dataclass
-class _Seen:
-    started: set[int] = field(default_factory=set)    # attempts seen started
-    finished: set[int] = field(default_factory=set)   # attempts seen in a final state
-
-
-@dataclass
-class _Runtimes:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(RUNTIME_BUCKETS))
-    total: float = 0.0
+RUNTIME_BUCKETS = SECONDS_BUCKETS
+STATES = tuple(s.value for s in JobState)
+FINAL_STATES = tuple(s.value for s in JobState if s in TERMINAL)
+ERRNO_NAMES = tuple(sorted(storage_refused(OSError(n, "")) for n in STORAGE_ERRNOS))
 
 
 class SpoolCollector:
-    """A prometheus_client collector (anything with collect()) over one spool."""
+    """A prometheus_client collector (anything with collect()) over one spool: the spool's series."""
 
-    def __init__(self, spool: Spool):
+    def __init__(self, spool: Spool, job_types: Iterable[str] = (), clock=time.time):
         self.spool = spool
+        self.job_types = tuple(job_types)  # every series of each exists at zero
+        self.clock = clock
         self.index = SpoolIndex(spool, None)
         self.index.cold_slices = FINISHED_SLICES
+        self.index.owners = True  # the usage counters' project label
         self._lock = threading.Lock()
-        self._seen_seq = 0                                  # rows changed after this are counted next
-        self._seen: dict[str, _Seen] = {}                   # sid -> attempts counted
-        self._started: dict[str, int] = {}                  # job -> attempts started
-        self._finished: dict[tuple[str, str], int] = {}     # (job, final state) -> runs
-        self._runtimes: dict[str, _Runtimes] = {}           # job -> finished runs' durations
 
-    # -- reading the spool ---------------------------------------------------
     def refresh(self) -> None:
-        """One pass of the index; count what the changed rows newly show."""
+        """One pass of the index: re-read what changed since the last scrape."""
         self.index.refresh()
-        rows, _ = self.index.changed_since(self._seen_seq)
-        for row in rows:
-            if row.removed:
-                self._seen.pop(row.sid, None)  # its counts stay in the totals
-            elif row.run is not None:
-                self._count(row.sid, row.run)
-        self._seen_seq = self.index.seq
-
-    def _count(self, sid: str, rs: RunState) -> None:
-        seen = self._seen.setdefault(sid, _Seen())
-        started = {a.attempt for a in rs.history if a.started_at is not None}
-        if rs.started_at is not None and rs.state != JobState.QUEUED:
-            started.add(rs.attempt)
-        if new := len(started - seen.started):
-            self._started[rs.job] = self._started.get(rs.job, 0) + new
-            seen.started |= started
-        if rs.state in TERMINAL and rs.attempt not in seen.finished:
-            seen.finished.add(rs.attempt)
-            k = (rs.job, rs.state.value)
-            self._finished[k] = self._finished.get(k, 0) + 1
-            if rs.started_at is not None and rs.finished_at is not None:
-                self._observe(rs.job, max(0.0, rs.finished_at - rs.started_at))
-
-    def _observe(self, job: str, seconds: float) -> None:
-        rt = self._runtimes.setdefault(job, _Runtimes())
-        rt.total += seconds
-        rt.buckets[next(i for i, b in enumerate(RUNTIME_BUCKETS) if seconds <= b)] += 1
 
     def _runs(self) -> list[Row]:
         """The runs whose state.json was read: what spoolsoap_jobs counts."""
@@ -104,29 +75,23 @@ class SpoolCollector:
     def collect(self):
         with self._lock:
             self.refresh()
-            by_state: dict[tuple[str, str], int] = {}
-            for run in self._runs():
-                by_state[(run.job, run.state)] = by_state.get((run.job, run.state), 0) + 1
-            jobs = GaugeMetricFamily("spoolsoap_jobs", "Runs in the spool by job type and state", labels=["job", "state"])
-            for (job, state), n in sorted(by_state.items()):
-                jobs.add_metric([job, state], n)
-            started = CounterMetricFamily("spoolsoap_runs_started", "Attempts seen started", labels=["job"])
-            for job, n in sorted(self._started.items()):
-                started.add_metric([job], n)
-            finished = CounterMetricFamily("spoolsoap_runs_finished",
-                                           "Runs seen ending, by final state (FAILED: the failures)",
-                                           labels=["job", "state"])
-            for (job, state), n in sorted(self._finished.items()):
-                finished.add_metric([job, state], n)
-            runtime = HistogramMetricFamily("spoolsoap_run_duration_seconds", "Finished runs' run time",
-                                            labels=["job"])
-            for job, rt in sorted(self._runtimes.items()):
-                cumulative, total = [], 0
-                for bound, n in zip(RUNTIME_BUCKETS, rt.buckets):
-                    total += n
-                    cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
-                runtime.add_metric([job], cumulative, rt.total)
-        yield from (jobs, started, finished, runtime)
+            runs = self._runs()
+        yield from self.gauges(runs)
+        yield from supervisor_counts(SupervisorCounters.load(self.spool), self.job_types)
+
+    def gauges(self, runs: list[Row]):
+        """What the files say now: runs by job type and state, the queue, the supervisor, the disk."""
+        by_state = {(job, state): 0 for job in self.job_types for state in STATES}
+        for run in runs:
+            by_state[(run.job, run.state)] = by_state.get((run.job, run.state), 0) + 1
+        jobs = GaugeMetricFamily("spoolsoap_jobs", "Runs in the spool by job type and state", labels=["job", "state"])
+        for (job, state), n in sorted(by_state.items()):
+            jobs.add_metric([job, state], n)
+        yield jobs
+        waiting = [r.run.queued_at for r in runs if r.state == JobState.QUEUED.value and r.run.queued_at is not None]
+        yield GaugeMetricFamily("spoolsoap_oldest_queued_age_seconds",
+                                "Seconds the longest-waiting QUEUED job has waited (0: none waits)",
+                                value=max(0.0, self.clock() - min(waiting)) if waiting else 0.0)
         yield GaugeMetricFamily("spoolsoap_queue_length", "Jobs QUEUED (queue.json)", value=len(self.spool.read_queue()))
         yield GaugeMetricFamily("spoolsoap_incoming_specs", "Specs in incoming/ not yet claimed",
                                 value=_entries(self.spool.incoming))
@@ -135,6 +100,84 @@ class SpoolCollector:
                                 value=heartbeat_age(self.spool))
         yield GaugeMetricFamily("spoolsoap_spool_free_bytes", "Free bytes for the spool's writers",
                                 value=free_bytes(self.spool))
+
+
+def supervisor_counts(counts: SupervisorCounters, job_types: Iterable[str]):
+    """The supervisor's cumulative counters as metric families, each job type's series at zero."""
+    job_types = tuple(job_types)
+    t = counts.tallies
+
+    def counter(name: str, doc: str, tally: str, label: str, keys: Iterable[str]) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, doc, labels=[label])
+        for key in sorted({*keys, *t[tally]}):
+            family.add_metric([key], t[tally].get(key, 0))
+        return family
+
+    yield counter("spoolsoap_runs_started", "Attempts the supervisor started", "started", "job", job_types)
+    finished = CounterMetricFamily("spoolsoap_runs_finished",
+                                   "Runs that reached a final state (FAILED: the failures)", labels=["job", "state"])
+    for key in sorted({*(f"{j}/{s}" for j in job_types for s in FINAL_STATES), *t["finished"]}):
+        finished.add_metric(key.split("/", 1), t["finished"].get(key, 0))
+    yield finished
+    yield counter("spoolsoap_retries", "Failed attempts queued again for an automatic retry", "retries", "job",
+                  job_types)
+    yield counter("spoolsoap_spawn_failures", "Attempts whose program could not be started", "spawn_failures", "job",
+                  job_types)
+    yield counter("spoolsoap_rejected", "Files the supervisor moved to rejected/: specs and operator commands",
+                  "rejected", "kind", REJECTED_KINDS)
+    refused = CounterMetricFamily("spoolsoap_spool_writes_refused",
+                                  "Spool writes the storage refused (full, read-only, failing), by writer and errno",
+                                  labels=["component", "errno"])
+    for name in sorted({*ERRNO_NAMES, *t["refused_writes"]}):
+        refused.add_metric(["supervisor", name], t["refused_writes"].get(name, 0))
+    yield refused
+    for histogram, name, doc in (("run_seconds", "spoolsoap_run_duration_seconds", "Finished runs' run time"),
+                                 ("queue_wait_seconds", "spoolsoap_queue_wait_seconds",
+                                  "How long attempts waited from QUEUED to their start")):
+        family = HistogramMetricFamily(name, doc, labels=["job"])
+        kept = counts.histograms[histogram]
+        for job in sorted({*job_types, *kept}):
+            h = kept.get(job) or {"buckets": [0] * len(SECONDS_BUCKETS), "sum": 0.0}
+            cumulative, total = [], 0
+            for bound, n in zip(SECONDS_BUCKETS, h["buckets"]):
+                total += n
+                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+            family.add_metric([job], cumulative, h["sum"])
+        yield family
+
+
+class BuildInfo:
+    """spoolsoap_build_info: the version, the Python version and the git commit (if known) of this process."""
+
+    def collect(self):
+        info = InfoMetricFamily("spoolsoap_build", "What this process runs")
+        info.add_metric([], {"version": _version(), "python": platform.python_version(), "commit": git_commit()})
+        yield info
+
+
+def own_process_collectors(registry: CollectorRegistry) -> None:
+    """This process's own series (CPU, memory, open files, start time; build information) on registry."""
+    ProcessCollector(registry=registry)
+    registry.register(BuildInfo())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("spoolsoap")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the checkout this code runs from, or "unknown" (an installed wheel, no git)."""
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) == 40 else "unknown"
 
 
 def _entries(directory) -> int:
@@ -187,11 +230,15 @@ class Health:
 
     TEXT = "text/plain; charset=utf-8"
 
-    def __init__(self, spool: Spool, reconcile_seconds: float, registry: CollectorRegistry | None = None):
+    def __init__(self, spool: Spool, reconcile_seconds: float, registry: CollectorRegistry | None = None,
+                 job_types: Iterable[str] = (), spool_series: bool = True):
+        """spool_series: whether this server exports the spool's series (the façade does; see the module doc)."""
         self.spool = spool
         self.reconcile_seconds = reconcile_seconds
         self.registry = registry or CollectorRegistry(auto_describe=False)
-        self.registry.register(SpoolCollector(spool))
+        own_process_collectors(self.registry)
+        if spool_series:
+            self.registry.register(SpoolCollector(spool, job_types))
 
     def healthz(self) -> tuple[int, str, bytes]:
         return 200, self.TEXT, b"ok\n"

@@ -10,7 +10,8 @@ paths inside runs/<sid>/ come from jobs/runfiles.py):
       rejected/<name>            bad specs and commands    writer: supervisor
       rejected/<name>.reason     why it was rejected       writer: supervisor
       supervisor.json            daemon pid + heartbeat    writer: supervisor
-      queue.json                 QUEUED sids, FIFO order   writer: supervisor
+      queue.json                 QUEUED sids, in dispatch order (fair share)  writer: supervisor
+      usage.json                 decayed usage per project (jobs/usagehistory.py)  writer: supervisor
       runs/<sid>/
         spec.json                the accepted spec         writer: supervisor (rename from incoming/)
         state.json               JobState and history      writer: supervisor
@@ -203,6 +204,7 @@ class Spool:
         self.runs = self.root / RUNS
         self.queue_file = self.root / "queue.json"
         self.supervisor_file = self.root / "supervisor.json"
+        self.usage_file = self.root / "usage.json"
 
     def ensure(self) -> "Spool":
         for d in (self.tmp, self.incoming, self.commands, self.rejected, self.runs):

@@ -1,16 +1,20 @@
-"""Is the supervisor up? What supervisor.json says, checked against the live process table.
+"""Is the supervisor up, and what has it counted? supervisor.json and the supervisor's counters file.
 
 jobctl (`status`, and its note on kill/restart) and the console ask the same
-question, so they share this answer and its rule for a hung daemon.
+question, so they share this answer and its rule for a hung daemon. The
+counters (SupervisorCounters) are how the supervisor, which serves no HTTP,
+reaches /metrics (jobs.metrics).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from .errors import SpecError
 from .identity import process_problem
-from .runstate import from_iso
-from .spool import Spool
+from .runstate import RunState, from_iso
+from .spool import Spool, dump_json, read_json
 
 STALE_HEARTBEAT_S = 5.0   # a live pid whose heartbeat is older than 3 reconcile periods (and this) is hung
 
@@ -61,3 +65,109 @@ def isolation_note(spool: Spool) -> str | None:
     info = spool.read_supervisor()
     note = info.get("isolation") if isinstance(info, dict) else None
     return note if isinstance(note, str) else None
+
+
+# -- the supervisor's cumulative counters ---------------------------------------------------------
+COUNTERS_FILE = "supervisor-counters.json"  # beside supervisor.json; written by the supervisor only
+# run times of real jobs, and how long they waited to start: seconds to a day
+SECONDS_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, float("inf"))
+REJECTED_KINDS = ("spec", "command")
+_REJECTED_FROM = {"incoming": "spec", "commands": "command"}
+_TALLIES = ("rejected", "refused_writes", "retries", "spawn_failures", "started", "finished")
+_HISTOGRAMS = ("run_seconds", "queue_wait_seconds")
+
+
+def counters_path(spool: Spool) -> Path:
+    return spool.root / COUNTERS_FILE
+
+
+class SupervisorCounters:
+    """What the supervisor did, counted where it happens and kept across its restarts and retention.
+
+    The supervisor serves no HTTP: the server that exports the spool's series
+    (jobs.metrics) reads these from COUNTERS_FILE. Counts only grow; they are
+    written at the end of a pass that changed them, so a crash loses at most
+    that pass's counts and never shows a count going backwards. Keys: job
+    type, then final state or errno name; histograms keep per-bucket counts
+    (SECONDS_BUCKETS) and a sum.
+    """
+
+    def __init__(self, data: dict | None = None):
+        data = data if isinstance(data, dict) else {}
+        self.tallies: dict[str, dict[str, int]] = {k: _tally(data.get(k)) for k in _TALLIES}
+        self.histograms: dict[str, dict[str, dict]] = {k: _histograms(data.get(k)) for k in _HISTOGRAMS}
+        self.dirty = False
+
+    @classmethod
+    def load(cls, spool: Spool) -> "SupervisorCounters":
+        """The counts on disk; none (all zero) if the file is missing or not ours."""
+        try:
+            return cls(read_json(counters_path(spool)))
+        except (FileNotFoundError, SpecError):
+            return cls()
+
+    def to_json(self) -> bytes:
+        return dump_json({**self.tallies, **self.histograms})
+
+    def save(self, spool: Spool) -> None:
+        """Write the counts if they changed (raises the storage's OSError: the caller keeps them for later)."""
+        if self.dirty:
+            spool.write_atomic(counters_path(spool), self.to_json())
+            self.dirty = False
+
+    # -- what the supervisor counts --------------------------------------------------------------
+    def add(self, tally: str, key: str, n: int = 1) -> None:
+        self.tallies[tally][key] = self.tallies[tally].get(key, 0) + n
+        self.dirty = True
+
+    def rejected(self, directory: Path) -> None:
+        """A file moved aside from incoming/ (a spec) or commands/ (a command)."""
+        self.add("rejected", _REJECTED_FROM.get(directory.name, directory.name))
+
+    def refused(self, errno_name: str) -> None:
+        self.add("refused_writes", errno_name)
+
+    def retry(self, job: str) -> None:
+        self.add("retries", job)
+
+    def spawn_failed(self, job: str) -> None:
+        self.add("spawn_failures", job)
+
+    def started(self, rs: RunState) -> None:
+        """An attempt started: counted, and its wait since it was queued observed."""
+        self.add("started", rs.job)
+        if rs.queued_at is not None and rs.started_at is not None:
+            self.observe("queue_wait_seconds", rs.job, rs.started_at - rs.queued_at)
+
+    def finished(self, rs: RunState) -> None:
+        """A run reached its final state: counted by job type and state, its run time observed."""
+        self.add("finished", f"{rs.job}/{rs.state.value}")
+        if rs.started_at is not None and rs.finished_at is not None:
+            self.observe("run_seconds", rs.job, rs.finished_at - rs.started_at)
+
+    def observe(self, histogram: str, job: str, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        h = self.histograms[histogram].setdefault(job, {"buckets": [0] * len(SECONDS_BUCKETS), "sum": 0.0})
+        h["buckets"][next(i for i, b in enumerate(SECONDS_BUCKETS) if seconds <= b)] += 1
+        h["sum"] += seconds
+        self.dirty = True
+
+
+def _tally(raw: object) -> dict[str, int]:
+    """A {key: count} map read back from the file, anything else in it dropped."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and type(v) is int and v >= 0}
+
+
+def _histograms(raw: object) -> dict[str, dict]:
+    if not isinstance(raw, dict):
+        return {}
+    kept = {}
+    for job, h in raw.items():
+        buckets = h.get("buckets") if isinstance(h, dict) else None
+        total = h.get("sum") if isinstance(h, dict) else None
+        if (isinstance(buckets, list) and len(buckets) == len(SECONDS_BUCKETS)
+                and all(type(n) is int and n >= 0 for n in buckets) and isinstance(total, (int, float))):
+            kept[job] = {"buckets": buckets, "sum": float(total)}
+    return kept

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import math
 import os
 import secrets
 import select
@@ -25,7 +26,8 @@ import psutil
 import structlog
 
 from jobs import config as config_mod
-from jobs import logs
+from jobs import logs, usagehistory
+from jobs.usagehistory import project_of
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, JobsError, SpecError
@@ -36,10 +38,12 @@ from jobs.spec import JobSpec
 from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, read_bytes, read_json,
                         storage_refused)
 from jobs.states import ACTIVE, JobState
+from jobs.supervisorinfo import SupervisorCounters
 from jobs.usage import Usage
 
-from .executor import Executor, ExitRecord, Job, Seen
 from .cgroups import attempt_name, oom_reason
+from .executor import Executor, ExitRecord, Job, Seen
+from .fairshare import Plan, Policy, Running, plan
 from .isolation import Isolation, sweep
 from .runner import LocalExecutor
 from .slurm import SlurmExecutor
@@ -77,6 +81,7 @@ class Supervisor:
         self.unsaved: dict[str, Job] = {}  # state.json the storage refused: written again every pass
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
+        self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -85,6 +90,15 @@ class Supervisor:
         self.isolation: Isolation | None = getattr(self.executors.get("local"), "isolation", None)
         if self.isolation is not None and self.isolation.users:
             self.make_spool_private()
+        # fair share (the "starting" part below): usage.json, loaded at recover() or the first pass
+        self.policy = Policy.from_config(cfg)
+        self.usage: usagehistory.UsageHistory | None = None
+        self.usage_unsaved = False
+        self.open_attempts: dict[str, tuple[Job, int]] = {}  # sid -> (job, attempt) holding a slot last pass
+        self.plan = Plan([], 0)
+        self.plan_key: tuple[int, ...] = ()
+        self.replan_at = 0.0
+        self.queue_stale = True  # queue.json may differ from the plan: written again
 
     def make_spool_private(self) -> None:
         """Jobs run as other users: the spool is the supervisor's (and its group's: the façade, the console)."""
@@ -107,6 +121,7 @@ class Supervisor:
         self.check_active(now, full)
         self.start_queued(now)
         self.publish_queue()
+        self.write("counters", None, self.counters.save, self.spool)
 
     def reconcile(self, now: float) -> None:
         """The periodic full pass: runs we do not know, heartbeat, retention, stale tmp files."""
@@ -176,6 +191,7 @@ class Supervisor:
                 return  # tried again on a later pass
         except FileNotFoundError:
             return
+        self.counters.rejected(path.parent)
         self.write("reject", None, self.spool.write_atomic, dest.with_name(dest.name + ".reason"),
                    (reason + "\n").encode())
         log.warning("rejected", reason=reason, moved_to=str(dest))
@@ -371,6 +387,7 @@ class Supervisor:
             delay = job.definition.retry_delay(rs.retries_used)
             note = f"{outcome}; retry {rs.retries_used} of {job.definition.retries} in {delay:g} s"
             self.requeue(job, now, note, delay)  # RUNNING -> QUEUED (automatic retry)
+            self.counters.retry(rs.job)
             log.warning("job_retry", reason=note)
             return
         else:
@@ -406,20 +423,71 @@ class Supervisor:
         rs.finished_at = now
         rs.kill_at = None
         self.save(job)
+        self.counters.finished(rs)
         self.jobs.pop(rs.service_id, None)
         self.finished[rs.service_id] = now
 
     # -- starting ----------------------------------------------------------
     def start_queued(self, now: float) -> None:
-        running = sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE)
-        free = self.cfg.max_parallel_jobs - running
-        if free <= 0:
-            return
-        ready = sorted((j for j in self.jobs.values() if j.rs.state == JobState.QUEUED and j.sid not in self.unsaved
-                        and (j.rs.not_before is None or j.rs.not_before <= now)),
-                       key=lambda j: (j.rs.queued_at or 0, j.rs.service_id))
-        for job in ready[:free]:
+        """Give the free slots to the first jobs of the fair-share order (supervisor/fairshare.py).
+
+        The order is worked out again only when the jobs queued or holding a slot
+        changed, a retry delay ended, or RECONCILE_SECONDS passed (the usage of
+        running jobs grows meanwhile): with 10,000 jobs queued and nothing
+        moving, a pass does not re-sort them.
+        """
+        queued: list[Job] = []
+        running: list[Job] = []
+        queued_key = running_key = 0  # which runs and attempts: a new attempt (a retry) changes it too
+        for j in self.jobs.values():
+            rs = j.rs
+            if rs.state is JobState.QUEUED:
+                queued.append(j)
+                queued_key += hash(rs.service_id) + rs.attempt
+            elif rs.state in ACTIVE:
+                running.append(j)
+                running_key += hash(rs.service_id) + rs.attempt
+        self.charge_ended(running, now)
+        key = (len(queued), queued_key, len(running), running_key)
+        if key != self.plan_key or now >= self.replan_at:
+            self.queue_stale = True
+            self.plan = plan(
+                [(j.rs.queued_at or 0.0, j.rs.service_id, project_of(j.spec.owner), j.spec.job, j.rs.not_before)
+                 for j in queued],  # Waiting's fields, as plain tuples (cheaper by 10,000)
+                (Running(project_of(j.spec.owner), j.spec.job, j.rs.started_at) for j in running),
+                self.usage.weighed_at(now), self.policy, now, self.usage.mean_attempt_s() or 1.0)
+            self.plan_key = key
+            self.replan_at = min(now + self.cfg.reconcile_seconds, self.plan.next_change or math.inf)
+        free = self.cfg.max_parallel_jobs - len(running)
+        startable = (self.jobs.get(sid) for sid in self.plan.order[:self.plan.ready] if sid not in self.unsaved)
+        for job in [j for j in startable if j is not None and j.rs.state is JobState.QUEUED][:max(free, 0)]:
             self.launch(job, now)
+            self.queue_stale = True
+
+    def start_accounting(self, now: float) -> None:
+        """Load the usage history (rebuilt from the runs if usage.json is missing or invalid); note what runs."""
+        self.usage, why = usagehistory.load(self.spool, self.policy.half_life_s, now)
+        if why:
+            self.log.warning("usage_rebuilt", reason=why, projects=len(self.usage.usage))
+            self.usage_unsaved = True
+        self.open_attempts = {j.sid: (j, j.rs.attempt) for j in self.jobs.values() if j.rs.state in ACTIVE}
+
+    def charge_ended(self, running: list[Job], now: float) -> None:
+        """Charge each attempt that held a slot last pass and has ended since to its project's usage."""
+        if self.usage is None:
+            self.start_accounting(now)
+        holding = {j.sid: (j, j.rs.attempt) for j in running}
+        for sid, (job, attempt) in self.open_attempts.items():
+            if holding.get(sid, (None, None))[1] == attempt:
+                continue
+            ended = next((a for a in reversed(job.rs.history) if a.attempt == attempt), None)
+            if ended is not None and ended.started_at is not None:
+                self.usage.charge(project_of(job.spec.owner), ended.started_at, ended.finished_at or now, now)
+                self.usage_unsaved = True
+        self.open_attempts = holding
+        if self.usage_unsaved and self.write("usage", None, self.spool.write_atomic, self.spool.usage_file,
+                                             self.usage.to_json()):
+            self.usage_unsaved = False
 
     def launch(self, job: Job, now: float) -> None:
         """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn.
@@ -461,9 +529,11 @@ class Supervisor:
             rs.move(JobState.FAILED, f"spawn failed: {e}", now)  # RUNNING -> FAILED
             self.finish(job, now)
             self.log.error("spawn_failed", service_id=sid, error=str(e))
+            self.counters.spawn_failed(rs.job)
             return
         if not warm or rs.isolation != queued.isolation:
             self.save(job)  # the pid of the shim just spawned, or how its attempt is confined
+        self.counters.started(rs)
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
 
@@ -493,6 +563,7 @@ class Supervisor:
             if key not in self.refused:
                 self.refused.add(key)
                 self.log.error("write_refused", what=what, service_id=sid, errno=name, error=str(e))
+            self.counters.refused(name)
             return False
         if key in self.refused:
             self.refused.discard(key)
@@ -509,12 +580,13 @@ class Supervisor:
         return False
 
     def publish_queue(self) -> None:
-        queued = [j.rs.service_id for j in sorted(
-            (j for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
-            key=lambda j: (j.rs.not_before or 0, j.rs.queued_at or 0, j.rs.service_id))]
-        if queued != self.last_queue and self.write("queue", None, self.spool.write_atomic, self.spool.queue_file,
-                                                    dump_json({"queued": queued})):
-            self.last_queue = queued
+        """queue.json: the QUEUED serviceIDs in the order they will start (start_queued's plan)."""
+        if not self.queue_stale:
+            return  # neither the plan nor the jobs it names changed since the file was written
+        queued = [sid for sid in self.plan.order if sid in self.jobs and self.jobs[sid].rs.state == JobState.QUEUED]
+        if queued == self.last_queue or self.write("queue", None, self.spool.write_atomic, self.spool.queue_file,
+                                                   dump_json({"queued": queued})):
+            self.last_queue, self.queue_stale = queued, False
 
     def write_heartbeat(self, now: float) -> None:
         body = {"pid": os.getpid(), "create_time": self.create_time, "started_at": iso(self.started_at),
@@ -610,6 +682,7 @@ class Supervisor:
         if self.isolation is not None and not self.isolation.layout.unavailable:
             sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
+        self.start_accounting(now)
         self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
                       queued=sum(1 for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
                       finished=len(self.finished))

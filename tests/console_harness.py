@@ -39,12 +39,45 @@ class Console:
         page = s.get(self.url + path, timeout=30).text
         return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
 
+    def restart(self) -> None:
+        """Stop the console (SIGTERM) and start it again on the same port, over the same files."""
+        self.stop()
+        self.start()
 
-def start_console(env_file, log) -> tuple[Managed, int]:
-    port = config.load(env_file, {}).console_port
-    proc = Managed([sys.executable, "-m", "console"], log, {"ENV_FILE": str(env_file)})
+    def stop(self) -> None:
+        self.proc.stop()
+        self.stack.extras.remove(self.proc)
+
+    def start(self) -> None:
+        self.proc, _ = start_console(self.stack.env_file, self.stack.directory / "console.log", **self.env)
+        self.stack.extras.append(self.proc)
+
+    env: dict[str, str] = {}
+
+
+def start_console(env_file, log, **env: str) -> tuple[Managed, int]:
+    """A console process for env_file; `env` overrides settings of the file (e.g. CONSOLE_PORT)."""
+    port = int(env.get("CONSOLE_PORT") or config.load(env_file, {}).console_port)
+    proc = Managed([sys.executable, "-m", "console"], log, {"ENV_FILE": str(env_file), **env})
     wait_http(f"http://127.0.0.1:{port}/login", proc, what="console")
     return proc, port
+
+
+@pytest.fixture
+def second_console(console, tmp_path):
+    """Another console over the same stack: its own port, signing key (so its own sessions) and a /metrics
+    bearer token (`metrics_token`)."""
+    token = tmp_path / "metrics-token"
+    token.write_text("scrape-token-0123456789\n")
+    env = {"CONSOLE_PORT": str(free_port()), "CONSOLE_SECRET_FILE": str(tmp_path / "secret"),
+           "CONSOLE_METRICS_TOKEN_FILE": str(token)}
+    proc, port = start_console(console.stack.env_file, tmp_path / "console.log", **env)
+    other = Console(console.stack, proc, port)
+    other.env, other.metrics_token = env, "scrape-token-0123456789"
+    console.stack.extras.append(proc)
+    yield other
+    if proc in console.stack.extras:
+        other.stop()
 
 
 def add_operator(devauth) -> None:

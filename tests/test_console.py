@@ -2,27 +2,33 @@
 and, at the end, rules of its view model checked in this process."""
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
+import re
 import stat
 import time
 
 import psutil
 import pytest
 import requests
-from console_harness import board, console  # noqa: F401 - fixture
+from console_harness import board, console, second_console  # noqa: F401 - fixtures
 from facade_harness import Soap, devauth, new_sid  # noqa: F401 - fixture
 from harness import start_supervisor, wait_for
 
 from console.access import User
+from console.sessions import Sessions
+from jobs.proxies import TrustedProxies
+from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
+from jobs.states import JobState
 from jobs.submit import SubmitError
 
 
-def submit_as(c, user: str, project: str, seconds: int = 60) -> str:
+def submit_as(c, user: str, project: str, seconds: int = 60, sid: str | None = None) -> str:
     """A job dropped into the spool as the façade would, owned by (user, project)."""
-    sid = new_sid("c")
+    sid = sid or new_sid("c")
     spec = JobSpec(sid, "waiter", {"secondsToWait": seconds}, c.stack.auth.wsdl, {"username": user, "project": project})
     assert c.stack.config and c.stack.spool
     from jobs.spool import Spool
@@ -52,13 +58,82 @@ def test_unauthenticated_requests_get_only_the_login_page(console):
         assert requests.get(console.url + path, timeout=30).status_code == 401, path
 
 
-def test_session_cookie_is_signed_httponly_and_samesite(console):
-    """The session cookie cannot be read by scripts nor sent by other sites."""
+def test_session_cookie_is_signed_httponly_and_samesite_lax(console):
+    """The session cookie cannot be read by scripts nor sent with another site's requests, but comes along
+    when a link on another site is followed (SameSite=Lax); it names a server-side session and does not
+    carry the platform session token. The key and the sessions are the console's alone (0600)."""
     s = console.session()
     cookie = next(c for c in s.cookies if c.name == "console_session")
-    assert cookie.has_nonstandard_attr("httponly") and cookie.get_nonstandard_attr("samesite").lower() == "strict"
-    secret = console.stack.directory / "console-secret"
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert cookie.has_nonstandard_attr("httponly") and cookie.get_nonstandard_attr("samesite").lower() == "lax"
+    assert not cookie.secure
+    payload = base64.b64decode(cookie.value.strip('"').split(".")[0] + "==")
+    token = console.stack.token("alice")
+    assert token.split(".")[0] not in payload.decode() and b"token" not in payload
+    for name in ("console-secret", "console-secret.sessions.json"):
+        assert stat.S_IMODE((console.stack.directory / name).stat().st_mode) == 0o600, name
+
+
+def test_the_login_page_never_overwrites_a_session(console):
+    """A browser that did not send its cookie (another site's request) gets the login page without a new
+    session cookie, which would log out every tab; the form's CSRF token lives in a cookie of its own."""
+    r = requests.get(console.url + "/login", timeout=30)
+    assert r.status_code == 200
+    assert [c.name for c in r.cookies] == ["console_login"]
+
+
+def test_logging_out_revokes_every_copy_of_the_session(console):
+    """After logout, a copy of the session cookie made before is refused: the session is revoked on the server."""
+    s = console.session()
+    copy = requests.Session()
+    copy.cookies.update(s.cookies)
+    assert copy.get(console.url + "/api/jobs", timeout=30).status_code == 200
+    r = s.post(console.url + "/logout", data={"csrf_token": console.csrf(s)}, timeout=30)
+    assert r.url == console.url + "/login"
+    assert copy.get(console.url + "/api/jobs", timeout=30).status_code == 401
+    assert copy.get(console.url + "/", timeout=30).url.startswith(console.url + "/login")
+
+
+def test_session_cookie_is_secure_behind_https(console):
+    """Behind a reverse proxy we trust (FORWARDED_ALLOW_IPS, here 127.0.0.1) that says X-Forwarded-Proto:
+    https, the session cookie is marked Secure."""
+    s = requests.Session()
+    r = s.post(console.url + "/login", data={"username": "alice", "password": "alice-pw-1", "project": "demo",
+                                            "csrf_token": console.csrf(s, "/login")},
+               headers={"x-forwarded-proto": "https"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 303
+    cookie = next(c for c in r.raw.headers.getlist("set-cookie") if c.startswith("console_session="))
+    assert "secure" in cookie.lower().split("; ")
+
+
+def test_https_is_believed_only_from_a_trusted_proxy():
+    """The scheme comes from the connection, or from X-Forwarded-Proto when the peer is a trusted proxy."""
+    sessions = Sessions(None, "k" * 40, TrustedProxies(["10.0.0.0/8"]))
+    forwarded = [(b"x-forwarded-proto", b"https")]
+    assert sessions.https({"scheme": "https", "client": ("192.0.2.1", 1), "headers": []})
+    assert sessions.https({"scheme": "http", "client": ("10.1.2.3", 1), "headers": forwarded})
+    assert not sessions.https({"scheme": "http", "client": ("192.0.2.1", 1), "headers": forwarded})
+    assert not sessions.https({"scheme": "http", "client": ("10.1.2.3", 1), "headers": []})
+
+
+def test_sessions_survive_a_console_restart(console):
+    """The server-side sessions are kept in a file: a restart logs nobody out."""
+    s = console.session()
+    console.restart()
+    assert s.get(console.url + "/api/jobs", timeout=30).status_code == 200
+
+
+def test_login_returns_to_the_page_asked_for_with_its_query(console):
+    """A link to a filtered board page goes through the login page and lands on the same URL, query included."""
+    s = requests.Session()
+    asked = "/?state=QUEUED&job=waiter"
+    r = s.get(console.url + asked, timeout=30)
+    assert r.url.startswith(console.url + "/login?next=")
+    nxt = re.search(r'name="next" value="([^"]+)"', r.text).group(1)
+    assert asked == html.unescape(nxt)
+    r = s.post(console.url + "/login", data={"username": "alice", "password": "alice-pw-1", "project": "demo",
+                                            "next": html.unescape(nxt), "csrf_token": console.csrf(s, "/login")},
+               timeout=30)
+    assert r.url == console.url + asked
 
 
 def test_wrong_password_is_refused(console):
@@ -162,6 +237,64 @@ def test_kill_and_restart_drop_command_files_and_wait_for_a_stopped_supervisor(c
     stack.wait_state(sid, {"RUNNING"})
     wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "RUNNING", 10,
              what="console shows the restarted job running")
+
+
+def test_commands_are_offered_and_accepted_only_where_the_supervisor_applies_them(console):
+    """A finished job offers restart, not kill, and a kill sent anyway is refused with the reason (the
+    supervisor would ignore it, and the page would wait for it forever); nothing reaches commands/."""
+    sid = submit_as(console, "alice", "demo", seconds=1)
+    console.stack.wait_state(sid, {"SUCCEEDED"})
+    s = console.session()
+    wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "SUCCEEDED", 10,
+             what="console sees the end")
+    page = s.get(f"{console.url}/jobs/{sid}", timeout=30).text
+    assert 'id="restart"' in page and 'id="kill"' not in page
+    r = s.post(f"{console.url}/jobs/{sid}/kill", data={"csrf_token": console.csrf(s)}, timeout=30)
+    assert r.status_code == 409
+    assert f"kill refused: job {sid} is SUCCEEDED; kill applies only to a SUBMITTED or QUEUED or RUNNING job" \
+        == r.text.strip()
+    assert not [c for c in commands(console) if c["service_id"] == sid]
+
+
+def test_a_succeeded_jobs_page_shows_its_outputs(console):
+    """The outputs the SOAP status call returns with COMPLETED are on the job's page once it succeeded."""
+    sid = submit_as(console, "alice", "demo", seconds=1)
+    console.stack.wait_state(sid, {"SUCCEEDED"})
+    s = console.session()
+    wait_for(lambda: s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["state"] == "SUCCEEDED", 10,
+             what="console sees the end")
+    assert [{"name": "result", "value": "FINISHED"}] == s.get(f"{console.url}/api/jobs/{sid}", timeout=30).json()["outputs"]
+    page = s.get(f"{console.url}/jobs/{sid}", timeout=30).text
+    assert re.search(r"<h2>Outputs</h2>.*<td>result</td><td><pre>FINISHED</pre>", page, re.S)
+
+
+def test_a_job_page_follows_the_log_by_short_requests(console):
+    """/jobs/<id>/output answers the new lines from the offsets asked for, and the offsets to ask next."""
+    sid = submit_as(console, "alice", "demo", seconds=3)
+    s = console.session()
+    wait_for(lambda: "waiting 3 s" in s.get(f"{console.url}/jobs/{sid}/output", timeout=30).text, 20,
+             what="the log's first line")
+    first = s.get(f"{console.url}/jobs/{sid}/output", timeout=30).json()
+    again = s.get(f"{console.url}/jobs/{sid}/output", params={"attempt": first["attempt"], **first["offsets"]},
+                  timeout=30).json()
+    assert "waiting 3 s" not in "".join(c["text"] for c in again["chunks"])
+    assert again["offsets"]["stdout"] >= first["offsets"]["stdout"] > 0
+    assert console.session("bob").get(f"{console.url}/jobs/{sid}/output", timeout=30).status_code == 404
+
+
+def test_metrics_need_an_operator_or_the_scrapers_bearer_token(second_console):
+    """/metrics counts every project's jobs: refused to nobody logged in (401) and to a user (403); an operator
+    and a scraper with CONSOLE_METRICS_TOKEN_FILE's token read it. /healthz stays open."""
+    c = second_console
+    url = c.url + "/metrics"
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(url, headers={"authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    assert c.session("alice").get(url, timeout=30).status_code == 403
+    r = c.session("olga").get(url, timeout=30)
+    assert r.status_code == 200 and "spoolsoap_queue_length" in r.text
+    r = requests.get(url, headers={"authorization": f"Bearer {c.metrics_token}"}, timeout=30)
+    assert r.status_code == 200 and "spoolsoap_queue_length" in r.text
+    assert requests.get(c.url + "/healthz", timeout=30).status_code == 200
 
 
 def test_event_stream_resumes_from_last_event_id(console):
@@ -276,3 +409,63 @@ def test_form_submits_what_passes_and_refuses_a_known_service_id(board):
     with pytest.raises(SubmitError, match="serviceID 'dave-1' is already taken"):
         board.submit(DAVE, d, {"service_id": "dave-1", "input.secondsToWait": ""})
     assert ["dave-1.json"] == os.listdir(board.spool.incoming)
+
+
+def place_run(board, rs: RunState, project: str) -> None:
+    """A run as the supervisor leaves it: the spec claimed into runs/<id>/ and its state.json."""
+    run = board.spool.run_dir(rs.service_id)
+    (run / "attempts" / str(rs.attempt)).mkdir(parents=True)
+    spec = JobSpec(rs.service_id, rs.job, {"secondsToWait": 5}, None, {"username": "u", "project": project})
+    (run / "spec.json").write_bytes(spec.to_json())
+    (run / "state.json").write_bytes(rs.to_json())
+    board.index.refresh()
+
+
+def test_a_live_update_of_the_board_keeps_its_page(board):
+    """The board's query, which its live updates refetch with, names the page shown (page 1 needs none)."""
+    for i in range(3):
+        place_run(board, RunState(f"q-{i}", "waiter"), "demo")
+    assert {"page": 2, "per_page": 2} == board.board(DAVE, {"page": "2", "per_page": "2"})["query"]
+    assert {"per_page": 2} == board.board(DAVE, {"per_page": "2"})["query"]
+    assert ["q-0"] == [j["service_id"] for j in board.board(DAVE, {"page": "2", "per_page": "2"})["jobs"]]
+
+
+def test_the_header_counts_only_the_queued_jobs_a_user_may_see(board):
+    """alice's header: her project's queue; an operator's: every project's."""
+    for sid, project in (("a-1", "demo"), ("b-1", "other"), ("b-2", "other")):
+        place_run(board, RunState(sid, "waiter"), project)
+    board.refresh()
+    assert (1, 3) == (board.health(DAVE)["queue_length"], board.health(User("olga", "ops", (), True))["queue_length"])
+
+
+def test_a_crash_by_a_signal_reads_crashed_and_a_stop_reads_stopped(board):
+    """SIGSEGV the supervisor did not send is a crash; SIGTERM of a kill is a stop."""
+    rs = RunState("seg-1", "waiter", JobState.FAILED, "killed by SIGSEGV", attempt=2, signal=11, exit_code=None)
+    rs.history = [Attempt(1, 1.0, 2.0, None, 15, "aborted by console:olga (stopped by SIGTERM)"),
+                  Attempt(2, 3.0, 4.0, None, 11, "killed by SIGSEGV")]
+    place_run(board, rs, "demo")
+    d = board.detail(board.visible(DAVE, "seg-1"))
+    assert ["stopped by SIGTERM", "crashed (SIGSEGV, segmentation fault)"] == [a["stopped"] for a in d["attempt_history"]]
+    rs = RunState("seg-2", "waiter", JobState.FAILED, "killed by SIGSEGV", signal=11, exit_code=None)
+    place_run(board, rs, "demo")
+    assert ["crashed (SIGSEGV, segmentation fault)"] == [
+        a["stopped"] for a in board.detail(board.visible(DAVE, "seg-2"))["attempt_history"]]
+
+
+def test_only_a_running_job_without_a_percentage_shows_the_busy_bar(board):
+    """A queued job's bar is empty, not the animated "busy" bar of a job that runs without a percentage."""
+    place_run(board, RunState("wait-1", "waiter"), "demo")
+    place_run(board, RunState("run-1", "waiter", JobState.RUNNING, "running", started_at=time.time()), "demo")
+    html_text = board.templates.get_template("_board.html").render(**board.board(DAVE, {}), history=[])
+    bars = dict(re.findall(r'<tr data-sid="([^"]+)".*?<progress max="100" ?([^>]*)>', html_text, re.S))
+    assert {"wait-1": 'value="0"', "run-1": ""} == bars
+
+
+def test_commands_apply_to_the_states_the_supervisor_acts_in(board):
+    """kill: a job not finished (not STOPPING); restart: a running or finished one."""
+    for state in (JobState.QUEUED, JobState.RUNNING, JobState.STOPPING, JobState.SUCCEEDED, JobState.ABORTED):
+        place_run(board, RunState(f"s-{state.value.lower()}", "waiter", state, ""), "demo")
+    offered = {sid: board.detail(board.visible(DAVE, sid))["commands"] for sid in
+               ("s-queued", "s-running", "s-stopping", "s-succeeded", "s-aborted")}
+    assert {"s-queued": ["kill"], "s-running": ["kill", "restart"], "s-stopping": [], "s-succeeded": ["restart"],
+            "s-aborted": ["restart"]} == offered

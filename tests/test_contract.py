@@ -235,14 +235,14 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_project_has_no_import_circle():
     """No module of the project imports, even only for type hints, a module that imports it back."""
-    graph = _import_graph(("jobs", "supervisor", "facade", "client", "devauth", "console"))
+    graph = _import_graph(("jobs", "supervisor", "jobctl", "facade", "client", "devauth", "console"))
     assert len(graph) > 20 and "supervisor.executor" in graph["supervisor.daemon"]  # the scan sees the tree
     assert [] == _circles(graph)
 
 
 def test_peers_on_the_spool_import_only_jobs():
-    """The façade, the supervisor (with jobctl) and the console share the spool through jobs/ alone."""
-    peers = ("facade", "supervisor", "console")
+    """The façade, the supervisor, jobctl and the console share the spool through jobs/ alone."""
+    peers = ("facade", "supervisor", "jobctl", "console")
     graph = _import_graph(("jobs",) + peers)
     assert "jobs.spool" in graph["console.app"] or any(m.startswith("jobs.") for m in graph["console.app"])
     crossing = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
@@ -255,6 +255,7 @@ def test_only_runfiles_spells_the_run_layout():
     names = ('"spec.json"', '"state.json"', '"exit.json"', '"attempts"', '"stdout.log"', '"stderr.log"',
              '"notifications.txt"', '"facade.json"')
     found = [f"{path.relative_to(ROOT)}: {name}"
-             for pkg in ("jobs", "supervisor", "facade", "client", "console") for path in sorted((ROOT / pkg).rglob("*.py"))
+             for pkg in ("jobs", "supervisor", "jobctl", "facade", "client", "console")
+             for path in sorted((ROOT / pkg).rglob("*.py"))
              if path != ROOT / "jobs" / "runfiles.py" for name in names if name in path.read_text()]
     assert [] == found

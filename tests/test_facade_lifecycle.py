@@ -448,7 +448,7 @@ def test_jobctl_and_the_status_page_agree_on_odd_progress(tmp_path, devauth):  #
             s.attempt_file(sid, "status.txt").write_text(text)
             status = status_of(quiet.call("zeep", "getServiceStatus", sid, token))
             shown = shown if status == "UNCHANGED" else page(status)  # UNCHANGED: the same page as before
-            r = subprocess.run([sys.executable, "-m", "supervisor.cli", "list", "--json"], capture_output=True,
+            r = subprocess.run([sys.executable, "-m", "jobctl", "list", "--json"], capture_output=True,
                                text=True, timeout=60, env={**os.environ, "ENV_FILE": str(s.env_file)})
             row = next(j for j in json.loads(r.stdout) if j["service_id"] == sid)
             on_page = re.search(r'data-progress="(\d+)"', shown)

@@ -21,7 +21,7 @@ from jobs.definitions import load_definitions
 from jobs.errors import SpecError
 from jobs.index import SpoolIndex
 from jobs.metrics import SpoolCollector
-from jobs.runstate import Attempt, RunState
+from jobs.runstate import RunState
 from jobs.spool import COMMAND_VERBS, ServiceId, Spool, command_name, parse_command_name, service_id
 from jobs.states import DISPLAY_STATES, SUBMITTED, TERMINAL_STATES, JobState
 from jobs.submit import submit
@@ -143,28 +143,6 @@ def test_without_definitions_rows_come_from_state_json(spool):
 def samples(collector: SpoolCollector) -> dict[tuple[str, tuple], float]:
     families: list[Metric] = list(collector.collect())
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
-
-
-def test_metrics_counters_follow_the_rows_and_survive_retention(spool):
-    """Attempts started and runs finished are counted once, from the index's rows, and kept after removal."""
-    claimed(spool, "a", running("a"))
-    collector = SpoolCollector(spool)
-    m = samples(collector)
-    assert 1 == m[("spoolsoap_jobs", (("job", "waiter"), ("state", "RUNNING")))]
-    assert 1 == m[("spoolsoap_runs_started_total", (("job", "waiter"),))]
-    done = RunState("a", "waiter", JobState.SUCCEEDED, "exit code 0", 1, exit_code=0, started_at=NOW - 30,
-                    finished_at=NOW - 18, history=[Attempt(1, NOW - 30, NOW - 18, 0, None, "exit code 0")])
-    spool.write_atomic(spool.files("a").state, done.to_json())
-    for _ in range(2):  # a second scrape counts nothing twice
-        m = samples(collector)
-    assert 1 == m[("spoolsoap_runs_started_total", (("job", "waiter"),))]
-    assert 1 == m[("spoolsoap_runs_finished_total", (("job", "waiter"), ("state", "SUCCEEDED")))]
-    assert (1, 12.0) == (m[("spoolsoap_run_duration_seconds_count", (("job", "waiter"),))],
-                         m[("spoolsoap_run_duration_seconds_sum", (("job", "waiter"),))])
-    os.rename(spool.files("a").run, spool.root / "gone")
-    m = samples(collector)
-    assert not [k for k in m if k[0] == "spoolsoap_jobs"]
-    assert 1 == m[("spoolsoap_runs_finished_total", (("job", "waiter"), ("state", "SUCCEEDED")))]
 
 
 # -- the spool's serviceID, known() and commands ------------------------------------------

@@ -1,4 +1,5 @@
-"""jobctl, the operator CLI, as a real subprocess against the real supervisor daemon and waiter program."""
+"""jobctl, the operator CLI: as a real subprocess against the real supervisor daemon and waiter program, and
+in process (`jobctl.main`) over a spool whose supervisor is stepped by hand, for its rules."""
 from __future__ import annotations
 
 import getpass
@@ -7,11 +8,20 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from supervisor import cli
+import jobctl
+from jobctl.context import PENDING
+from jobctl.formatting import hms
+from jobs.cli import FAILED
+from jobs.definitions import load_definitions
+from jobs.spool import Spool, parse_command_name
+from supervisor.daemon import Supervisor
+from test_submit import SoapStart
+from test_supervisor_rules import FakeExecutor
 from tests.harness import ROOT, Stack, kill_leftovers, processes_with_arg, wait_for
 
 
@@ -19,7 +29,7 @@ class Ops(Stack):
     """A Stack with jobctl pointed at it."""
 
     def jobctl(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, text=True,
+        return subprocess.run([sys.executable, "-m", "jobctl", *args], cwd=ROOT, text=True,
                               capture_output=True, timeout=timeout,
                               env={**os.environ, "ENV_FILE": str(self.env), **env})
 
@@ -158,9 +168,9 @@ def test_list_shows_who_stopped_a_job_and_how_far_it_got(running):
     assert header.split()[-1] == "REASON"
     assert line.endswith(f"stopped by an operator (jobctl, user {getpass.getuser()})")
     assert f"{row['progress']:.0f}%" in line.split()
-    narrow = running.jobctl("list", COLUMNS="110")
+    narrow = running.jobctl("list", COLUMNS="130")
     line = next(x for x in narrow.stdout.splitlines() if x.startswith(sid))
-    assert len(line) <= 110 and line.endswith("…")
+    assert len(line) <= 130 and line.endswith("…")
     assert f"(stopped by an operator (jobctl, user {getpass.getuser()}))" in running.jobctl("show", sid).stdout
 
 
@@ -229,7 +239,7 @@ def test_kill_while_supervisor_is_down_is_applied_when_it_starts(running):
     wait_for(lambda: log_contains(running.stdout_log(sid), "waiting 120 s"), 10, what="program started")
     running.stop()
     r = running.jobctl("kill", sid)
-    assert cli.PENDING == r.returncode
+    assert PENDING == r.returncode
     assert "supervisor is not running; the command is queued and will run when it starts" in r.stderr
     assert 1 == len(list(running.spool.commands.iterdir()))
     assert "RUNNING" == running.state(sid)["state"]  # the job outlives its supervisor
@@ -249,7 +259,7 @@ def test_status_reports_the_daemon_and_counts(running):
     assert "SUCCEEDED 1" in r.stdout
     running.stop()
     down = running.jobctl("status")
-    assert cli.PENDING == down.returncode
+    assert PENDING == down.returncode
     assert "NOT RUNNING" in down.stdout
 
 
@@ -260,7 +270,7 @@ def test_status_reports_a_hung_daemon(running):
     try:
         r = wait_for(lambda: (lambda r: r if r.returncode != 0 else None)(running.jobctl("status")),
                      20, interval=0.5, what="status noticing the stopped daemon")
-        assert cli.FAILED == r.returncode
+        assert FAILED == r.returncode
         assert f"HUNG, pid {running.daemon.pid}" in r.stdout and "hung" in r.stdout
         data = json.loads(running.jobctl("status", "--json").stdout)
         assert (True, True) == (data["supervisor"]["running"], data["supervisor"]["hung"])
@@ -288,48 +298,154 @@ def test_malformed_id_is_a_usage_error(ops):
     assert [] == list(ops.spool.commands.iterdir())
 
 
+@pytest.mark.fast
 def test_bad_inputs_name_the_field(ops, capsys):
-    """submit checks inputs against the definition and names the bad field."""
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=soon"])
-    assert "secondsToWait: must be an integer" in capsys.readouterr().err
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=-5"])
-    assert "secondsToWait: must be >= 0" in capsys.readouterr().err
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "colour=blue"])
+    """submit reads and checks inputs as the SOAP start does (jobs.submit) and names the bad field."""
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=soon"])
+    assert ("jobctl: invalid request: element 'secondsToWait': 'soon' is not a valid value of the atomic type "
+            "'xs:integer'.\n") == capsys.readouterr().err
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "secondsToWait=-5"])
+    assert "jobctl: invalid input secondsToWait: must be >= 0, got -5\n" == capsys.readouterr().err
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "colour=blue"])
     assert "colour: not an input" in capsys.readouterr().err
-    assert 2 == cli.main(["--env-file", str(ops.env), "submit", "nosuchjob"])
+    assert 2 == jobctl.main(["--env-file", str(ops.env), "submit", "nosuchjob"])
     assert "unknown job 'nosuchjob'; known jobs: exit_with, flaky, tree, waiter" in capsys.readouterr().err
     assert [] == list(ops.spool.incoming.iterdir())
 
 
+@pytest.mark.fast
 def test_submit_without_daemon_queues_the_spec(ops, capsys):
     """With no daemon, submit still drops the spec and the job is listed as SUBMITTED."""
-    assert 0 == cli.main(["--env-file", str(ops.env), "submit", "waiter", "--id", "early", "secondsToWait=1"])
+    assert 0 == jobctl.main(["--env-file", str(ops.env), "submit", "waiter", "--id", "early", "secondsToWait=1"])
     captured = capsys.readouterr()
     assert "early\n" == captured.out
     assert "supervisor is not running" in captured.err
-    assert 0 == cli.main(["--env-file", str(ops.env), "list", "--json"])
+    assert 0 == jobctl.main(["--env-file", str(ops.env), "list", "--json"])
     assert [("early", "SUBMITTED")] == [(j["service_id"], j["state"]) for j in json.loads(capsys.readouterr().out)]
 
 
 def test_config_error_is_one_line(tmp_path):
     """A missing env file is reported in one line with exit 2, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "supervisor.cli", "list"], cwd=ROOT, text=True, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "jobctl", "list"], cwd=ROOT, text=True, capture_output=True,
                        env={**os.environ, "ENV_FILE": str(tmp_path / "missing")}, timeout=30)
     assert 2 == r.returncode
     assert 1 == len(r.stderr.strip().splitlines())
     assert "configuration file not found" in r.stderr
 
 
+@pytest.mark.fast
 def test_usage_error_is_one_line(capsys):
     """Bad arguments exit 2 with one line and a pointer to --help."""
     with pytest.raises(SystemExit) as e:
-        cli.main(["kill"])
+        jobctl.main(["kill"])
     assert 2 == e.value.code
     err = capsys.readouterr().err
     assert 1 == len(err.strip().splitlines())
     assert "--help" in err
 
 
+@pytest.mark.fast
 def test_runtime_formatting():
     """Runtimes are shown as h:mm:ss."""
-    assert ["-", "0:00:00", "0:01:05", "26:00:01"] == [cli.hms(None), cli.hms(0.4), cli.hms(65), cli.hms(93601)]
+    assert ["-", "0:00:00", "0:01:05", "26:00:01"] == [hms(None), hms(0.4), hms(65), hms(93601)]
+
+
+# -- in process: jobctl.main over a spool whose supervisor is stepped by hand -----------------
+
+class Stepped:
+    """jobctl.main called in this process on a Stack's spool; the supervisor is step(now) with a fake executor."""
+
+    def __init__(self, tmp: Path, capsys):
+        self.stack = Stack(tmp)
+        self.ex = FakeExecutor()
+        self.sup = Supervisor(self.stack.cfg, load_definitions(self.stack.cfg.definitions_dir),
+                              executors={"local": self.ex, "slurm": self.ex})
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        """jobctl's exit code, stdout and stderr."""
+        code = jobctl.main(["--env-file", str(self.stack.env), *args])
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def step(self) -> None:
+        self.sup.step(time.time())
+
+    def rows(self) -> dict[str, dict]:
+        code, out, err = self("list", "--all", "--json")
+        assert (0, "") == (code, err)
+        return {j["service_id"]: j for j in json.loads(out)}
+
+
+@pytest.fixture
+def stepped(tmp_path, capsys) -> Stepped:
+    return Stepped(tmp_path, capsys)
+
+
+@pytest.mark.fast
+def test_list_and_show_follow_a_job_from_submitted_to_running(stepped):
+    """`list` and `show` read the spool's index: SUBMITTED before the claim, then RUNNING with pid and progress."""
+    code, out, err = stepped("submit", "waiter", "--id", "in-1", "secondsToWait=3")
+    assert (0, "in-1\n") == (code, out)
+    assert {"service_id": "in-1", "job": "waiter", "state": "SUBMITTED", "attempt": None, "pid": None,
+            "runtime_seconds": None, "progress": None,
+            "reason": "waiting for the supervisor to claim it", "cpu_seconds": None, "wall_seconds": None,
+            "memory_peak_bytes": None} == stepped.rows()["in-1"]
+    stepped.step()
+    (stepped.stack.attempt_dir("in-1") / "status.txt").write_text("42")
+    row = stepped.rows()["in-1"]
+    assert ("RUNNING", 1, stepped.ex.next_pid, 42.0) == (row["state"], row["attempt"], row["pid"], row["progress"])
+    code, out, _ = stepped("list")
+    assert ["SERVICE", "ID", "JOB", "STATE", "PID", "RUNTIME", "PROGRESS", "ATTEMPT", "CPU", "WALL", "MEM",
+            "REASON"] == out.splitlines()[0].split()
+    assert out.splitlines()[1].split()[:6] == ["in-1", "waiter", "RUNNING", str(stepped.ex.next_pid), "0:00:00", "42%"]
+    code, out, _ = stepped("show", "in-1")
+    assert 0 == code
+    assert "inputs      secondsToWait=3" in out and "state       RUNNING" in out and "progress    42%" in out
+    assert f"owner       jobctl:{getpass.getuser()} (project -)" in out
+    code, out, _ = stepped("show", "in-1", "--json")
+    data = json.loads(out)
+    assert json.loads((stepped.stack.spool.run_dir("in-1") / "spec.json").read_text()) == data["spec"]
+    assert ("RUNNING", str(stepped.stack.attempt_dir("in-1") / "stdout.log")) == (data["state"]["state"],
+                                                                                 data["paths"]["stdout"])
+    code, out, _ = stepped("status", "--json")
+    assert {"RUNNING": 1} == json.loads(out)["counts"]
+
+
+@pytest.mark.fast
+def test_kill_is_queued_for_the_supervisor_and_shown_once_applied(stepped):
+    """`kill` drops a command (exit 3 with the daemon down, 0 with --wait 0); the next steps end the job ABORTED."""
+    stepped("submit", "waiter", "--id", "in-2", "secondsToWait=60")
+    code, _, err = stepped("restart", "in-2")
+    assert (1, "jobctl: in-2 is still SUBMITTED and has not run yet: nothing to restart\n") == (code, err)
+    stepped.step()
+    stepped.stack.spool.supervisor_file.unlink()  # the daemon is down
+    code, _, err = stepped("kill", "in-2")
+    assert 3 == code and "supervisor is not running; the command is queued and will run when it starts" in err
+    assert [("in-2", "kill")] == [parse_command_name(p.name) for p in stepped.stack.spool.commands.iterdir()]
+    assert "RUNNING" == stepped.rows()["in-2"]["state"]
+    stepped.step()  # the daemon applies the command at its next pass
+    assert [("in-2", 15)] == stepped.ex.signals
+    assert "STOPPING" == stepped.rows()["in-2"]["state"]
+    stepped.ex.exit("in-2", None, 15)
+    stepped.step()
+    row = stepped.rows()["in-2"]
+    assert ("ABORTED", f"aborted by jobctl:{getpass.getuser()}") == (row["state"], row["reason"])
+    assert stepped("list")[1].splitlines()[1].endswith(f"stopped by an operator (jobctl, user {getpass.getuser()})")
+    code, _, err = stepped("kill", "in-2", "--wait", "0")
+    assert (1, "jobctl: in-2 already ended (ABORTED): nothing to kill\n") == (code, err)
+    stepped.sup.write_heartbeat(time.time())  # the daemon (this process) is running again
+    code, out, _ = stepped("restart", "in-2", "--wait", "0")
+    assert 0 == code and out.startswith("restart of in-2 queued (")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("text", ["٣", "99999999999999999999"])
+def test_submit_refuses_text_as_the_soap_start_refuses_it(stepped, tmp_path, text):
+    """An Arabic-Indic digit and an integer out of range: exit 2 and the SOAP start's own faultstring, one line."""
+    waiter = load_definitions(stepped.stack.cfg.definitions_dir)["waiter"]
+    verdict, fault = SoapStart(waiter, Spool(tmp_path / "soap").ensure())({"secondsToWait": text})
+    assert "refused" == verdict
+    code, out, err = stepped("submit", "waiter", f"secondsToWait={text}")
+    assert (2, "", f"jobctl: {fault}\n") == (code, out, err)
+    assert [] == list(stepped.stack.spool.incoming.iterdir())
