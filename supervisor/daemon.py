@@ -755,6 +755,8 @@ class Daemon:
             os.unlink(self.sup.spool.supervisor_file)
         except OSError:
             pass
+        if self.sup.isolation is not None:
+            self.sup.isolation.close()
         log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))
 
     def _on_stop_signal(self, signum, frame) -> None:

@@ -9,6 +9,8 @@ attempt's note (RunState.isolation) say "not isolated: <why>" in words.
 from __future__ import annotations
 
 import errno
+import hashlib
+import os
 from dataclasses import dataclass
 
 from jobs.config import Config
@@ -16,6 +18,12 @@ from jobs.errors import ConfigError
 from jobs.limits import JobLimits, job_limits, size_text
 
 from . import cgroups, confine
+
+
+def cgroup_parent(cfg: Config) -> str:
+    """CGROUP_PARENT/spool-<hash of SPOOL_DIR>: each spool's supervisor sweeps only its own attempts' cgroups."""
+    digest = hashlib.sha1(os.fsencode(os.path.realpath(cfg.spool_dir))).hexdigest()[:12]
+    return f"{cfg.cgroup_parent.rstrip('/')}/spool-{digest}"
 
 
 @dataclass
@@ -37,7 +45,7 @@ class Isolation:
             self.layout = cgroups.Layout("none", {}, "not isolated: JOB_ISOLATION=off")
             self.user_problem: str | None = "not isolated: JOB_ISOLATION=off"
             return
-        self.layout = layout if layout is not None else cgroups.setup(parent=cfg.cgroup_parent)
+        self.layout = layout if layout is not None else cgroups.setup(parent=cgroup_parent(cfg))
         self.user_problem = can_switch if can_switch is not None else confine.switch_problem()
         names = {n for n in (cfg.job_user, *cfg.project_users.values()) if n}
         if self.user_problem is None and not names:
@@ -57,6 +65,14 @@ class Isolation:
             return "not isolated: " + "; ".join(dict.fromkeys(problems))
         users = ", ".join(f"{u.name} (uid {u.uid})" for u in self.users.values())
         return f"isolated: jobs run as {users}; {self.layout.describe()}"
+
+    def close(self) -> None:
+        """At the supervisor's stop: remove this spool's cgroup parent where no attempt is left in it."""
+        for h in self.layout.hierarchies:
+            try:
+                os.rmdir(h.base)
+            except OSError:
+                pass  # attempts still run in it (they are left for the next supervisor), or it is gone
 
     def defaults(self) -> str:
         """The limits a definition that sets none gets (JOB_*_LIMIT), for the start-up log."""

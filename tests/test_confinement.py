@@ -22,6 +22,7 @@ import pytest
 from jobs.metrics import Health
 from jobs.spec import JobSpec
 from supervisor import cgroups, confine
+from supervisor.isolation import cgroup_parent
 from tests.harness import ROOT, Stack, kill_leftovers, wait_for
 
 PROGRAMS = ROOT / "tests" / "programs"
@@ -107,20 +108,21 @@ def confined(place, users):
     yield stack
     stack.stop()
     kill_leftovers(place)
-    _remove_cgroups(stack.cgroup_parent)
+    _remove_cgroups(stack)
 
 
-def _remove_cgroups(parent: str) -> None:
-    layout = cgroups.setup(parent=parent)
+def _remove_cgroups(stack: Stack) -> None:
+    layout = cgroups.setup(parent=cgroup_parent(stack.cfg))
     for name in layout.leftovers():
         a = layout.attempt(name)
         a.kill()
         a.remove()
     for h in layout.hierarchies:
-        try:
-            os.rmdir(h.base)
-        except OSError:
-            pass
+        for d in (h.base, os.path.dirname(h.base)):  # spool-<hash>, then the test's CGROUP_PARENT
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 def submit(stack: Stack, sid: str, job: str, project: str = "alpha", **inputs) -> None:
@@ -246,7 +248,7 @@ def test_usage_survives_kill_9_of_the_supervisor(confined, when):
     done = confined.wait_state("burn-9", "SUCCEEDED", timeout=60)
     usage = done["usage"]
     assert usage["source"] == "cgroup" and 1.8 <= usage["cpu_user_s"] + usage["cpu_system_s"] <= 2.2
-    layout = cgroups.setup(parent=confined.cgroup_parent)
+    layout = cgroups.setup(parent=cgroup_parent(confined.cfg))
     assert cgroups.attempt_name("burn-9", 1) not in layout.leftovers()  # removed once its usage was saved
 
 
@@ -268,4 +270,4 @@ def test_where_isolation_is_unavailable_the_supervisor_says_so_plainly(place, en
         assert "jobs_not_isolated" in stack.daemon.output() and why in stack.daemon.output()
     finally:
         stack.stop()
-        _remove_cgroups(stack.cgroup_parent)
+        _remove_cgroups(stack)
