@@ -333,7 +333,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROJECT_USERS", "", dict[str, str], _plain(_project_users), ("supervisor",),
             "project:user,... : a project's jobs run as its own user instead of JOB_USER"),
     Setting("CGROUP_PARENT", "spoolsoap-jobs", str, _plain(_cgroup_parent), ("supervisor",),
-            "where attempt cgroups go: below the supervisor's own cgroup, or an absolute cgroup path"),
+            "where attempt cgroups go (one spool-<hash> directory per spool in it): below the supervisor's "
+            "own cgroup, or an absolute cgroup path"),
     Setting("JOB_MEMORY_LIMIT", "", int | None, _limit("size"), ("supervisor",),
             "a job's memory when its definition sets none (\"2 GiB\"); empty: no limit"),
     Setting("JOB_CPU_LIMIT", "", float | None, _limit("cpus"), ("supervisor",),
