@@ -28,7 +28,7 @@ from jobs import logs
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, JobsError, SpecError
-from jobs.runfiles import RunFiles
+from jobs.runfiles import NOTIFICATIONS_FD_PATH, RunFiles
 from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
 from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, read_bytes, read_json,
@@ -364,10 +364,10 @@ class Supervisor:
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
         files, attempt = job.files, job.attempt
-        argv = d.render_argv(job.spec.inputs, job.run_dir, job.attempt_dir, sid, rs.attempt)
-        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": files.run,
-               "JOB_ATTEMPT_DIR": attempt.dir, "JOB_ATTEMPT": str(rs.attempt),
-               "JOB_NOTIFICATIONS_FILE": files.notifications}
+        argv = d.render_argv(job.spec.inputs, sid, rs.attempt)
+        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": ".",
+               "JOB_ATTEMPT_DIR": ".", "JOB_ATTEMPT": str(rs.attempt),
+               "JOB_NOTIFICATIONS_FILE": NOTIFICATIONS_FD_PATH}
         ex = self.executor(job)
         warm = False
         try:
