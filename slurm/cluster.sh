@@ -86,7 +86,7 @@ write_conf() {
     cpus="$(nproc)"
     mem="$(free -m | awk '/^Mem:/ { print int($2 * 0.9) }')"
     mkdir -p "$DIR/state" "$DIR/slurmd" /etc/slurm
-    sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEMORY@|$mem|g" \
+    sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEMORY@|$mem|g" -e "s|@MEM_PER_CPU@|$((mem / cpus))|g" \
         -e "s|@DIR@|$DIR|g" -e "s|@PARTITION@|$PARTITION|g" "$HERE/slurm.conf.in" >"$DIR/slurm.conf"
     if [ -e "$CONF" ] && ! head -n1 "$CONF" | grep -qF "$MARK"; then
         die "$CONF exists and was not written by this script; not replacing it"

@@ -37,6 +37,7 @@ import structlog
 
 from jobs.config import PROJECT_ROOT, Config
 from jobs.errors import ConfigError
+from jobs.limits import JobLimits, job_limits, size_text
 from jobs.states import JobState
 
 from .executor import Executor, ExitRecord, Job, Seen, read_exit, shim_argv
@@ -55,13 +56,18 @@ ENDED = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "
 # what a job Slurm ended itself failed of, as the user is told
 SLURM_ENDS = {
     "NODE_FAIL": "Slurm: the node failed (NODE_FAIL)",
-    "OUT_OF_MEMORY": "Slurm: out of memory (OUT_OF_MEMORY)",
     "PREEMPTED": "Slurm: preempted by another job (PREEMPTED)",
     "BOOT_FAIL": "Slurm: the node failed to boot (BOOT_FAIL)",
     "DEADLINE": "Slurm: deadline reached (DEADLINE)",
     "CANCELLED": "Slurm: cancelled outside the supervisor (CANCELLED)",
 }
 JOB_ID = re.compile(r"\d{1,19}")
+# slurmstepd's words in the job's --error file when it kills a job over its --mem without cgroups
+# (JobAcctGatherParams=OverMemoryKill: the job then ends FAILED, reason JobLaunchFailure)
+OVER_MEMORY = re.compile(rb"slurmstepd[^\n]*: (?:Exceeded job memory limit|[^\n]*exceeded memory limit)")
+STDERR_TAIL = 64 << 10
+# options that would say again what a job's limits say (jobs/limits.py), by the limit they contradict
+LIMIT_OPTIONS = {"memory": ("--mem", "--mem-per-cpu", "--mem-per-gpu"), "cpus": ("--cpus-per-task", "-c")}
 _NOT_YET = object()
 
 
@@ -103,6 +109,39 @@ def time_limit_minutes(max_runtime_s: float) -> int:
     return max(1, math.ceil(max_runtime_s / 60))
 
 
+def limit_options(limits: JobLimits) -> list[str]:
+    """The job's limits as sbatch options: memory in whole MiB and CPUs in whole CPUs, both rounded up.
+
+    Processes have no sbatch option (Slurm does not count them); log and
+    output sizes are held by the shim and the supervisor, on any executor.
+    """
+    options = []
+    if limits.memory_bytes is not None:
+        options.append(f"--mem={math.ceil(limits.memory_bytes / (1 << 20))}M")
+    if limits.cpus is not None:
+        options.append(f"--cpus-per-task={math.ceil(limits.cpus)}")
+    return options
+
+
+def option_sets(option: str, names: tuple[str, ...]) -> bool:
+    """Whether one sbatch argument sets any of names ('--mem=4G', '-c4', '-c')."""
+    return any(option == n or option.startswith(n + "=") or
+               (not n.startswith("--") and option.startswith(n) and not option.startswith("--")) for n in names)
+
+
+def limit_clash(limits: JobLimits, options: list[str]) -> str | None:
+    """Why options contradict the job's limits (both would set Slurm's memory or CPUs), or None."""
+    for limit, value, setting in (("memory", limits.memory_bytes, "JOB_MEMORY_LIMIT"),
+                                  ("cpus", limits.cpus, "JOB_CPU_LIMIT")):
+        clash = next((o for o in options if option_sets(o, LIMIT_OPTIONS[limit])), None)
+        if value is not None and clash:
+            shown = size_text(value) if limit == "memory" else f"{value:g}"
+            return (f"sbatch option {clash!r} (SLURM_OPTIONS or the definition's [slurm] options) contradicts the "
+                    f"job's {limit} limit of {shown} ([limits] {limit} or {setting}), which the supervisor passes "
+                    "to sbatch itself: keep one of them")
+    return None
+
+
 def base_state(state: str) -> str:
     """'CANCELLED by 0' / 'CANCELLED+' -> 'CANCELLED'."""
     m = re.match(r"[A-Z_]+", state or "")
@@ -133,10 +172,17 @@ def parse_record(line: str) -> dict[str, str]:
     return fields
 
 
-def slurm_end_note(state: str, reason: str, minutes: int) -> str | None:
-    """What to tell the user when Slurm itself ended the job; None for an ordinary end."""
+def slurm_end_note(state: str, reason: str, minutes: int, memory_bytes: int | None = None,
+                   over_memory: bool = False) -> str | None:
+    """What to tell the user when Slurm itself ended the job; None for an ordinary end.
+
+    over_memory: slurmstepd said in the job's stderr that it killed the job for memory.
+    """
     if state == "TIMEOUT" or reason == "TimeLimit":
         return f"timeout: Slurm time limit of {minutes} min"
+    if state == "OUT_OF_MEMORY" or over_memory:
+        shown = f"{size_text(memory_bytes)} " if memory_bytes else ""
+        return f"out of memory: used more than its {shown}limit in Slurm"
     return SLURM_ENDS.get(state)
 
 
@@ -198,7 +244,8 @@ class SlurmExecutor(Executor):
         return Seen(executor_id=job_id, waiting=True, reason=f"submitted to Slurm as job {job_id}")
 
     def sbatch_args(self, job: Job) -> list[str]:
-        """sbatch's options for this attempt: an argv list, never a shell string."""
+        """sbatch's options for this attempt: an argv list, never a shell string; OSError if its options
+        contradict its limits."""
         d, a = job.definition, job.attempt
         args = [
             "--parsable",
@@ -219,7 +266,12 @@ class SlurmExecutor(Executor):
             args.append(f"--partition={partition}")
         if account:
             args.append(f"--account={account}")
-        return args + list(self.cfg.slurm_options) + list(d.slurm.options)
+        limits = job_limits(d, self.cfg)
+        extra = list(self.cfg.slurm_options) + list(d.slurm.options)
+        clash = limit_clash(limits, extra)
+        if clash:
+            raise OSError(clash)
+        return args + limit_options(limits) + extra
 
     def adopt(self, job: Job) -> Seen | None:
         rs = job.rs
@@ -297,7 +349,7 @@ class SlurmExecutor(Executor):
             return rec  # success, or a stop we asked for (its reason wins)
         if not self.poll_ok or t.row is None:
             return rec  # Slurm cannot tell us more
-        note = slurm_end_note(t.row.state, t.row.reason, time_limit_minutes(job.definition.max_runtime_s))
+        note = self._end_note(job, t.row.state, t.row.reason)
         if note:
             return SlurmExit(rec.exit_code, rec.signal, rec.error, slurm=note)
         if t.row.state in ENDED:
@@ -357,7 +409,7 @@ class SlurmExecutor(Executor):
         m = re.fullmatch(r"(\d+):(\d+)", info.get("ExitCode", ""))
         if m:
             code, sig = int(m.group(1)), int(m.group(2))
-        note = slurm_end_note(state, reason, time_limit_minutes(job.definition.max_runtime_s))
+        note = self._end_note(job, state, reason)
         if job.rs.state == JobState.STOPPING and state == "CANCELLED":
             note = f"Slurm job {job_id} cancelled"  # by our own stop, not "outside the supervisor"
         if not note:
@@ -366,6 +418,21 @@ class SlurmExecutor(Executor):
         if state == "COMPLETED" and code == 0 and sig == 0:
             return SlurmExit(0, None, slurm=note)
         return SlurmExit(code if code and not sig else None, sig or None, slurm=note)
+
+    def _end_note(self, job: Job, state: str, reason: str) -> str | None:
+        """slurm_end_note for this job: its time and memory limits, and whether slurmstepd killed it for memory."""
+        over = state in ("FAILED", "CANCELLED") and self._killed_for_memory(job)
+        return slurm_end_note(state, reason, time_limit_minutes(job.definition.max_runtime_s),
+                              job_limits(job.definition, self.cfg).memory_bytes, over)
+
+    @staticmethod
+    def _killed_for_memory(job: Job) -> bool:
+        try:
+            with open(job.attempt.stderr, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - STDERR_TAIL))
+                return OVER_MEMORY.search(f.read()) is not None
+        except OSError:
+            return False
 
     def _show(self, job: Job, t: Tracked, row: Row, now: float) -> None:
         """Report the reason and start time Slurm gives, when they differ from the state's (the façade shows them)."""
