@@ -13,6 +13,12 @@ the job-completion log (SLURM_JOBCOMP_LOG). A job Slurm ends itself (TIMEOUT,
 NODE_FAIL, OUT_OF_MEMORY, ...) fails with that reason, even when the shim
 recorded the program's death by the signal Slurm sent.
 
+A job's memory and CPU limits (jobs/limits.py) become --mem and
+--cpus-per-task, so Slurm holds them on the node; a job it kills for memory
+ends FAILED "out of memory". Slurm runs the job as the submitting user,
+the supervisor's: no user switch happens on the nodes (README "What Slurm
+confines on the nodes").
+
 While a job waits in Slurm's queue its state stays RUNNING (the supervisor
 handed it over) with no start time and the reason "pending in Slurm as job N
 (Resources)"; started_at is Slurm's StartTime, so the supervisor's own

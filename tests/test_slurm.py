@@ -42,46 +42,30 @@ CLUSTER = ROOT / "slurm" / "cluster.sh"
 SLURM_DIR = Path(os.environ.get("SLURM_DEV_DIR", "/var/tmp/spoolsoap-slurm"))
 PROGRAMS = ROOT / "tests" / "programs"
 
-# Definitions only these tests use.
+def definition(name: str, argv: str, table: str, *lines: str) -> str:
+    """A minimal job definition: service Name, namespace name.test, method startName, one more table."""
+    title = name.capitalize()
+    head = [f'service = "{title}"', f'namespace = "{name}.test"', f'start_method = "start{title}"',
+            f"argv = {argv}", f"[{table}]"]
+    return "\n".join(head + list(lines)) + "\n"
+
+
+# Definitions only these tests use (%(programs)s: tests/programs).
 EXTRA_DEFINITIONS = {
     # a program that outlives its one-minute limit: Slurm's TIMEOUT
-    "overtime.toml": """
-service = "Overtime"
-namespace = "overtime.test"
-start_method = "startOvertime"
-argv = ["{python}", "%(programs)s/exit_with.py", "300", "0"]
-[limits]
-max_runtime_seconds = 60
-abort_grace_seconds = 1
-""",
+    "overtime.toml": definition("overtime", '["{python}", "%(programs)s/exit_with.py", "300", "0"]', "limits",
+                                "max_runtime_seconds = 60", "abort_grace_seconds = 1"),
     # ignores SIGTERM: only the KILL after the grace period ends it
-    "stubborn.toml": """
-service = "Stubborn"
-namespace = "stubborn.test"
-start_method = "startStubborn"
-argv = ["/bin/sh", "-c", "trap '' TERM; echo started; sleep 300 & wait; wait"]
-[limits]
-abort_grace_seconds = 1
-""",
+    "stubborn.toml": definition("stubborn",
+                                """["/bin/sh", "-c", "trap '' TERM; echo started; sleep 300 & wait; wait"]""",
+                                "limits", "abort_grace_seconds = 1"),
     # grows past its memory limit a second after it starts
-    "hog.toml": """
-service = "Hog"
-namespace = "hog.test"
-start_method = "startHog"
-argv = ["{python}", "-c", "import time; time.sleep(1); b = b'x' * (300 << 20); time.sleep(60)"]
-[limits]
-memory = "64 MiB"
-cpus = 1
-""",
+    "hog.toml": definition("hog",
+                           """["{python}", "-c", "import time; time.sleep(1); b = b'x' * (300 << 20); time.sleep(60)"]""",
+                           "limits", 'memory = "64 MiB"', "cpus = 1"),
     # held in Slurm's queue for an hour by the definition's own sbatch option
-    "later.toml": """
-service = "Later"
-namespace = "later.test"
-start_method = "startLater"
-argv = ["{python}", "%(programs)s/exit_with.py", "0", "0"]
-[slurm]
-options = ["--begin=now+1hour"]
-""",
+    "later.toml": definition("later", '["{python}", "%(programs)s/exit_with.py", "0", "0"]', "slurm",
+                             'options = ["--begin=now+1hour"]'),
 }
 
 
