@@ -28,6 +28,7 @@ from .index import Row, SpoolIndex
 from .runstate import RunState, from_iso
 from .spool import Spool, storage_refused
 from .states import TERMINAL, JobState
+from .supervisorinfo import isolation_note
 
 FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
 # run times of real jobs: seconds to a day
@@ -196,10 +197,13 @@ class Health:
         return 200, self.TEXT, b"ok\n"
 
     def readyz(self) -> tuple[int, str, bytes]:
+        """503 with the problems, or 200; either way a line on how jobs are confined ("jobs: not isolated: ...")."""
         problems = readiness(self.spool, self.reconcile_seconds)
+        note = isolation_note(self.spool)
+        details = f"jobs: {note}\n" if note else ""
         if problems:
-            return 503, self.TEXT, ("not ready\n" + "".join(f"{p}\n" for p in problems)).encode()
-        return 200, self.TEXT, b"ready\n"
+            return 503, self.TEXT, ("not ready\n" + "".join(f"{p}\n" for p in problems) + details).encode()
+        return 200, self.TEXT, ("ready\n" + details).encode()
 
     def metrics(self) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)

@@ -16,6 +16,7 @@ import secrets
 import select
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -28,14 +29,18 @@ from jobs import logs
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, JobsError, SpecError
+from jobs.limits import job_limits, size_text
 from jobs.runfiles import NOTIFICATIONS_FD_PATH, RunFiles
 from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
 from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, read_bytes, read_json,
                         storage_refused)
 from jobs.states import ACTIVE, JobState
+from jobs.usage import Usage
 
 from .executor import Executor, ExitRecord, Job, Seen
+from .cgroups import attempt_name, oom_reason
+from .isolation import Isolation, sweep
 from .runner import LocalExecutor
 from .slurm import SlurmExecutor
 
@@ -43,7 +48,8 @@ TMP_MAX_AGE = 3600.0
 
 
 def make_executors(cfg: config_mod.Config, definitions: dict[str, Definition]) -> dict[str, Executor]:
-    """Every executor a run may name; Slurm is checked at start-up when the default or a definition uses it."""
+    """Every executor a run may name; Slurm is checked at start-up when the default or a definition uses it.
+    The local one confines its jobs as far as this machine allows (supervisor/isolation.py)."""
     slurm = SlurmExecutor(cfg)
     if cfg.executor == "slurm":
         slurm.check()
@@ -54,7 +60,7 @@ def make_executors(cfg: config_mod.Config, definitions: dict[str, Definition]) -
         except ConfigError as e:
             raise ConfigError(f"{', '.join(on_slurm)}: executor = \"slurm\", but Slurm cannot be used here: "
                               f"{str(e).removeprefix('EXECUTOR=slurm: ')}") from None
-    return {"local": LocalExecutor(), "slurm": slurm}
+    return {"local": LocalExecutor(isolation=Isolation(cfg)), "slurm": slurm}
 
 
 class Supervisor:
@@ -74,12 +80,23 @@ class Supervisor:
         self.started_at = time.time()
         self.create_time = psutil.Process().create_time()
         self.uses_local = cfg.executor == "local" or any(d.executor == "local" for d in definitions.values())
+        self.isolation: Isolation | None = getattr(self.executors.get("local"), "isolation", None)
+        if self.isolation is not None and self.isolation.users:
+            self.make_spool_private()
 
+    def make_spool_private(self) -> None:
+        """Jobs run as other users: the spool is the supervisor's (and its group's: the façade, the console)."""
+        root = self.spool.root
+        mode = root.stat().st_mode & 0o7777
+        if mode & 0o007:
+            os.chmod(root, mode & ~0o007)
+            self.log.info("spool_made_private", spool=str(root), mode=oct(mode & ~0o007))
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
         """One pass; everything the daemon does happens here, in this order."""
         for job in list(self.unsaved.values()):
-            self.save(job)
+            if self.save(job) and job.rs.state not in ACTIVE:
+                self.executor(job).cleanup(job)
         self.take_incoming(now)
         self.take_commands(now)
         full = now >= self.next_reconcile
@@ -268,9 +285,49 @@ class Supervisor:
                 self.log.warning("job_killed", service_id=rs.service_id, reason="grace period over")
 
     def on_exit(self, job: Job, rec: ExitRecord | None, now: float) -> None:
+        """The attempt ended: end what is left of it, take its usage, settle its state, then let go of it.
+
+        The usage is saved with the attempt (state.json) before its cgroup,
+        which keeps the counts, is removed: a supervisor killed in between
+        reads them again from the cgroup after its restart.
+        """
+        ex = self.executor(job)
+        ex.forget(job)
+        usage = self.measured(job, ex.usage(job, rec), now)
+        self.settle(job, rec, usage, now)
+        if job.sid not in self.unsaved:
+            ex.cleanup(job)
+
+    def measured(self, job: Job, usage: Usage | None, now: float) -> Usage:
+        """The executor's counts with the attempt's queue wait and wall time."""
+        rs = job.rs
+        times = {"queue_wait_s": None if rs.queued_at is None or rs.started_at is None
+                 else round(max(0.0, rs.started_at - rs.queued_at), 6),
+                 "wall_s": None if rs.started_at is None else round(max(0.0, now - rs.started_at), 6)}
+        return dataclasses.replace(usage, **times) if usage is not None else Usage(**times)
+
+    def output_problem(self, job: Job) -> str | None:
+        """Why the attempt's outputs cannot be returned as they are (over their size, not a plain file), or None."""
+        d = job.definition
+        for o, path in zip(d.outputs, job.attempt.outputs(d)):
+            name = d.files[o.file]
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # the output keeps its placeholder
+            except OSError as e:
+                return f"output {o.name}: cannot read {name}: {e.strerror}"
+            if not stat.S_ISREG(st.st_mode):
+                return f"output {o.name}: {name} is not a regular file"
+            if st.st_size > o.max_bytes:
+                return (f"output {o.name} too large: {name} is {size_text(st.st_size)}, more than its "
+                        f"{size_text(o.max_bytes)} limit (outputs.{o.name}.max_bytes)")
+        return None
+
+    def settle(self, job: Job, rec: ExitRecord | None, usage: Usage, now: float) -> None:
         rs = job.rs
         log = self.log.bind(service_id=rs.service_id)
-        self.executor(job).forget(job)
+        rs.usage = usage
         rs.exit_code = rec.exit_code if rec else None
         rs.signal = rec.signal if rec else None
         outcome = rec.describe() if rec else "process vanished without recording an exit status"
@@ -286,7 +343,10 @@ class Supervisor:
                 outcome = note
             elif rec.signal is None or rs.killed:
                 outcome = f"{note}, {outcome}"
-        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed))
+        oom = oom_reason(usage, job_limits(job.definition, self.cfg)) if rs.state == JobState.RUNNING else None
+        if oom:
+            outcome = f"{oom} ({outcome})"
+        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed, usage))
         if rs.state == JobState.STOPPING:
             target, reason = JobState(rs.stop_target), rs.stop_reason or ""
             rs.history[-1].reason = f"{reason} ({outcome})"
@@ -296,8 +356,13 @@ class Supervisor:
                 log.info("job_restarting", attempt=rs.attempt)
                 return
             rs.move(target, reason, now)  # STOPPING -> ABORTED | FAILED (timeout)
-        elif rec is not None and rec.exit_code == 0:
-            rs.move(JobState.SUCCEEDED, "exit code 0", now)  # RUNNING -> SUCCEEDED
+        elif rec is not None and rec.exit_code == 0 and not oom:
+            problem = self.output_problem(job)
+            if problem:
+                rs.history[-1].reason = f"{problem} (exit code 0)"
+                rs.move(JobState.FAILED, problem, now)  # RUNNING -> FAILED: its outputs cannot be returned
+            else:
+                rs.move(JobState.SUCCEEDED, "exit code 0", now)  # RUNNING -> SUCCEEDED
         elif rs.retries_used < job.definition.retries:
             rs.retries_used += 1
             delay = job.definition.retry_delay(rs.retries_used)
@@ -317,6 +382,7 @@ class Supervisor:
         """Take what an executor observed into the job's state; True if that changed what people see."""
         rs = job.rs
         rs.pid = seen.pid if seen.pid is not None else rs.pid
+        rs.isolation = seen.isolation or rs.isolation
         rs.create_time = seen.create_time if seen.create_time is not None else rs.create_time
         rs.executor_id = seen.executor_id or rs.executor_id
         shown = (rs.started_at, rs.reason)
@@ -371,7 +437,8 @@ class Supervisor:
         ex = self.executor(job)
         warm = False
         try:
-            ready = self.write("state", sid, os.makedirs, attempt.dir, exist_ok=True)
+            # 0750: a confined program (another user) cannot walk up from its work/ to the logs and records
+            ready = self.write("state", sid, os.makedirs, attempt.dir, 0o750, exist_ok=True)
             reserved = ex.reserve(job) if ready else None  # local: a shim started ahead, its pid known now
             warm = reserved is not None
             if warm:
@@ -391,8 +458,8 @@ class Supervisor:
             self.finish(job, now)
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             return
-        if not warm:
-            self.save(job)  # the pid of the shim just spawned
+        if not warm or rs.isolation != queued.isolation:
+            self.save(job)  # the pid of the shim just spawned, or how its attempt is confined
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
 
@@ -448,7 +515,8 @@ class Supervisor:
     def write_heartbeat(self, now: float) -> None:
         body = {"pid": os.getpid(), "create_time": self.create_time, "started_at": iso(self.started_at),
                 "heartbeat": iso(now), "running": sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
-                "max_parallel_jobs": self.cfg.max_parallel_jobs}
+                "max_parallel_jobs": self.cfg.max_parallel_jobs,
+                "isolation": self.isolation.describe() if self.isolation is not None else None}
         self.write("heartbeat", None, self.spool.write_atomic, self.spool.supervisor_file, dump_json(body))
 
     def load_run(self, sid: str, now: float) -> Job | None:
@@ -513,10 +581,14 @@ class Supervisor:
                 pass
 
     def recover(self, now: float) -> None:
-        """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue."""
+        """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue; end the cgroups
+        of attempts that are over (an active job keeps its own: its counts are read when it ends)."""
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
                 self.load_run(name, now)
+        if self.isolation is not None and not self.isolation.layout.unavailable:
+            sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
+                                          if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
         self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
                       queued=sum(1 for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
                       finished=len(self.finished))
@@ -556,8 +628,13 @@ class Daemon:
             self.start_observer()
         self.sup.recover(time.time())
         log = self.sup.log
+        iso = self.sup.isolation
+        isolation = iso.describe() if iso is not None else None
         log.info("supervisor_started", pid=os.getpid(), spool=str(self.sup.spool.root),
-                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch)
+                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch, isolation=isolation,
+                 default_limits=iso.defaults() if iso is not None else None)
+        if isolation and isolation.startswith("not isolated"):
+            log.warning("jobs_not_isolated", reason=isolation)
         tick = min(1.0, self.cfg.reconcile_seconds)
         draining = False
         while True:

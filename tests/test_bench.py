@@ -70,7 +70,7 @@ class StubAuth:
 def _run(spool: Spool, sid: str, state: JobState, files: dict[str, str], reason: str = "running",
          project: str = "demo") -> None:
     run = spool.runs / sid
-    attempt = run / "attempts" / "1"
+    attempt = run / "attempts" / "1" / "work"  # the program's files
     attempt.mkdir(parents=True)
     (run / "spec.json").write_bytes(JobSpec(sid, "waiter", {"secondsToWait": 60}, AUTH_URL,
                                             {"username": "alice", "project": project}).to_json())
