@@ -129,6 +129,18 @@ def limit_options(limits: JobLimits) -> list[str]:
     return options
 
 
+def slurm_isolation(limits: JobLimits) -> str:
+    """The attempt's record of its confinement on Slurm: never its own user there, its limits as Slurm's."""
+    held = [f"memory {size_text(limits.memory_bytes)} (--mem)" if limits.memory_bytes else "",
+            f"cpus {math.ceil(limits.cpus)} (--cpus-per-task)" if limits.cpus else "",
+            f"logs {size_text(limits.log_bytes)} each (the shim)" if limits.log_bytes else ""]
+    note = ("not isolated: Slurm runs the job as its submitter, the supervisor's user, in the cgroups the cluster "
+            "configures; limits: " + (", ".join(h for h in held if h) or "none"))
+    if limits.processes:
+        note += f" (not enforced on Slurm: processes {limits.processes})"
+    return note
+
+
 def option_sets(option: str, names: tuple[str, ...]) -> bool:
     """Whether one sbatch argument sets any of names ('--mem=4G', '-c4', '-c')."""
     return any(option == n or option.startswith(n + "=") or
@@ -230,7 +242,9 @@ class SlurmExecutor(Executor):
                 raise FileNotFoundError(f"{d} does not exist; not submitting to Slurm")
         if "%" in str(adir):
             raise OSError(f"{adir} contains '%', which sbatch would expand in --output/--error")
-        r = self._run("sbatch", self.sbatch_args(job) + [str(JOB_SCRIPT), *shim_argv(job, argv)],
+        limits = job_limits(job.definition, self.cfg)
+        shim_options = [f"log_bytes={limits.log_bytes}"] if limits.log_bytes else []  # the shim cuts them on the node
+        r = self._run("sbatch", self.sbatch_args(job) + [str(JOB_SCRIPT), *shim_argv(job, argv, shim_options)],
                       env=env, timeout=SUBMIT_TIMEOUT, raise_errors=True)
         if r is None:  # timed out: the controller may have accepted it all the same
             job_id = self._lookup(job)
@@ -247,7 +261,8 @@ class SlurmExecutor(Executor):
         self.next_poll = 0.0  # learn soon whether it runs or waits
         self.log.info("slurm_submitted", service_id=job.sid, slurm_job_id=job_id)
         # no start time until Slurm starts it: queue time is not runtime
-        return Seen(executor_id=job_id, waiting=True, reason=f"submitted to Slurm as job {job_id}")
+        return Seen(executor_id=job_id, waiting=True, reason=f"submitted to Slurm as job {job_id}",
+                    isolation=slurm_isolation(limits))
 
     def sbatch_args(self, job: Job) -> list[str]:
         """sbatch's options for this attempt: an argv list, never a shell string; OSError if its options

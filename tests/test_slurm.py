@@ -201,12 +201,16 @@ def test_sbatch_gets_an_argv_with_the_runs_paths_and_the_fixed_script(tmp_path):
     assert ["--parsable", "--job-name=sid-1", f"--chdir={job.run_dir}", f"--output={adir}/stdout.log",
             f"--error={adir}/stderr.log", "--open-mode=append", "--export=ALL", "--time=1500", "--no-requeue",
             "--partition=batch", "--account=proj1", "--mem=1G", "--comment=two words"] == options
-    assert [sys.executable, "-S", str(ROOT / "supervisor" / "shim.py"), str(job.run_dir), f"{adir}/stdout.log",
-            f"{adir}/stderr.log", f"{adir}/exit.json", "--", *argv] == sbatch[script_at + 1:]
+    # the shim works in the attempt's work/, cuts the logs at JOB_LOG_LIMIT (100 MiB) on the node too
+    assert [sys.executable, "-S", str(ROOT / "supervisor" / "shim.py"), f"{adir}/work", f"{adir}/stdout.log",
+            f"{adir}/stderr.log", f"{adir}/exit.json", f"{job.run_dir}/notifications.txt", f"log_bytes={100 << 20}",
+            "--", *argv] == sbatch[script_at + 1:]
     assert {"PATH": "/usr/bin", "JOB_SERVICE_ID": "sid-1"} == env
     # reported to the daemon, which owns the state: handed over, not started (no start time yet)
     assert ("4242", None, True) == (seen.executor_id, seen.pid, seen.waiting)
     assert "submitted to Slurm as job 4242" == seen.reason
+    assert ("not isolated: Slurm runs the job as its submitter, the supervisor's user, in the cgroups the cluster "
+            "configures; limits: logs 100 MiB each (the shim)") == seen.isolation
 
 
 def test_the_definitions_slurm_table_overrides_partition_and_adds_options(tmp_path):
@@ -544,6 +548,8 @@ def test_a_memory_limit_reaches_slurm_and_a_job_over_it_fails_out_of_memory(slur
     assert {"MinMemoryNode=64M", "NumCPUs=1", "CPUs/Task=1"} <= set(record), record
     failed = s.wait_state(hog, "FAILED")
     assert failed["reason"].startswith("out of memory: used more than its 64 MiB limit in Slurm"), failed["reason"]
+    assert failed["isolation"].startswith("not isolated: Slurm runs the job as its submitter")
+    assert "limits: memory 64 MiB (--mem), cpus 1 (--cpus-per-task)" in failed["isolation"]
     assert 0 == s.wait_state(neighbour, "SUCCEEDED")["exit_code"]
     assert s.daemon.alive()
 
