@@ -62,10 +62,11 @@ def test_units_run_as_a_user_from_the_env_file_restart_on_failure_and_leave_jobs
 
 
 def test_supervisor_unit_delegates_its_cgroup_survives_a_jobs_oom_and_bounds_its_tasks():
-    """Delegate=yes with a writable /sys/fs/cgroup (no ProtectControlGroups=), OOMPolicy=continue, a TasksMax number."""
+    """Delegate=yes with a writable /sys/fs/cgroup (no ProtectControlGroups=), OOMPolicy=continue, a TasksMax number;
+    no RestrictSUIDSGID=, which would refuse the shim's set-group-ID work/ directory."""
     sup = settings(UNITS / "spoolsoap-supervisor.service")
     assert (["yes"], ["continue"]) == (sup["Delegate"], sup["OOMPolicy"])
-    assert "ProtectControlGroups" not in sup
+    assert "ProtectControlGroups" not in sup and "RestrictSUIDSGID" not in sup
     assert 4096 <= int(sup["TasksMax"][0]) <= 4_194_304  # not the 15 % default, not infinity
 
 
