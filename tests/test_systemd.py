@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -70,42 +71,37 @@ def test_supervisor_unit_delegates_its_cgroup_survives_a_jobs_oom_and_bounds_its
     assert 4096 <= int(sup["TasksMax"][0]) <= 4_194_304  # not the 15 % default, not infinity
 
 
-def test_the_units_capabilities_stay_with_the_supervisor_and_never_reach_a_program():
-    """Under the unit's User= and AmbientCapabilities= (as systemd sets them, here through setpriv), the shim's
-    confined spawn may switch to the job's user, and the program it starts holds no capability at all."""
+def test_the_units_capabilities_let_the_shim_confine_a_program_that_keeps_none(tmp_path):
+    """Under the unit's User= and AmbientCapabilities= (as systemd sets them, here through setpriv), the real
+    shim gives work/ to the job's user, switches to it, and the program it starts holds no capability at all."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv (util-linux) to take the unit's user and capabilities")
+    python = "/usr/bin/python3"  # not the venv's: its interpreter may sit in root's home
+    if not os.access(python, os.X_OK):
+        pytest.skip(f"needs {python}")
     sup = settings(UNITS / "spoolsoap-supervisor.service")
     caps = sup["AmbientCapabilities"][0].split()
     assert caps == sup["CapabilityBoundingSet"][0].split() and "CAP_SETUID" in caps and "CAP_SETGID" in caps
     names = ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
-    probe = (
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from supervisor import confine\n"
-        "def caps(text):\n"
-        "    return {l.split(':')[0]: int(l.split()[1], 16) for l in text.splitlines() if l.startswith('Cap')}\n"
-        "r, w = os.pipe()\n"
-        "null = os.open('/dev/null', os.O_RDONLY)\n"
-        "stdio = [os.dup(null), os.dup(w), os.dup(w)]\n"
-        "pid = confine.spawn(['cat', '/proc/self/status'], {'PATH': '/usr/bin:/bin'}, stdio,\n"
-        "                    confine.Plan(uid=65534, gid=65534))\n"
-        "for fd in (w, null, *stdio): os.close(fd)\n"
-        "out = b''.join(iter(lambda: os.read(r, 65536), b'')).decode()\n"
-        "os.waitpid(pid, 0)\n"
-        "import json\n"
-        "print(json.dumps([caps(open('/proc/self/status').read()), caps(out), os.getuid(),\n"
-        "                  int(out.split('Uid:')[1].split()[0])]))\n"
-    )
-    python = "/usr/bin/python3"  # not the venv's: its interpreter may sit in root's home
-    if not os.access(python, os.X_OK):
-        pytest.skip(f"needs {python}")
-    done = subprocess.run(["setpriv", "--reuid=61234", "--regid=61234", "--clear-groups", "--no-new-privs",
-                           f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}", python, "-S", "-c", probe],
-                          capture_output=True, text=True, timeout=60, cwd="/")
-    assert 0 == done.returncode, done.stderr
-    shim, program, shim_uid, program_uid = json.loads(done.stdout)
-    assert (61234, 65534) == (shim_uid, program_uid)
-    assert shim["CapAmb"] != 0 and shim["CapEff"] == shim["CapAmb"]  # the supervisor's side has them
-    assert {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0} == {k: program[k] for k in
-                                                                     ("CapInh", "CapPrm", "CapEff", "CapAmb")}
+    supervisor_uid, job_uid = 61234, 65534
+    attempt = Path(tempfile.mkdtemp(prefix="spoolsoap-unit-"))  # not under tmp_path: root's 0700 parents
+    try:
+        os.chown(attempt, supervisor_uid, supervisor_uid)
+        where = [attempt / n for n in ("work", "stdout.log", "stderr.log", "exit.json", "notifications.txt")]
+        done = subprocess.run(["setpriv", f"--reuid={supervisor_uid}", f"--regid={supervisor_uid}", "--clear-groups",
+                               "--no-new-privs", f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}",
+                               python, "-S", str(ROOT / "supervisor" / "shim.py"), *map(str, where),
+                               f"uid={job_uid}", f"gid={job_uid}", "no_new_privs=1", "log_bytes=65536", "--",
+                               "grep", "-E", "^(Uid|Cap)", "/proc/self/status"],
+                              capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        stderr = where[2].read_text() if where[2].exists() else ""
+        assert 0 == done.returncode, done.stderr + stderr
+        assert 0 == json.loads(where[3].read_text())["exit_code"], stderr
+        status = dict(line.split(":", 1) for line in where[1].read_text().splitlines())
+        work = where[0].stat()
+    finally:
+        shutil.rmtree(attempt)
+    assert [str(job_uid)] * 4 == status["Uid"].split()
+    assert {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0} == \
+        {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")}
+    assert (job_uid, supervisor_uid, 0o2750) == (work.st_uid, work.st_gid, work.st_mode & 0o7777)
