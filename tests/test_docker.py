@@ -380,6 +380,40 @@ def test_every_service_passes_its_health_check(deployment):
         assert result.returncode == 0, f"{service}: {result.stdout}"
 
 
+PROCESS_PROBE = """
+import json, os
+def status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return {"uid": int(fields["Uid"].split()[0]), "cap_eff": int(fields["CapEff"], 16)}
+found = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\\0")
+        if any(a.endswith("wait_a_while.py") for a in argv) or "supervisor.daemon" in argv:
+            found["program" if "supervisor.daemon" not in argv else "daemon"] = status(pid)
+    except OSError:
+        pass
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_jobs_run_as_the_job_user_without_capabilities_while_the_daemon_keeps_its_own(deployment, soap):
+    """In the supervisor container the daemon is spoolsoap (10001) with CAP_SETUID; the waiter runs as
+    spoolsoap-job (10002) with no capability, and its record never says it could not switch users."""
+    sid = f"docker-user-{os.getpid()}"
+    start_waiter(deployment, soap, sid, 3)
+    out = deployment.podman("exec", deployment.container("supervisor"), "python", "-c", PROCESS_PROBE).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert {"daemon": 10001, "program": 10002} == {k: v["uid"] for k, v in seen.items()}, out
+    assert seen["daemon"]["cap_eff"] & (1 << 7) and 0 == seen["program"]["cap_eff"]  # CAP_SETUID
+    assert poll_status(soap, sid, 30).result == "FINISHED"
+    final = deployment.state(sid)
+    assert "SUCCEEDED" == final["state"]
+    assert "cannot switch users" not in (final.get("isolation") or ""), final.get("isolation")
+
+
 @pytest.mark.timeout(300)
 def test_job_is_adopted_across_daemon_restarts_in_its_container_and_completes(deployment, soap):
     """A waiter job keeps running while the daemon is restarted (SIGHUP) and killed (-9); it ends COMPLETED."""
@@ -449,36 +483,3 @@ def test_every_service_stops_promptly_and_cleanly_on_sigterm(deployment):
     assert codes == {"facade": 0, "supervisor": 0, "devauth": 0}
     assert elapsed < 20, f"stopping took {elapsed:.1f} s"
 
-
-PROCESS_PROBE = """
-import json, os
-def status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        fields = dict(line.split(":", 1) for line in f if ":" in line)
-    return {"uid": int(fields["Uid"].split()[0]), "cap_eff": int(fields["CapEff"], 16)}
-found = {}
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\\0")
-        if any(a.endswith("wait_a_while.py") for a in argv) or "supervisor.daemon" in argv:
-            found["program" if "supervisor.daemon" not in argv else "daemon"] = status(pid)
-    except OSError:
-        pass
-print(json.dumps(found))
-"""
-
-
-@pytest.mark.timeout(120)
-def test_jobs_run_as_the_job_user_without_capabilities_while_the_daemon_keeps_its_own(deployment, soap):
-    """In the supervisor container the daemon is spoolsoap (10001) with CAP_SETUID; the waiter runs as
-    spoolsoap-job (10002) with no capability, and its record never says it could not switch users."""
-    sid = f"docker-user-{os.getpid()}"
-    start_waiter(deployment, soap, sid, 3)
-    out = deployment.podman("exec", deployment.container("supervisor"), "python", "-c", PROCESS_PROBE).stdout
-    seen = json.loads(out.strip().splitlines()[-1])
-    assert {"daemon": 10001, "program": 10002} == {k: v["uid"] for k, v in seen.items()}, out
-    assert seen["daemon"]["cap_eff"] & (1 << 7) and 0 == seen["program"]["cap_eff"]  # CAP_SETUID
-    assert poll_status(soap, sid, 30).result == "FINISHED"
-    final = deployment.state(sid)
-    assert "SUCCEEDED" == final["state"]
-    assert "cannot switch users" not in (final.get("isolation") or ""), final.get("isolation")
