@@ -401,7 +401,7 @@ print(json.dumps(found))
 @pytest.mark.timeout(120)
 def test_jobs_run_as_the_job_user_without_capabilities_while_the_daemon_keeps_its_own(deployment, soap):
     """In the supervisor container the daemon is spoolsoap (10001) with CAP_SETUID; the waiter runs as
-    spoolsoap-job (10002) with no capability, and its record never says it could not switch users."""
+    spoolsoap-job (10002) with no capability; the records say what is confined and plainly what is not."""
     sid = f"docker-user-{os.getpid()}"
     start_waiter(deployment, soap, sid, 3)
     out = deployment.podman("exec", deployment.container("supervisor"), "python", "-c", PROCESS_PROBE).stdout
@@ -412,6 +412,10 @@ def test_jobs_run_as_the_job_user_without_capabilities_while_the_daemon_keeps_it
     final = deployment.state(sid)
     assert "SUCCEEDED" == final["state"]
     assert "cannot switch users" not in (final.get("isolation") or ""), final.get("isolation")
+    # the cgroup part, where the runtime gives none, is reported plainly (supervisor.json: /readyz, the log)
+    isolation = deployment.daemon()["isolation"]
+    assert isolation.startswith("isolated") or "no writable cgroup" in isolation, isolation
+    assert "cannot switch users" not in isolation and "no JOB_USER" not in isolation, isolation
 
 
 @pytest.mark.timeout(300)
