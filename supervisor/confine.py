@@ -23,6 +23,8 @@ import resource
 import _signal as signal  # the C module: `signal` would import enum and cost milliseconds
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _libc = None  # (prctl, get_errno) once loaded: ctypes costs ~3 ms, so a spare shim loads it ahead of need
 
 
@@ -163,6 +165,25 @@ def _switch_user(uid, gid):
         raise OSError(0, "the ids did not change")
 
 
+def _drop_capabilities():
+    """Clear every capability left after the switch to the job's user.
+
+    A supervisor that is not root gets CAP_SETUID and the like as ambient
+    capabilities (systemd's AmbientCapabilities=, podman's --cap-add): a switch
+    between two non-zero uids keeps them, and exec would hand them to the program.
+    """
+    preload()
+    import ctypes  # loaded by preload()
+    prctl, get_errno = _libc
+    if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        err = get_errno()
+        raise OSError(err, os.strerror(err))
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    if ctypes.CDLL(None, use_errno=True).capset(header, (ctypes.c_uint32 * 6)()) != 0:  # all sets empty
+        err = get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def prepare_child(plan):
     """In the forked child, just before exec: apply the plan, in the module docstring's order."""
     for path in plan.cgroup_procs:
@@ -180,6 +201,7 @@ def prepare_child(plan):
         _step("cannot set no_new_privs", _no_new_privs)
     if plan.uid is not None:
         _step(f"cannot switch to uid {plan.uid} gid {plan.gid}", _switch_user, plan.uid, plan.gid)
+        _step("cannot drop capabilities", _drop_capabilities)
     if dirfd is not None:
         who = f"uid {os.getuid()}"
         _step(f"{who} cannot use working directory {plan.workdir}", os.fchdir, dirfd)
