@@ -36,7 +36,7 @@ def start_fleet(b: Bench) -> None:
     running = time.monotonic() - t0
     b.base_logs.mkdir(parents=True, exist_ok=True)
     for sid in b.fleet:  # the tutorial reads <log folder>/<sid>/status.txt: the same files as ours
-        (b.base_logs / sid).symlink_to(b.files(sid).attempt(1).dir)
+        (b.base_logs / sid).symlink_to(b.files(sid).attempt(1).work)
     b.report.notes.append(f"fleet: {n} jobs accepted in {accepted:.1f} s ({n / accepted:.0f} starts/s, "
                           f"16 clients), all running after {running:.1f} s")
     log(f"  accepted in {accepted:.1f} s, all running after {running:.1f} s")

@@ -134,7 +134,7 @@ class Bench:
 
     def attempt_file(self, sid: str, name: str, env: Env | None = None) -> Path:
         """A file of the run's first attempt (every bench job runs once)."""
-        return Path(self.files(sid, env).attempt(1).dir) / name
+        return Path(self.files(sid, env).attempt(1).work) / name
 
     def server_pids(self, proc: Proc) -> list[psutil.Process]:
         """A server master and its workers."""

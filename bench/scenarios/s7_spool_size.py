@@ -85,7 +85,7 @@ def _populate_finished(spool_dir: Path, count: int, auth: DevAuth) -> None:
         sid = f"done-{i:05d}"
         files = spool.files(sid)
         attempt = files.attempt(1)
-        os.makedirs(attempt.dir)
+        os.makedirs(attempt.work)
         started, finished = now - 3600 + i * 0.01, now - 60 + i * 0.001
         spec = JobSpec(sid, "light", {"seconds": 60}, auth.wsdl, {"username": auth.users[0], "project": PROJECT},
                        submitted_at=started - 1)
@@ -96,7 +96,7 @@ def _populate_finished(spool_dir: Path, count: int, auth: DevAuth) -> None:
         Path(files.state).write_bytes(rs.to_json())
         Path(attempt.stdout).write_text("".join(f"tick {k}\n" for k in range(60)))
         Path(attempt.stderr).write_text("")
-        Path(attempt.dir, "status.txt").write_text("100")
-        Path(attempt.dir, "result.txt").write_text("FINISHED")
+        Path(attempt.work, "status.txt").write_text("100")
+        Path(attempt.work, "result.txt").write_text("FINISHED")
         Path(attempt.exit).write_bytes(dump_json({"exit_code": 0, "signal": None, "pid": 100000 + i,
                                                   "started_at": started, "ended_at": finished}))
