@@ -216,6 +216,7 @@ def test_odd_files_where_the_facade_writes_neither_hang_nor_follow_links(tmp_pat
         soap.call("zeep", "startWaiter", sid, token, stack.extra(), 30)
         run = stack.spool / "runs" / sid
         stack.wait_state(sid, {"RUNNING"})
+        (run / "notifications.txt").unlink(missing_ok=True)  # the shim creates it for the program's fd 3
         os.mkfifo(run / "notifications.txt")
         outside = tmp_path / "outside.txt"
         outside.write_bytes(b"x" * 200)

@@ -45,7 +45,7 @@ def s4_spool_to_spawn(b: Bench) -> None:
 
         fdir = floor_root / str(i)
         fdir.mkdir(parents=True)
-        argv = d.render_argv({"holdMs": 0}, fdir, fdir, sid, 1)
+        argv = d.render_argv({"holdMs": 0}, sid, 1)  # relative to its cwd, fdir
         f0 = time.time()
         p = subprocess.Popen(argv, cwd=fdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
