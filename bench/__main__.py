@@ -22,8 +22,9 @@ from pathlib import Path
 import psutil
 
 from .report import Report
-from .scenarios import SCENARIOS, Bench, Plan, log, run_all
+from .scenarios import SCENARIOS, run_all
 from .stack import ROOT
+from .system import Bench, Plan, log
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -52,8 +52,8 @@ def measure_spool_to_running(spool_dir: str | Path, samples: int = 5, job: str =
         finished, state = final
         if state["state"] != "SUCCEEDED":
             raise RuntimeError(f"{sid} ended {state['state']}: {state.get('reason')}")
-        exit_file = spool.attempt_dir(sid, state["attempt"]) / "exit.json"
-        shim_started = read_time(json.loads(exit_file.read_text())["started_at"])  # ISO 8601 (older: UNIX time)
+        exit_file = spool.files(sid).attempt(state["attempt"]).exit
+        shim_started = read_time(json.loads(Path(exit_file).read_text())["started_at"])  # ISO 8601 (older: UNIX time)
         rows.append({"service_id": sid, "slurm_job_id": state.get("executor_id"),
                      "submitted": submitted - t0, "running": shim_started - t0, "finished": finished - t0,
                      "slurm_started_at": from_iso(state.get("started_at"))})

@@ -112,5 +112,5 @@ if [ "${#PROFILE[@]}" -gt 0 ]; then
     fi
 fi
 echo "  Logs: ${hint}logs -f"
-echo "  Jobs: ${hint}exec supervisor jobctl list"
+echo "  Jobs: ${hint}exec -u spoolsoap supervisor jobctl list"
 echo "  Restart the daemon, keep the jobs: ${hint}kill -s HUP supervisor"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .limits import cpus_problem, parse_size, processes_problem, size_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # a source checkout, or site-packages when installed
 PACKAGE_DEFINITIONS = Path(__file__).resolve().parent / "definitions"
@@ -211,6 +212,47 @@ def _plain(parse: Callable[[str, str], Any]) -> Parser:
     return lambda name, raw, base: parse(name, raw)
 
 
+def _limit(kind: str) -> Parser:
+    """A job limit's default: empty for none, else a size ("2 GiB"), a number of cores or of processes."""
+    def parse(name: str, raw: str, base: Path):
+        if not raw.strip():
+            return None
+        if kind == "size":
+            problem = size_problem(raw, 1 << 20 if name == "JOB_MEMORY_LIMIT" else 1)
+            if problem:
+                raise ConfigError(f"{name}: {problem}, or empty for no limit")
+            return parse_size(raw)
+        value = _number(name, raw, 0.01 if kind == "cpus" else 1, 4096 if kind == "cpus" else 4_194_304,
+                        float if kind == "cpus" else int)
+        problem = cpus_problem(value) if kind == "cpus" else processes_problem(value)
+        if problem:
+            raise ConfigError(f"{name}={raw!r}: {problem}")
+        return value
+    return parse
+
+
+def _project_users(name: str, raw: str) -> dict[str, str]:
+    """project:user,... (the user each project's jobs run as)."""
+    users: dict[str, str] = {}
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        project, sep, user = (p.strip() for p in item.partition(":"))
+        if not sep or not project or not user:
+            raise ConfigError(f"{name}: {item!r}: expected project:user")
+        if project in users:
+            raise ConfigError(f"{name}: project {project!r} is given twice")
+        users[project] = user
+    return users
+
+
+def _cgroup_parent(name: str, raw: str) -> str:
+    if not raw.strip("/") or ".." in raw.split("/") or not re.fullmatch(r"[A-Za-z0-9._@/-]+", raw):
+        raise ConfigError(f"{name}={raw!r}: a cgroup path (letters, digits, '.', '_', '-', '/'), without '..'; "
+                          "relative: below the supervisor's own cgroup")
+    return raw
+
+
 @dataclass(frozen=True)
 class Setting:
     """One key of the env file, written once: Config's attribute is key.lower()."""
@@ -284,6 +326,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLURM_JOBCOMP_LOG", "", Path | None, _path_or_none, ("supervisor",),
             "Slurm's job-completion log, for jobs slurmctld forgot"),
     Setting("SLURM_BIN_DIR", "", Path | None, _path_or_none, ("supervisor",), "where sbatch, squeue... are"),
+    Setting("JOB_ISOLATION", "auto", str, _one_of(("auto", "off")), ("supervisor",),
+            "auto: confine jobs (own user, own cgroup) where this machine allows, and say where not; off: never"),
+    Setting("JOB_USER", "", str, _text, ("supervisor",),
+            "the unprivileged user jobs run as (empty: not isolated by user)"),
+    Setting("PROJECT_USERS", "", dict[str, str], _plain(_project_users), ("supervisor",),
+            "project:user,... : a project's jobs run as its own user instead of JOB_USER"),
+    Setting("CGROUP_PARENT", "spoolsoap-jobs", str, _plain(_cgroup_parent), ("supervisor",),
+            "where attempt cgroups go (one spool-<hash> directory per spool in it): below the supervisor's "
+            "own cgroup, or an absolute cgroup path"),
+    Setting("JOB_MEMORY_LIMIT", "", int | None, _limit("size"), ("supervisor",),
+            "a job's memory when its definition sets none (\"2 GiB\"); empty: no limit"),
+    Setting("JOB_CPU_LIMIT", "", float | None, _limit("cpus"), ("supervisor",),
+            "a job's CPU cores when its definition sets none; empty: no limit"),
+    Setting("JOB_PROCESS_LIMIT", "", int | None, _limit("processes"), ("supervisor",),
+            "a job's processes and threads when its definition sets none; empty: no limit"),
+    Setting("JOB_LOG_LIMIT", "100 MiB", int | None, _limit("size"), ("supervisor",),
+            "stdout and stderr bytes each, when its definition sets none; cut there with a marker; empty: no limit"),
     Setting("CONSOLE_HOST", "127.0.0.1", str, _text, ("console",), "the console's listening address"),
     Setting("CONSOLE_PORT", "8082", int, _PORT, ("console",), "the console's port"),
     Setting("CONSOLE_SECRET_FILE", _under_state("console", "secret"), Path, _path, ("console",),

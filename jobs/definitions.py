@@ -19,7 +19,8 @@ import msgspec
 
 from .config import EXECUTORS, PROJECT_ROOT, sbatch_options_problem, slurm_name_problem
 from .errors import DefinitionError, SpecError
-from .runfiles import NOTIFICATIONS, RESERVED_FILES
+from .limits import DefinitionLimits, cpus_problem, parse_size, processes_problem, size_problem
+from .runfiles import NOTIFICATIONS_FD_PATH, RESERVED_FILES
 
 INPUT_TYPES = ("integer", "float", "string", "boolean")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -122,6 +123,7 @@ class Definition:
     env: dict[str, str] = field(default_factory=dict)
     executor: str | None = None  # None: the configured EXECUTOR
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    limits: DefinitionLimits = field(default_factory=DefinitionLimits)  # jobs/limits.py job_limits() adds the defaults
 
     def validate_inputs(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Apply defaults and bounds; unknown names are refused, never ignored."""
@@ -133,20 +135,23 @@ class Definition:
             raise SpecError(f"{unknown[0]}: not an input of job {self.name!r}")
         return {i.name: i.coerce(raw.get(i.name)) for i in self.inputs}
 
-    def render_argv(self, inputs: dict[str, Any], run_dir: Path, attempt_dir: Path,
-                    service_id: str, attempt: int) -> list[str]:
+    def render_argv(self, inputs: dict[str, Any], service_id: str, attempt: int) -> list[str]:
+        """The program's argv. Its files are named relative to its working directory (the attempt's
+        work/, jobs/runfiles.py), which {attempt_dir} and {run_dir} name ("."): a confined program
+        cannot reach the run directory. It reads notifications from the descriptor the shim opens
+        for it ({file.notifications} is /dev/fd/3)."""
         values = {
             "python": sys.executable,
             "project": str(PROJECT_ROOT),
             "here": str(self.path.parent),
-            "run_dir": str(run_dir),
-            "attempt_dir": str(attempt_dir),
+            "run_dir": ".",
+            "attempt_dir": ".",
             "service_id": service_id,
             "attempt": str(attempt),
         }
         values.update({f"input.{k}": _argv_str(v) for k, v in inputs.items()})
-        values.update({f"file.{k}": str(attempt_dir / v) for k, v in self.files.items()})
-        values["file.notifications"] = str(run_dir / NOTIFICATIONS)
+        values.update({f"file.{k}": v for k, v in self.files.items()})
+        values["file.notifications"] = NOTIFICATIONS_FD_PATH
         return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], a) for a in self.argv]
 
     def retry_delay(self, failed_attempts: int) -> float:
@@ -187,6 +192,10 @@ class _ProgressTable(msgspec.Struct, forbid_unknown_fields=True):
 class _LimitsTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_runtime_seconds: int | float = 86400
     abort_grace_seconds: int | float = 10
+    memory: int | str | None = None
+    cpus: int | float | None = None
+    processes: int | None = None
+    log_bytes: int | str | None = None
 
 
 class _RetryTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -354,6 +363,7 @@ def load_definition(path: Path) -> Definition:
 
     _check(path, "limits.max_runtime_seconds", _positive(d.limits.max_runtime_seconds))
     _check(path, "limits.abort_grace_seconds", _non_negative(d.limits.abort_grace_seconds))
+    limits = _load_limits(path, d.limits)
     _check(path, "retry.count", None if 0 <= d.retry.count <= 100 else "must be in [0, 100]")
     _check(path, "retry.delay_seconds", _non_negative(d.retry.delay_seconds))
     _check(path, "retry.backoff", None if d.retry.backoff >= 1 else "must be >= 1")
@@ -371,7 +381,20 @@ def load_definition(path: Path) -> Definition:
         abort_grace_s=float(d.limits.abort_grace_seconds), retries=d.retry.count,
         retry_delay_s=float(d.retry.delay_seconds), retry_backoff=float(d.retry.backoff), env=env,
         executor=d.executor, slurm=SlurmSettings(d.slurm.partition, d.slurm.account, tuple(options)),
+        limits=limits,
     )
+
+
+def _load_limits(path: Path, t: _LimitsTable) -> DefinitionLimits:
+    """The [limits] keys memory ("2 GiB"), cpus, processes, log_bytes; unset ones stay None."""
+    for key, least in (("memory", 1 << 20), ("log_bytes", 1)):
+        value = getattr(t, key)
+        _check(path, f"limits.{key}", None if value is None else size_problem(value, least))
+    _check(path, "limits.cpus", None if t.cpus is None else cpus_problem(t.cpus))
+    _check(path, "limits.processes", None if t.processes is None else processes_problem(t.processes))
+    return DefinitionLimits(memory_bytes=None if t.memory is None else parse_size(t.memory),
+                            cpus=None if t.cpus is None else float(t.cpus), processes=t.processes,
+                            log_bytes=None if t.log_bytes is None else parse_size(t.log_bytes))
 
 
 def _regex_problem(v: str) -> str | None:

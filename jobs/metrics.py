@@ -43,7 +43,7 @@ from .index import Row, SpoolIndex
 from .runstate import from_iso
 from .spool import STORAGE_ERRNOS, Spool, storage_refused
 from .states import TERMINAL, JobState
-from .supervisorinfo import OVERFLOW_PROJECT, REJECTED_KINDS, SECONDS_BUCKETS, SupervisorCounters
+from .supervisorinfo import OVERFLOW_PROJECT, REJECTED_KINDS, SECONDS_BUCKETS, SupervisorCounters, isolation_note
 
 FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
 RUNTIME_BUCKETS = SECONDS_BUCKETS
@@ -297,10 +297,13 @@ class Health:
         return 200, self.TEXT, b"ok\n"
 
     def readyz(self) -> tuple[int, str, bytes]:
+        """503 with the problems, or 200; either way a line on how jobs are confined ("jobs: not isolated: ...")."""
         problems = readiness(self.spool, self.reconcile_seconds)
+        note = isolation_note(self.spool)
+        details = f"jobs: {note}\n" if note else ""
         if problems:
-            return 503, self.TEXT, ("not ready\n" + "".join(f"{p}\n" for p in problems)).encode()
-        return 200, self.TEXT, b"ready\n"
+            return 503, self.TEXT, ("not ready\n" + "".join(f"{p}\n" for p in problems) + details).encode()
+        return 200, self.TEXT, ("ready\n" + details).encode()
 
     def metrics(self) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)

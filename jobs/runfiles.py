@@ -1,8 +1,14 @@
 """Where every file of one run lives: the one module that spells a run directory's layout.
 
-    runs/<sid>/
+    runs/<sid>/                 the supervisor's (mode 0750: the job's user cannot enter)
       spec.json, state.json, notifications.txt, facade.json
-      attempts/<n>/  stdout.log, stderr.log, exit.json, <the definition's files>
+      attempts/<n>/             the supervisor's: stdout.log, stderr.log, exit.json, usage.json
+        work/                   the program's working directory, owned by the job's user:
+                                <the definition's files> (status, result...)
+
+A confined program runs as another user in work/ and reaches nothing else of
+the spool: the shim holds the logs as descriptors and hands it
+notifications.txt as descriptor 3 (/dev/fd/3).
 
 Every reader and writer (supervisor, executors, shim, jobctl, façade) takes
 its paths from here. The paths are plain strings built once per object: the
@@ -25,13 +31,17 @@ ATTEMPTS = "attempts"
 EXIT = "exit.json"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
+WORK = "work"
+NOTIFICATIONS_FD = 3  # the shim opens notifications.txt (read-only) as the program's descriptor 3
+NOTIFICATIONS_FD_PATH = f"/dev/fd/{NOTIFICATIONS_FD}"
+USAGE_HINT = "usage.json"  # live, not durable: what a running attempt used so far (the supervisor rewrites it)
 # a definition may not name these as its own files
-RESERVED_FILES = frozenset({EXIT, STDOUT, STDERR, NOTIFICATIONS, SPEC, STATE, FACADE_HINT})
+RESERVED_FILES = frozenset({EXIT, STDOUT, STDERR, NOTIFICATIONS, SPEC, STATE, FACADE_HINT, WORK, USAGE_HINT})
 
 
 class AttemptFiles:
-    """The files of one attempt: its directory, the shim's exit record, the logs, the definition's files."""
-    __slots__ = ("number", "dir", "exit", "stdout", "stderr")
+    """The files of one attempt: its directory, the shim's exit record, the logs, the program's work/ and its files."""
+    __slots__ = ("number", "dir", "exit", "stdout", "stderr", "work", "usage_hint")
 
     def __init__(self, attempts: str, number: int):
         self.number = int(number)
@@ -39,14 +49,16 @@ class AttemptFiles:
         self.exit = os.path.join(self.dir, EXIT)
         self.stdout = os.path.join(self.dir, STDOUT)
         self.stderr = os.path.join(self.dir, STDERR)
+        self.work = os.path.join(self.dir, WORK)
+        self.usage_hint = os.path.join(self.dir, USAGE_HINT)
 
     def file(self, definition, key: str) -> str:
-        """The definition's file `key` (jobs.definitions.Definition.files) in this attempt."""
-        return os.path.join(self.dir, definition.files[key])
+        """The definition's file `key` (jobs.definitions.Definition.files) in this attempt's work/."""
+        return os.path.join(self.work, definition.files[key])
 
     def files(self, definition) -> dict[str, str]:
         """Every file the definition names, by key."""
-        return {key: os.path.join(self.dir, name) for key, name in definition.files.items()}
+        return {key: os.path.join(self.work, name) for key, name in definition.files.items()}
 
     def progress(self, definition) -> str | None:
         """The definition's progress file, if it has one."""

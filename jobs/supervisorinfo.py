@@ -29,6 +29,7 @@ class SupervisorInfo:
     started_at: str | None
     problem: str = ""
     stale_after: float = STALE_HEARTBEAT_S
+    isolation: str | None = None  # how its jobs are confined, or "not isolated: <why>" (None: it did not say)
 
     @property
     def hung(self) -> bool:
@@ -55,7 +56,16 @@ def supervisor_status(spool: Spool, now: float | None = None, reconcile_seconds:
         pass
     recorded = info.get("create_time")
     problem = process_problem(pid, recorded if isinstance(recorded, (int, float)) else None)
-    return SupervisorInfo(pid, problem is None, age, info.get("started_at"), problem or "", stale_after)
+    isolation = info.get("isolation")
+    return SupervisorInfo(pid, problem is None, age, info.get("started_at"), problem or "", stale_after,
+                          isolation if isinstance(isolation, str) else None)
+
+
+def isolation_note(spool: Spool) -> str | None:
+    """What supervisor.json says of its jobs' confinement, or None (no supervisor, or it did not say)."""
+    info = spool.read_supervisor()
+    note = info.get("isolation") if isinstance(info, dict) else None
+    return note if isinstance(note, str) else None
 
 
 # -- the supervisor's cumulative counters ---------------------------------------------------------

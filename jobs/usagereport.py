@@ -131,7 +131,7 @@ class Line:
     """One group of a usage report: what the attempts that ended in the period used."""
     key: str
     jobs: int = 0
-    attempts: int = 0
+    attempt_count: int = 0
     cpu_s: float = 0.0
     wall_s: float = 0.0
     queue_wait_s: float = 0.0
@@ -165,7 +165,7 @@ def report(rows: Iterable, by: str, since: float | None = None, until: float | N
                     line._sids.add(row.sid)
                     line.jobs += 1
             u = s.usage
-            line.attempts += 1
+            line.attempt_count += 1
             line.cpu_s += u.cpu_s or 0.0
             line.wall_s += u.wall_s or 0.0
             line.queue_wait_s += u.queue_wait_s or 0.0
@@ -188,7 +188,7 @@ def series(rows: Iterable, bucket_s: float, since: float, until: float) -> dict[
     return out
 
 
-COLUMNS = (("key", "{by}"), ("jobs", "JOBS"), ("attempts", "ATTEMPTS"), ("cpu_s", "CPU"), ("wall_s", "WALL"),
+COLUMNS = (("key", "{by}"), ("jobs", "JOBS"), ("attempt_count", "ATTEMPTS"), ("cpu_s", "CPU"), ("wall_s", "WALL"),
            ("queue_wait_s", "QUEUE WAIT"), ("memory_peak_bytes", "PEAK MEM"), ("io_read_bytes", "READ"),
            ("io_write_bytes", "WRITTEN"))
 
@@ -205,12 +205,12 @@ def as_table(lines: list[Line], by: str) -> str:
 
 
 def _cells(x: Line) -> list[str]:
-    return [x.key, str(x.jobs), str(x.attempts), seconds(x.cpu_s), seconds(x.wall_s), seconds(x.queue_wait_s),
+    return [x.key, str(x.jobs), str(x.attempt_count), seconds(x.cpu_s), seconds(x.wall_s), seconds(x.queue_wait_s),
             size(x.memory_peak_bytes), size(x.io_read_bytes), size(x.io_write_bytes)]
 
 
 def _sum(lines: list[Line]) -> Line:
-    return Line("TOTAL", sum(x.jobs for x in lines), sum(x.attempts for x in lines), sum(x.cpu_s for x in lines),
+    return Line("TOTAL", sum(x.jobs for x in lines), sum(x.attempt_count for x in lines), sum(x.cpu_s for x in lines),
              sum(x.wall_s for x in lines), sum(x.queue_wait_s for x in lines),
              max((x.memory_peak_bytes for x in lines if x.memory_peak_bytes is not None), default=None),
              sum(x.io_read_bytes for x in lines), sum(x.io_write_bytes for x in lines))

@@ -3,7 +3,9 @@
 #
 #   slurm/cluster.sh start     install the packages if needed, write slurm.conf,
 #                              start munged, slurmctld and slurmd, wait until the
-#                              node accepts jobs (~15 s with the install, ~2 s without)
+#                              node accepts jobs (~15 s with the install, ~2 s without);
+#                              a running cluster whose slurm.conf.in has changed is
+#                              stopped (its jobs cancelled) and started again
 #   slurm/cluster.sh stop      cancel every job, then stop the daemons this script started
 #   slurm/cluster.sh status    exit 0 if the node is up and accepting jobs
 #   slurm/cluster.sh env       the env-file lines that point the supervisor at this cluster
@@ -79,15 +81,25 @@ install_packages() {
 }
 
 # -- configuration -------------------------------------------------------------
-write_conf() {
+render_conf() {  # slurm.conf.in for this machine -> $DIR/slurm.conf
     local host cpus mem
     host="$(hostname -s)"
     getent hosts "$host" >/dev/null || die "hostname $host does not resolve (add it to /etc/hosts)"
     cpus="$(nproc)"
     mem="$(free -m | awk '/^Mem:/ { print int($2 * 0.9) }')"
     mkdir -p "$DIR/state" "$DIR/slurmd" /etc/slurm
-    sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEMORY@|$mem|g" \
+    sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEMORY@|$mem|g" -e "s|@MEM_PER_CPU@|$((mem / cpus))|g" \
         -e "s|@DIR@|$DIR|g" -e "s|@PARTITION@|$PARTITION|g" "$HERE/slurm.conf.in" >"$DIR/slurm.conf"
+}
+
+# The running daemons read another configuration (slurm.conf.in changed since they started).
+conf_changed() {
+    render_conf
+    ! cmp -s "$DIR/slurm.conf" "$CONF"
+}
+
+write_conf() {
+    render_conf
     if [ -e "$CONF" ] && ! head -n1 "$CONF" | grep -qF "$MARK"; then
         die "$CONF exists and was not written by this script; not replacing it"
     fi
@@ -129,8 +141,14 @@ start() {
     exec 9>"$DIR/.lock"
     flock -w 300 9 || die "another cluster.sh holds $DIR/.lock"  # concurrent starts wait for each other
     if ready; then
-        say "already running"
-        return 0
+        if ! conf_changed; then
+            say "already running"
+            return 0
+        fi
+        say "slurm.conf.in has changed since the cluster started: restarting it"
+        stop
+        exec 9>"$DIR/.lock"
+        flock -w 300 9 || die "another cluster.sh holds $DIR/.lock"
     fi
     write_conf
     start_munge

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The fixed batch script of every job the supervisor submits (supervisor/slurm.py):
-#   sbatch [options] slurm/job.sh PYTHON -S supervisor/shim.py RUN_DIR STDOUT STDERR EXIT -- PROGRAM ARGS...
+#   sbatch [options] slurm/job.sh PYTHON -S supervisor/shim.py WORK STDOUT STDERR EXIT NOTIFICATIONS \
+#          [log_bytes=N] -- PROGRAM ARGS...
 # The job's argv arrives as this script's arguments, so no shell command line
 # is ever built from inputs.
 #

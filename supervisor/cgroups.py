@@ -37,6 +37,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from jobs.limits import size_text
 from jobs.usage import Usage
 
 PARENT = "spoolsoap-jobs"          # attempts: <own cgroup>/spoolsoap-jobs/<name>
@@ -72,14 +73,6 @@ class Limits:
             raise ValueError(f"cpu limit {self.cpus}: 0.01 to 4096 cores")
         if self.pids is not None and self.pids < 1:
             raise ValueError(f"process limit {self.pids}: at least 1")
-
-
-def size_text(n: int) -> str:
-    """2147483648 -> '2 GiB', 104857600 -> '100 MiB' (for reasons people read)."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.3g} {unit}"
-    return f"{n} bytes"
 
 
 def oom_reason(usage: Usage, limit: Limits) -> str | None:

@@ -15,6 +15,7 @@ step and why; nothing runs then.
 The daemon side resolves the job's user (`user_name_for`, `lookup_user`) and
 asks `switch_problem` whether it can switch users at all.
 """
+import fcntl
 import os
 import pwd
 import resource
@@ -22,6 +23,8 @@ import resource
 import _signal as signal  # the C module: `signal` would import enum and cost milliseconds
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _libc = None  # (prctl, get_errno) once loaded: ctypes costs ~3 ms, so a spare shim loads it ahead of need
 
 
@@ -41,21 +44,6 @@ class JobUser:
 
     def __repr__(self):
         return f"JobUser({self.name!r}, uid={self.uid}, gid={self.gid})"
-
-
-def parse_project_users(text):
-    """'projA:alice,projB:bob' -> {'projA': 'alice', 'projB': 'bob'}; ValueError names the bad item."""
-    users = {}
-    for item in (i.strip() for i in text.split(",")):
-        if not item:
-            continue
-        project, sep, user = (p.strip() for p in item.partition(":"))
-        if not sep or not project or not user:
-            raise ValueError(f"{item!r}: expected project:user")
-        if project in users:
-            raise ValueError(f"project {project!r} is given twice")
-        users[project] = user
-    return users
 
 
 def user_name_for(project, job_user, project_users):
@@ -177,6 +165,25 @@ def _switch_user(uid, gid):
         raise OSError(0, "the ids did not change")
 
 
+def _drop_capabilities():
+    """Clear every capability left after the switch to the job's user.
+
+    A supervisor that is not root gets CAP_SETUID and the like as ambient
+    capabilities (systemd's AmbientCapabilities=, podman's --cap-add): a switch
+    between two non-zero uids keeps them, and exec would hand them to the program.
+    """
+    preload()
+    import ctypes  # loaded by preload()
+    prctl, get_errno = _libc
+    if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        err = get_errno()
+        raise OSError(err, os.strerror(err))
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    if ctypes.CDLL(None, use_errno=True).capset(header, (ctypes.c_uint32 * 6)()) != 0:  # all sets empty
+        err = get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def prepare_child(plan):
     """In the forked child, just before exec: apply the plan, in the module docstring's order."""
     for path in plan.cgroup_procs:
@@ -194,6 +201,7 @@ def prepare_child(plan):
         _step("cannot set no_new_privs", _no_new_privs)
     if plan.uid is not None:
         _step(f"cannot switch to uid {plan.uid} gid {plan.gid}", _switch_user, plan.uid, plan.gid)
+        _step("cannot drop capabilities", _drop_capabilities)
     if dirfd is not None:
         who = f"uid {os.getuid()}"
         _step(f"{who} cannot use working directory {plan.workdir}", os.fchdir, dirfd)
@@ -203,15 +211,19 @@ def prepare_child(plan):
 def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)):
     """Start argv confined by plan; its pid once it has exec'd, or SpawnError saying which step failed.
 
-    stdio: the three fds (3 or above) that become its 0, 1, 2; every other fd
-    is closed in the child. sigdef: signals reset to their default
+    stdio: the fds that become its 0, 1, 2 (and 3... if more are given: the
+    shim passes notifications as 3), each at least len(stdio) so that no dup2
+    overwrites one still to come; every other fd is closed in the child. sigdef: signals reset to their default
     (Python ignores SIGPIPE; the shim catches SIGTERM, SIGINT, SIGHUP).
     It forks, so it is for a single-threaded caller: the shim. The fork
     costs ~1 ms more than posix_spawn; entering cgroups ~0.1 ms each.
     """
-    if len(stdio) != 3 or min(stdio) < 3:
-        raise ValueError(f"stdio {stdio!r}: three descriptors, each 3 or above")
+    if len(stdio) < 3 or min(stdio) < len(stdio):
+        raise ValueError(f"stdio {stdio!r}: three descriptors or more, each at least {len(stdio)}")
     r, w = os.pipe2(os.O_CLOEXEC)
+    if w < len(stdio):  # clear of the descriptors the program gets
+        w, low = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, len(stdio)), w
+        os.close(low)
     pid = os.fork()
     if pid == 0:  # the child: report a failure through w, never return
         try:
@@ -220,7 +232,7 @@ def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.
                 signal.signal(sig, signal.SIG_DFL)
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
-            os.closerange(3, w)
+            os.closerange(len(stdio), w)
             os.closerange(w + 1, 1 << 20)
             prepare_child(plan)
             _step(f"cannot start {argv[0]}", os.execvpe, argv[0], argv, env)

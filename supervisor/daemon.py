@@ -17,6 +17,7 @@ import secrets
 import select
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -30,24 +31,30 @@ from jobs.usagehistory import project_of
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, JobsError, SpecError
-from jobs.runfiles import RunFiles
+from jobs.limits import job_limits, size_text
+from jobs.runfiles import NOTIFICATIONS_FD_PATH, RunFiles
 from jobs.runstate import Attempt, RunState, iso, stop_note
 from jobs.spec import JobSpec
 from jobs.spool import (COMMAND_VERBS, SERVICE_ID_RE, Spool, check_regular, dump_json, read_bytes, read_json,
                         storage_refused)
 from jobs.states import ACTIVE, JobState
 from jobs.supervisorinfo import SupervisorCounters
+from jobs.usage import Usage
 
+from .cgroups import attempt_name, oom_reason
 from .executor import Executor, ExitRecord, Job, Seen
 from .fairshare import Plan, Policy, Running, plan
+from .isolation import Isolation, sweep
 from .runner import LocalExecutor
 from .slurm import SlurmExecutor
 
 TMP_MAX_AGE = 3600.0
+USAGE_HINT_SECONDS = 30.0  # how often a running attempt's usage-so-far hint is refreshed (jobs/runfiles.py USAGE_HINT)
 
 
 def make_executors(cfg: config_mod.Config, definitions: dict[str, Definition]) -> dict[str, Executor]:
-    """Every executor a run may name; Slurm is checked at start-up when the default or a definition uses it."""
+    """Every executor a run may name; Slurm is checked at start-up when the default or a definition uses it.
+    The local one confines its jobs as far as this machine allows (supervisor/isolation.py)."""
     slurm = SlurmExecutor(cfg)
     if cfg.executor == "slurm":
         slurm.check()
@@ -58,7 +65,7 @@ def make_executors(cfg: config_mod.Config, definitions: dict[str, Definition]) -
         except ConfigError as e:
             raise ConfigError(f"{', '.join(on_slurm)}: executor = \"slurm\", but Slurm cannot be used here: "
                               f"{str(e).removeprefix('EXECUTOR=slurm: ')}") from None
-    return {"local": LocalExecutor(), "slurm": slurm}
+    return {"local": LocalExecutor(isolation=Isolation(cfg)), "slurm": slurm}
 
 
 class Supervisor:
@@ -73,12 +80,16 @@ class Supervisor:
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
         self.unsaved: dict[str, Job] = {}  # state.json the storage refused: written again every pass
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
+        self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
         self.create_time = psutil.Process().create_time()
         self.uses_local = cfg.executor == "local" or any(d.executor == "local" for d in definitions.values())
+        self.isolation: Isolation | None = getattr(self.executors.get("local"), "isolation", None)
+        if self.isolation is not None and self.isolation.users:
+            self.make_spool_private()
         # fair share (the "starting" part below): usage.json, loaded at recover() or the first pass
         self.policy = Policy.from_config(cfg)
         self.usage: usagehistory.UsageHistory | None = None
@@ -89,11 +100,19 @@ class Supervisor:
         self.replan_at = 0.0
         self.queue_stale = True  # queue.json may differ from the plan: written again
 
+    def make_spool_private(self) -> None:
+        """Jobs run as other users: the spool is the supervisor's (and its group's: the façade, the console)."""
+        root = self.spool.root
+        mode = root.stat().st_mode & 0o7777
+        if mode & 0o007:
+            os.chmod(root, mode & ~0o007)
+            self.log.info("spool_made_private", spool=str(root), mode=oct(mode & ~0o007))
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
         """One pass; everything the daemon does happens here, in this order."""
         for job in list(self.unsaved.values()):
-            self.save(job)
+            if self.save(job) and job.rs.state not in ACTIVE:
+                self.executor(job).cleanup(job)
         self.take_incoming(now)
         self.take_commands(now)
         full = now >= self.next_reconcile
@@ -110,6 +129,7 @@ class Supervisor:
             if name not in self.jobs and name not in self.finished and SERVICE_ID_RE.fullmatch(name):
                 self.load_run(name, now)
         self.write_heartbeat(now)
+        self.write_usage_hints(now)
         self.apply_retention(now)
         self.next_reconcile = now + self.cfg.reconcile_seconds
 
@@ -285,9 +305,49 @@ class Supervisor:
                 self.log.warning("job_killed", service_id=rs.service_id, reason="grace period over")
 
     def on_exit(self, job: Job, rec: ExitRecord | None, now: float) -> None:
+        """The attempt ended: end what is left of it, take its usage, settle its state, then let go of it.
+
+        The usage is saved with the attempt (state.json) before its cgroup,
+        which keeps the counts, is removed: a supervisor killed in between
+        reads them again from the cgroup after its restart.
+        """
+        ex = self.executor(job)
+        ex.forget(job)
+        usage = self.measured(job, ex.usage(job, rec), now)
+        self.settle(job, rec, usage, now)
+        if job.sid not in self.unsaved:
+            ex.cleanup(job)
+
+    def measured(self, job: Job, usage: Usage | None, now: float) -> Usage:
+        """The executor's counts with the attempt's queue wait and wall time."""
+        rs = job.rs
+        times = {"queue_wait_s": None if rs.queued_at is None or rs.started_at is None
+                 else round(max(0.0, rs.started_at - rs.queued_at), 6),
+                 "wall_s": None if rs.started_at is None else round(max(0.0, now - rs.started_at), 6)}
+        return dataclasses.replace(usage, **times) if usage is not None else Usage(**times)
+
+    def output_problem(self, job: Job) -> str | None:
+        """Why the attempt's outputs cannot be returned as they are (over their size, not a plain file), or None."""
+        d = job.definition
+        for o, path in zip(d.outputs, job.attempt.outputs(d)):
+            name = d.files[o.file]
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # the output keeps its placeholder
+            except OSError as e:
+                return f"output {o.name}: cannot read {name}: {e.strerror}"
+            if not stat.S_ISREG(st.st_mode):
+                return f"output {o.name}: {name} is not a regular file"
+            if st.st_size > o.max_bytes:
+                return (f"output {o.name} too large: {name} is {size_text(st.st_size)}, more than its "
+                        f"{size_text(o.max_bytes)} limit (outputs.{o.name}.max_bytes)")
+        return None
+
+    def settle(self, job: Job, rec: ExitRecord | None, usage: Usage, now: float) -> None:
         rs = job.rs
         log = self.log.bind(service_id=rs.service_id)
-        self.executor(job).forget(job)
+        rs.usage = usage
         rs.exit_code = rec.exit_code if rec else None
         rs.signal = rec.signal if rec else None
         outcome = rec.describe() if rec else "process vanished without recording an exit status"
@@ -303,7 +363,10 @@ class Supervisor:
                 outcome = note
             elif rec.signal is None or rs.killed:
                 outcome = f"{note}, {outcome}"
-        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed))
+        oom = oom_reason(usage, job_limits(job.definition, self.cfg)) if rs.state == JobState.RUNNING else None
+        if oom:
+            outcome = f"{oom} ({outcome})"
+        rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed, usage))
         if rs.state == JobState.STOPPING:
             target, reason = JobState(rs.stop_target), rs.stop_reason or ""
             rs.history[-1].reason = f"{reason} ({outcome})"
@@ -314,8 +377,13 @@ class Supervisor:
                 log.info("job_restarting", attempt=rs.attempt)
                 return
             rs.move(target, reason, now)  # STOPPING -> ABORTED | FAILED (timeout)
-        elif rec is not None and rec.exit_code == 0:
-            rs.move(JobState.SUCCEEDED, "exit code 0", now)  # RUNNING -> SUCCEEDED
+        elif rec is not None and rec.exit_code == 0 and not oom:
+            problem = self.output_problem(job)
+            if problem:
+                rs.history[-1].reason = f"{problem} (exit code 0)"
+                rs.move(JobState.FAILED, problem, now)  # RUNNING -> FAILED: its outputs cannot be returned
+            else:
+                rs.move(JobState.SUCCEEDED, "exit code 0", now)  # RUNNING -> SUCCEEDED
         elif rs.retries_used < job.definition.retries:
             rs.retries_used += 1
             delay = job.definition.retry_delay(rs.retries_used)
@@ -337,6 +405,7 @@ class Supervisor:
         """Take what an executor observed into the job's state; True if that changed what people see."""
         rs = job.rs
         rs.pid = seen.pid if seen.pid is not None else rs.pid
+        rs.isolation = seen.isolation or rs.isolation
         rs.create_time = seen.create_time if seen.create_time is not None else rs.create_time
         rs.executor_id = seen.executor_id or rs.executor_id
         shown = (rs.started_at, rs.reason)
@@ -353,6 +422,7 @@ class Supervisor:
 
     def finish(self, job: Job, now: float) -> None:
         rs = job.rs
+        self.hinted.pop(rs.service_id, None)
         rs.finished_at = now
         rs.kill_at = None
         self.save(job)
@@ -435,14 +505,15 @@ class Supervisor:
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
         files, attempt = job.files, job.attempt
-        argv = d.render_argv(job.spec.inputs, job.run_dir, job.attempt_dir, sid, rs.attempt)
-        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": files.run,
-               "JOB_ATTEMPT_DIR": attempt.dir, "JOB_ATTEMPT": str(rs.attempt),
-               "JOB_NOTIFICATIONS_FILE": files.notifications}
+        argv = d.render_argv(job.spec.inputs, sid, rs.attempt)
+        env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": ".",
+               "JOB_ATTEMPT_DIR": ".", "JOB_ATTEMPT": str(rs.attempt),
+               "JOB_NOTIFICATIONS_FILE": NOTIFICATIONS_FD_PATH}
         ex = self.executor(job)
         warm = False
         try:
-            ready = self.write("state", sid, os.makedirs, attempt.dir, exist_ok=True)
+            # 0750: a confined program (another user) cannot walk up from its work/ to the logs and records
+            ready = self.write("state", sid, os.makedirs, attempt.dir, 0o750, exist_ok=True)
             reserved = ex.reserve(job) if ready else None  # local: a shim started ahead, its pid known now
             warm = reserved is not None
             if warm:
@@ -463,8 +534,8 @@ class Supervisor:
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             self.counters.spawn_failed(rs.job)
             return
-        if not warm:
-            self.save(job)  # the pid of the shim just spawned
+        if not warm or rs.isolation != queued.isolation:
+            self.save(job)  # the pid of the shim just spawned, or how its attempt is confined
         self.counters.started(rs)
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
@@ -523,8 +594,26 @@ class Supervisor:
     def write_heartbeat(self, now: float) -> None:
         body = {"pid": os.getpid(), "create_time": self.create_time, "started_at": iso(self.started_at),
                 "heartbeat": iso(now), "running": sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
-                "max_parallel_jobs": self.cfg.max_parallel_jobs}
+                "max_parallel_jobs": self.cfg.max_parallel_jobs,
+                "isolation": self.isolation.describe() if self.isolation is not None else None}
         self.write("heartbeat", None, self.spool.write_atomic, self.spool.supervisor_file, dump_json(body))
+
+    def write_usage_hints(self, now: float) -> None:
+        """For the status page's "used so far": each running attempt's usage, at most every USAGE_HINT_SECONDS.
+
+        A hint, not a record: never fsynced, lost for free; the durable usage
+        is written with the attempt when it ends.
+        """
+        for job in self.jobs.values():
+            rs = job.rs
+            if rs.state != JobState.RUNNING or now - self.hinted.get(rs.service_id, 0.0) < USAGE_HINT_SECONDS:
+                continue
+            usage = self.executor(job).live_usage(job)
+            if usage is None:
+                continue
+            self.hinted[rs.service_id] = now
+            body = {**dataclasses.asdict(self.measured(job, usage, now)), "at": iso(now), "attempt": rs.attempt}
+            self.write("usage hint", rs.service_id, self.spool.write_hint, job.attempt.usage_hint, dump_json(body))
 
     def load_run(self, sid: str, now: float) -> Job | None:
         """Read one run from disk (start-up, or a run we did not know); adopt or finalise it."""
@@ -588,10 +677,14 @@ class Supervisor:
                 pass
 
     def recover(self, now: float) -> None:
-        """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue."""
+        """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue; end the cgroups
+        of attempts that are over (an active job keeps its own: its counts are read when it ends)."""
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
                 self.load_run(name, now)
+        if self.isolation is not None and not self.isolation.layout.unavailable:
+            sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
+                                          if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
         self.start_accounting(now)
         self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
                       queued=sum(1 for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
@@ -632,8 +725,13 @@ class Daemon:
             self.start_observer()
         self.sup.recover(time.time())
         log = self.sup.log
+        iso = self.sup.isolation
+        isolation = iso.describe() if iso is not None else None
         log.info("supervisor_started", pid=os.getpid(), spool=str(self.sup.spool.root),
-                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch)
+                 max_parallel_jobs=self.cfg.max_parallel_jobs, watch=self.cfg.supervisor_watch, isolation=isolation,
+                 default_limits=iso.defaults() if iso is not None else None)
+        if isolation and isolation.startswith("not isolated"):
+            log.warning("jobs_not_isolated", reason=isolation)
         tick = min(1.0, self.cfg.reconcile_seconds)
         draining = False
         while True:
@@ -660,6 +758,8 @@ class Daemon:
             os.unlink(self.sup.spool.supervisor_file)
         except OSError:
             pass
+        if self.sup.isolation is not None:
+            self.sup.isolation.close()
         log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))
 
     def _on_stop_signal(self, signum, frame) -> None:

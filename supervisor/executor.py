@@ -24,6 +24,7 @@ from jobs.runfiles import AttemptFiles, RunFiles
 from jobs.runstate import RunState, signal_name
 from jobs.spec import JobSpec
 from jobs.spool import read_bytes
+from jobs.usage import Usage
 
 SHIM = str(Path(__file__).with_name("shim.py"))
 
@@ -63,6 +64,7 @@ class Seen:
     waiting: bool = False            # handed over, not started (Slurm's queue): no start time, queue time is not runtime
     started_at: float | None = None  # it started then (Slurm's StartTime), learnt after the hand-over
     reason: str | None = None        # what it is doing, for people ("pending in Slurm as job 7 (Resources)")
+    isolation: str | None = None     # how the attempt is confined, or "not isolated: <why>" (RunState.isolation)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,21 @@ class ExitRecord:
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
+    # the program's wait4() rusage (it and the descendants it waited for); None: an older shim, or no start
+    cpu_user_s: float | None = None
+    cpu_system_s: float | None = None
+    maxrss_kb: int | None = None
+    inblock: int | None = None
+    oublock: int | None = None
+
+    def usage(self) -> Usage | None:
+        """What the shim learnt of the program's use; ru_maxrss is the largest process, blocks are 512 bytes."""
+        if self.cpu_user_s is None:
+            return None
+        return Usage(cpu_user_s=self.cpu_user_s, cpu_system_s=self.cpu_system_s,
+                     memory_peak_bytes=None if self.maxrss_kb is None else self.maxrss_kb * 1024,
+                     io_read_bytes=None if self.inblock is None else self.inblock * 512,
+                     io_write_bytes=None if self.oublock is None else self.oublock * 512, source="rusage")
 
     def describe(self) -> str:
         if self.error:
@@ -95,14 +112,15 @@ def read_exit(attempt: AttemptFiles) -> ExitRecord | None:
 
 
 def shim_args(job: Job) -> list[str]:
-    """What the shim needs to know of the attempt: the working directory, the logs, the exit record."""
+    """Where the shim works: the program's working directory, the logs, the exit record, the notifications."""
     a = job.attempt
-    return [job.files.run, a.stdout, a.stderr, a.exit]
+    return [a.work, a.stdout, a.stderr, a.exit, job.files.notifications]
 
 
-def shim_argv(job: Job, argv: list[str]) -> list[str]:
-    """The command line of the attempt's shim, the same for every executor."""
-    return [sys.executable, "-S", SHIM, *shim_args(job), "--", *argv]
+def shim_argv(job: Job, argv: list[str], options: list[str] = ()) -> list[str]:
+    """The command line of the attempt's shim, the same for every executor. options: the confinement
+    (supervisor/confine.py Plan.to_fields()) and log_bytes=N (the logs' cap), key=value each."""
+    return [sys.executable, "-S", SHIM, *shim_args(job), *options, "--", *argv]
 
 
 class Executor(ABC):
@@ -146,3 +164,14 @@ class Executor(ABC):
     @abstractmethod
     def forget(self, job: Job) -> None:
         """The job's attempt is over: kill its leftovers and drop tracking."""
+
+    def usage(self, job: Job, rec: ExitRecord | None) -> Usage | None:
+        """After forget(): what the ended attempt used (here: the shim's rusage in its exit record)."""
+        return rec.usage() if rec is not None else None
+
+    def cleanup(self, job: Job) -> None:
+        """Once the ended attempt's record (with its usage) is saved: remove what still holds its counts."""
+
+    def live_usage(self, job: Job) -> Usage | None:
+        """What the running attempt used so far, if the executor can tell cheaply (None: it cannot)."""
+        return None

@@ -10,6 +10,12 @@ stdin pipe: RUNNING, with the pid that will run the job, is durable before
 anything runs. A spare that never got its job (the daemon died in between)
 exits without touching anything; `adopt` tells that case (no output files in
 the attempt directory, no process) so the job is requeued, not failed.
+
+With an Isolation (supervisor/isolation.py) each attempt gets its own cgroup,
+made here before the shim gets the job; the program enters it before exec.
+Ending the attempt ends the cgroup (every process, however it forked); its
+counts are read for the attempt's usage, and the cgroup is removed only
+once the daemon has saved them (`cleanup`).
 """
 from __future__ import annotations
 
@@ -26,7 +32,11 @@ from jobs import identity
 from jobs.errors import SpecError
 from jobs.spool import read_bytes, storage_refused
 
+from jobs.usage import Usage
+
+from . import cgroups
 from .executor import SHIM, Executor, ExitRecord, Job, Seen, read_exit, shim_args, shim_argv
+from .isolation import Isolation
 from .shim import EXIT_RECORD_BYTES, encode_job
 from .shim import _reserved_name as staged_exit_name
 
@@ -57,7 +67,9 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, spares: bool = True):
+    def __init__(self, spares: bool = True, isolation: Isolation | None = None):
+        self.isolation = isolation
+        self.cgroups: dict[str, cgroups.Attempt] = {}  # the attempt cgroup of each job we watch (or ended, unsaved)
         self.handles: dict[str, Handle] = {}
         self.spares = spares
         self.spare: Spare | None = None
@@ -114,10 +126,24 @@ class LocalExecutor(Executor):
 
     # -- the executor --------------------------------------------------------
     def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:
+        options, note = [], None
+        if self.isolation is not None:
+            confined = self.isolation.confine(job)
+            options, note = confined.options, confined.note
+            if confined.cgroup is not None:
+                self.cgroups[job.sid] = confined.cgroup
+        try:
+            seen = self._start(job, argv, env, options)
+        except OSError:
+            self._drop_cgroup(job)
+            raise
+        return Seen(pid=seen.pid, create_time=seen.create_time, isolation=note)
+
+    def _start(self, job: Job, argv: list[str], env: dict[str, str], options: list[str]) -> Seen:
         spare = self.reserved.pop(job.sid, None)
         if spare is not None:  # hand the job to the reserved spare: it runs it at our end of file
             try:
-                view = memoryview(encode_job(shim_args(job), argv, env))
+                view = memoryview(encode_job(shim_args(job), options, argv, env))
                 while view:
                     view = view[os.write(spare.fd, view):]
             finally:
@@ -125,7 +151,7 @@ class LocalExecutor(Executor):
             self.handles[job.sid] = spare.handle
             return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-        pid = os.posix_spawn(sys.executable, shim_argv(job, argv), env, setsid=True, file_actions=quiet,
+        pid = os.posix_spawn(sys.executable, shim_argv(job, argv, options), env, setsid=True, file_actions=quiet,
                              setsigdef=_SIGDEF)
         try:
             create_time = psutil.Process(pid).create_time()
@@ -136,6 +162,9 @@ class LocalExecutor(Executor):
 
     def adopt(self, job: Job) -> Seen | None:
         rs = job.rs
+        found = self._find_cgroup(job)
+        if found is not None:
+            self.cgroups[job.sid] = found
         if rs.pid is None:  # crashed between writing RUNNING and recording the pid
             found = self._find_shim(job)
             if found is None:
@@ -220,11 +249,58 @@ class LocalExecutor(Executor):
                 os.killpg(h.pid, sig)  # the shim leads the group: pgid == shim pid
             except (ProcessLookupError, PermissionError):
                 pass
+        cg = self.cgroups.get(job.sid)
+        if cg is None:
+            return
+        if sig == signal.SIGKILL:
+            problem = cg.kill()
+            if problem:
+                log.error("cgroup_kill_failed", service_id=job.sid, problem=problem)
+            return
+        for pid in cg.pids():  # those that left the group (setsid) hear it too, the others once
+            try:
+                if h is None or os.getpgid(pid) != h.pid:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def forget(self, job: Job) -> None:
-        self.signal(job, signal.SIGKILL)  # leftovers of the job's group die with it
+        self.signal(job, signal.SIGKILL)  # leftovers of the job's group and cgroup die with it
         self.handles.pop(job.sid, None)
         self.staged.discard(job.sid)
+
+    def usage(self, job: Job, rec: ExitRecord | None) -> Usage | None:
+        """The attempt cgroup's counts where it had one, what it cannot tell from the shim's rusage."""
+        shim = super().usage(job, rec)
+        cg = self.cgroups.get(job.sid)
+        if cg is None:
+            return shim
+        counted = cg.usage()
+        if shim is None:
+            return counted
+        return Usage(**{f: getattr(counted, f) if getattr(counted, f) is not None else getattr(shim, f)
+                        for f in Usage.__dataclass_fields__ if f != "source"}, source="cgroup")
+
+    def cleanup(self, job: Job) -> None:
+        self._drop_cgroup(job)
+
+    def live_usage(self, job: Job) -> Usage | None:
+        cg = self.cgroups.get(job.sid)
+        return cg.usage() if cg is not None else None
+
+    def _drop_cgroup(self, job: Job) -> None:
+        cg = self.cgroups.pop(job.sid, None)
+        if cg is not None:
+            problem = cg.kill() or cg.remove()
+            if problem:
+                log.warning("cgroup_not_removed", service_id=job.sid, problem=problem)
+
+    def _find_cgroup(self, job: Job) -> cgroups.Attempt | None:
+        """The attempt's cgroup made by an earlier supervisor, if it is there."""
+        if self.isolation is None or self.isolation.layout.unavailable:
+            return None
+        cg = self.isolation.layout.attempt(cgroups.attempt_name(job.sid, job.rs.attempt))
+        return cg if any(os.path.isdir(cg.dir(h)) for h in cg.layout.hierarchies) else None
 
     # -- OS details ----------------------------------------------------------
     @staticmethod
@@ -248,9 +324,9 @@ class LocalExecutor(Executor):
     @staticmethod
     def _find_shim(job: Job) -> Handle | None:
         """The attempt's shim, by its command line (the interpreter's path may be spelled differently)."""
-        target = [SHIM, *shim_args(job), "--"]
+        target = [SHIM, *shim_args(job)]  # then its options, "--" and the program
         for p in psutil.process_iter(["cmdline", "create_time", "status"]):
             cmd = p.info["cmdline"] or []
-            if cmd[2:2 + len(target)] == target and p.info["status"] != psutil.STATUS_ZOMBIE:
+            if cmd[2:2 + len(target)] == target and "--" in cmd and p.info["status"] != psutil.STATUS_ZOMBIE:
                 return Handle(p.pid, p.info["create_time"], False)
         return None

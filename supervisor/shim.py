@@ -21,11 +21,17 @@ durable; it runs it from the daemon's end-of-file. If the pipe closes before
 a whole job arrived (the daemon stopped or died), the spare exits at once
 and has touched nothing.
 """
+import fcntl
 import os
 import sys
 import time
 
 import _signal as signal  # the C module: `signal` would import enum and cost milliseconds
+
+if __package__:  # imported by the daemon (supervisor.runner) for its job messages
+    from . import confine
+else:  # run as a script: supervisor/confine.py is beside it (sys.path[0])
+    import confine
 
 
 def _to_json(record):
@@ -95,38 +101,43 @@ def write_exit(exit_path, record, fd=None):
         os.close(dfd)
 
 
-JOB_MAGIC = b"spoolsoap-job-2"
-WHERE = 4  # run directory, stdout log, stderr log, exit record: a shim's first arguments
+JOB_MAGIC = b"spoolsoap-job-3"
+WHERE = 5  # working directory, stdout log, stderr log, exit record, notifications: a shim's first arguments
 
 
-def encode_job(where, program, env):
+def encode_job(where, options, program, env):
     """The message a spare reads: NUL-separated fields, closed by the daemon's end of file."""
-    fields = [JOB_MAGIC, *(os.fsencode(p) for p in where), str(len(program)).encode()]
-    fields += [os.fsencode(a) for a in program]
+    fields = [JOB_MAGIC, *(os.fsencode(p) for p in where)]
+    for items in (options, program):
+        fields += [str(len(items)).encode(), *(os.fsencode(a) for a in items)]
     fields.append(str(len(env)).encode())
     fields += [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
     return b"\0".join(fields + [b"end", b""])
 
 
 def decode_job(data):
-    """(where, program, env) from a whole message, or None."""
+    """(where, options, program, env) from a whole message, or None."""
     fields = data.split(b"\0")
+    if fields[0] != JOB_MAGIC or fields[-2:] != [b"end", b""]:
+        return None
+    fields = fields[1:-2]
     try:
-        if fields[0] != JOB_MAGIC or fields[-2:] != [b"end", b""]:
-            return None
-        where = [os.fsdecode(p) for p in fields[1:1 + WHERE]]
-        at = 1 + WHERE
-        n = int(fields[at])
-        program = [os.fsdecode(a) for a in fields[at + 1:at + 1 + n]]
-        m = int(fields[at + 1 + n])
-        items = fields[at + 2 + n:at + 2 + n + m]
-        if len(program) != n or not program or len(items) != m or at + 2 + n + m != len(fields) - 2:
+        where = [os.fsdecode(p) for p in fields[:WHERE]]
+        at, lists = WHERE, []
+        for _ in range(3):
+            n = int(fields[at])
+            lists.append([os.fsdecode(a) for a in fields[at + 1:at + 1 + n]])
+            if len(lists[-1]) != n:
+                return None
+            at += 1 + n
+        options, program, items = lists
+        if len(where) != WHERE or not program or at != len(fields):
             return None
         env = {}
         for item in items:
-            key, sep, value = item.partition(b"=")
-            env[os.fsdecode(key)] = os.fsdecode(value)
-        return where, program, env
+            key, _, value = item.partition("=")
+            env[key] = value
+        return where, options, program, env
     except (IndexError, ValueError):
         return None
 
@@ -146,21 +157,129 @@ def _ignore_stop_signals():
         signal.signal(sig, lambda *_: None)
 
 
-def run(where, program, env):
-    """Run the program with the attempt's logs, wait, record its exit; returns the shim's exit status."""
-    run_dir, stdout, stderr, exit_path = where
-    started = time.time()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    out = os.open(stdout, flags, 0o644)
-    err = os.open(stderr, flags, 0o644)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    reserved = reserve_exit(exit_path)
+def split_options(options):
+    """The confinement Plan's fields and the shim's own (log_bytes=N); ValueError on a bad one."""
+    plan, log_bytes = [], None
+    for option in options:
+        if option.startswith("log_bytes="):
+            log_bytes = int(option[10:])
+        else:
+            plan.append(option)
+    return confine.Plan.from_fields(plan), log_bytes
+
+
+def open_work(work, plan):
+    """The program's working directory: made here (the supervisor's), given to the job's user
+    with the supervisor's group (setgid: its files stay readable by the façade)."""
     try:
-        os.chdir(run_dir)
-        pid = os.posix_spawnp(program[0], program, env, file_actions=[
-            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2),
-        ], setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-    except OSError as e:
+        os.mkdir(work, 0o755)
+    except FileExistsError:  # a shim started again for the same attempt: a directory, never a link
+        if not os.path.isdir(work) or os.path.islink(work):
+            raise OSError(f"{work} is not a directory") from None
+    if plan.uid is not None:
+        os.chown(work, plan.uid, os.getegid(), follow_symlinks=False)
+        os.chmod(work, 0o2750, follow_symlinks=False)
+    plan.workdir = work
+
+
+MARK = "\n[spoolsoap: output cut at %s]\n"
+
+
+def _size_text(n):
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return "%.3g %s" % (n / (1 << shift), unit)
+    return "%d bytes" % n
+
+
+class Pump:
+    """Copies one of the program's pipes into its log, up to a cap; past it, one marker line, then drains."""
+    __slots__ = ("fd", "log", "left", "marker")
+
+    def __init__(self, fd, log, cap):
+        self.fd, self.log, self.left, self.marker = fd, log, cap, (MARK % _size_text(cap)).encode()
+
+    def pull(self):
+        """Copy what is there: True if it read some, None if nothing is there now, False at end of file."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return None
+        if not data:
+            return False
+        if self.left >= 0:
+            keep = data[:self.left]
+            self.left -= len(data)
+            try:
+                if keep:
+                    os.write(self.log, keep)
+                if self.left < 0:  # once, where the cut is
+                    os.write(self.log, self.marker)
+            except OSError:
+                pass  # a full disk: the exit record has its space
+        return True
+
+
+def pump_until_exit(pid, pumps):
+    """Copy the pipes into the logs until the program has ended; returns wait4's (status, rusage).
+
+    Descendants that keep the pipes open do not hold the end back: once the
+    program has exited, what is in the pipes is copied and the shim stops.
+    """
+    import select
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    poller = select.poll()
+    live = {p.fd: p for p in pumps}
+    for fd in (*live, wake_r):
+        poller.register(fd, select.POLLIN)
+    while True:
+        done, status, ru = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        for fd, _ in poller.poll():
+            if fd == wake_r:
+                while True:
+                    try:
+                        if not os.read(wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+            elif live[fd].pull() is False:
+                poller.unregister(fd)
+                del live[fd]
+    for p in live.values():  # what the program wrote last; a descendant's later output is not waited for
+        while p.pull():
+            pass
+    return status, ru
+
+
+def run(where, options, program, env):
+    """Run the program confined, its output into the logs, wait, record its exit; returns the shim's exit status."""
+    work, stdout, stderr, exit_path, notifications = where
+    started = time.time()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    out = os.open(stdout, flags, 0o640)
+    err = os.open(stderr, flags, 0o640)
+    reserved = reserve_exit(exit_path)
+    pumps = []
+    try:
+        plan, log_bytes = split_options(options)
+        open_work(work, plan)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        notes = os.open(notifications, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        given = [devnull, out, err, notes]
+        if log_bytes is not None:
+            for i, log in ((1, out), (2, err)):
+                r, w = os.pipe2(os.O_CLOEXEC)
+                os.set_blocking(r, False)
+                pumps.append(Pump(r, log, log_bytes))
+                given[i] = w
+        # spawn wants them clear of 0-3, where dup2 puts them
+        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in given]
+        pid = confine.spawn(program, env, fds, plan)
+    except (OSError, ValueError) as e:
         try:
             os.write(err, f"cannot start {program[0]}: {e}\n".encode())
         except OSError:
@@ -168,10 +287,17 @@ def run(where, program, env):
         write_exit(exit_path, {"exit_code": 127, "signal": None, "error": str(e)[:120],
                                  "started_at": _iso(started), "ended_at": _iso(time.time())}, reserved)
         return 127
-    _, status = os.waitpid(pid, 0)
+    for fd in {*fds, *given} - {out, err}:
+        os.close(fd)  # the program holds its own copies (the pipes' writing ends among them)
+    if pumps:
+        status, ru = pump_until_exit(pid, pumps)
+    else:
+        _, status, ru = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     record = {"pid": pid, "started_at": _iso(started), "ended_at": _iso(time.time()),
-              "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
+              "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None,
+              "cpu_user_s": round(ru.ru_utime, 6), "cpu_system_s": round(ru.ru_stime, 6),
+              "maxrss_kb": ru.ru_maxrss, "inblock": ru.ru_inblock, "oublock": ru.ru_oublock}
     write_exit(exit_path, record, reserved)
     return code if code >= 0 else 128 - code
 
@@ -179,20 +305,19 @@ def run(where, program, env):
 def main(argv):
     _ignore_stop_signals()
     if argv == ["--spare"]:
+        confine.preload()  # ctypes, ahead of need
         job = read_job(0)
         if job is None:
             return 0  # the daemon stopped before handing over a job: nothing was started
-        where, program, env = job  # fd 0 stays open (at end of file): new fds must not land on 0-2
-        # posix_spawnp looks the program up in this process's PATH: the job's, as for a shim started for it
-        if "PATH" in env:
-            os.environ["PATH"] = env["PATH"]
-        else:
-            os.environ.pop("PATH", None)
-        return run(where, program, env)
-    if len(argv) < WHERE + 2 or argv[WHERE] != "--":
-        print("usage: shim.py RUN_DIR STDOUT STDERR EXIT -- PROGRAM [ARGS...]  |  shim.py --spare", file=sys.stderr)
+        where, options, program, env = job  # fd 0 stays open (at end of file): new fds must not land on 0-2
+        # execvpe looks the program up in the job's PATH
+        return run(where, options, program, env)
+    if "--" not in argv or argv.index("--") < WHERE or argv.index("--") == len(argv) - 1:
+        print("usage: shim.py WORK STDOUT STDERR EXIT NOTIFICATIONS [OPTION=VALUE...] -- PROGRAM [ARGS...]"
+              "  |  shim.py --spare", file=sys.stderr)
         return 2
-    return run(argv[:WHERE], argv[WHERE + 1:], os.environ)
+    cut = argv.index("--")
+    return run(argv[:WHERE], argv[WHERE:cut], argv[cut + 1:], os.environ)
 
 
 if __name__ == "__main__":

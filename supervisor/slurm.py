@@ -13,6 +13,12 @@ the job-completion log (SLURM_JOBCOMP_LOG). A job Slurm ends itself (TIMEOUT,
 NODE_FAIL, OUT_OF_MEMORY, ...) fails with that reason, even when the shim
 recorded the program's death by the signal Slurm sent.
 
+A job's memory and CPU limits (jobs/limits.py) become --mem and
+--cpus-per-task, so Slurm holds them on the node; a job it kills for memory
+ends FAILED "out of memory". Slurm runs the job as the submitting user,
+the supervisor's: no user switch happens on the nodes (README "What Slurm
+confines on the nodes").
+
 While a job waits in Slurm's queue its state stays RUNNING (the supervisor
 handed it over) with no start time and the reason "pending in Slurm as job N
 (Resources)"; started_at is Slurm's StartTime, so the supervisor's own
@@ -37,6 +43,7 @@ import structlog
 
 from jobs.config import PROJECT_ROOT, Config
 from jobs.errors import ConfigError
+from jobs.limits import JobLimits, job_limits, size_text
 from jobs.states import JobState
 
 from .executor import Executor, ExitRecord, Job, Seen, read_exit, shim_argv
@@ -55,13 +62,18 @@ ENDED = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "
 # what a job Slurm ended itself failed of, as the user is told
 SLURM_ENDS = {
     "NODE_FAIL": "Slurm: the node failed (NODE_FAIL)",
-    "OUT_OF_MEMORY": "Slurm: out of memory (OUT_OF_MEMORY)",
     "PREEMPTED": "Slurm: preempted by another job (PREEMPTED)",
     "BOOT_FAIL": "Slurm: the node failed to boot (BOOT_FAIL)",
     "DEADLINE": "Slurm: deadline reached (DEADLINE)",
     "CANCELLED": "Slurm: cancelled outside the supervisor (CANCELLED)",
 }
 JOB_ID = re.compile(r"\d{1,19}")
+# slurmstepd's words in the job's --error file when it kills a job over its --mem without cgroups
+# (JobAcctGatherParams=OverMemoryKill: the job then ends FAILED, reason JobLaunchFailure)
+OVER_MEMORY = re.compile(rb"slurmstepd[^\n]*: (?:Exceeded job memory limit|[^\n]*exceeded memory limit)")
+STDERR_TAIL = 64 << 10
+# options that would say again what a job's limits say (jobs/limits.py), by the limit they contradict
+LIMIT_OPTIONS = {"memory": ("--mem", "--mem-per-cpu", "--mem-per-gpu"), "cpus": ("--cpus-per-task", "-c")}
 _NOT_YET = object()
 
 
@@ -103,6 +115,51 @@ def time_limit_minutes(max_runtime_s: float) -> int:
     return max(1, math.ceil(max_runtime_s / 60))
 
 
+def limit_options(limits: JobLimits) -> list[str]:
+    """The job's limits as sbatch options: memory in whole MiB and CPUs in whole CPUs, both rounded up.
+
+    Processes have no sbatch option (Slurm does not count them); log and
+    output sizes are held by the shim and the supervisor, on any executor.
+    """
+    options = []
+    if limits.memory_bytes is not None:
+        options.append(f"--mem={math.ceil(limits.memory_bytes / (1 << 20))}M")
+    if limits.cpus is not None:
+        options.append(f"--cpus-per-task={math.ceil(limits.cpus)}")
+    return options
+
+
+def slurm_isolation(limits: JobLimits) -> str:
+    """The attempt's record of its confinement on Slurm: never its own user there, its limits as Slurm's."""
+    held = [f"memory {size_text(limits.memory_bytes)} (--mem)" if limits.memory_bytes else "",
+            f"cpus {math.ceil(limits.cpus)} (--cpus-per-task)" if limits.cpus else "",
+            f"logs {size_text(limits.log_bytes)} each (the shim)" if limits.log_bytes else ""]
+    note = ("not isolated: Slurm runs the job as its submitter, the supervisor's user, in the cgroups the cluster "
+            "configures; limits: " + (", ".join(h for h in held if h) or "none"))
+    if limits.processes:
+        note += f" (not enforced on Slurm: processes {limits.processes})"
+    return note
+
+
+def option_sets(option: str, names: tuple[str, ...]) -> bool:
+    """Whether one sbatch argument sets any of names ('--mem=4G', '-c4', '-c')."""
+    return any(option == n or option.startswith(n + "=") or
+               (not n.startswith("--") and option.startswith(n) and not option.startswith("--")) for n in names)
+
+
+def limit_clash(limits: JobLimits, options: list[str]) -> str | None:
+    """Why options contradict the job's limits (both would set Slurm's memory or CPUs), or None."""
+    for limit, value, setting in (("memory", limits.memory_bytes, "JOB_MEMORY_LIMIT"),
+                                  ("cpus", limits.cpus, "JOB_CPU_LIMIT")):
+        clash = next((o for o in options if option_sets(o, LIMIT_OPTIONS[limit])), None)
+        if value is not None and clash:
+            shown = size_text(value) if limit == "memory" else f"{value:g}"
+            return (f"sbatch option {clash!r} (SLURM_OPTIONS or the definition's [slurm] options) contradicts the "
+                    f"job's {limit} limit of {shown} ([limits] {limit} or {setting}), which the supervisor passes "
+                    "to sbatch itself: keep one of them")
+    return None
+
+
 def base_state(state: str) -> str:
     """'CANCELLED by 0' / 'CANCELLED+' -> 'CANCELLED'."""
     m = re.match(r"[A-Z_]+", state or "")
@@ -133,10 +190,17 @@ def parse_record(line: str) -> dict[str, str]:
     return fields
 
 
-def slurm_end_note(state: str, reason: str, minutes: int) -> str | None:
-    """What to tell the user when Slurm itself ended the job; None for an ordinary end."""
+def slurm_end_note(state: str, reason: str, minutes: int, memory_bytes: int | None = None,
+                   over_memory: bool = False) -> str | None:
+    """What to tell the user when Slurm itself ended the job; None for an ordinary end.
+
+    over_memory: slurmstepd said in the job's stderr that it killed the job for memory.
+    """
     if state == "TIMEOUT" or reason == "TimeLimit":
         return f"timeout: Slurm time limit of {minutes} min"
+    if state == "OUT_OF_MEMORY" or over_memory:
+        shown = f"{size_text(memory_bytes)} " if memory_bytes else ""
+        return f"out of memory: used more than its {shown}limit in Slurm"
     return SLURM_ENDS.get(state)
 
 
@@ -178,7 +242,9 @@ class SlurmExecutor(Executor):
                 raise FileNotFoundError(f"{d} does not exist; not submitting to Slurm")
         if "%" in str(adir):
             raise OSError(f"{adir} contains '%', which sbatch would expand in --output/--error")
-        r = self._run("sbatch", self.sbatch_args(job) + [str(JOB_SCRIPT), *shim_argv(job, argv)],
+        limits = job_limits(job.definition, self.cfg)
+        shim_options = [f"log_bytes={limits.log_bytes}"] if limits.log_bytes else []  # the shim cuts them on the node
+        r = self._run("sbatch", self.sbatch_args(job) + [str(JOB_SCRIPT), *shim_argv(job, argv, shim_options)],
                       env=env, timeout=SUBMIT_TIMEOUT, raise_errors=True)
         if r is None:  # timed out: the controller may have accepted it all the same
             job_id = self._lookup(job)
@@ -195,10 +261,12 @@ class SlurmExecutor(Executor):
         self.next_poll = 0.0  # learn soon whether it runs or waits
         self.log.info("slurm_submitted", service_id=job.sid, slurm_job_id=job_id)
         # no start time until Slurm starts it: queue time is not runtime
-        return Seen(executor_id=job_id, waiting=True, reason=f"submitted to Slurm as job {job_id}")
+        return Seen(executor_id=job_id, waiting=True, reason=f"submitted to Slurm as job {job_id}",
+                    isolation=slurm_isolation(limits))
 
     def sbatch_args(self, job: Job) -> list[str]:
-        """sbatch's options for this attempt: an argv list, never a shell string."""
+        """sbatch's options for this attempt: an argv list, never a shell string; OSError if its options
+        contradict its limits."""
         d, a = job.definition, job.attempt
         args = [
             "--parsable",
@@ -219,7 +287,12 @@ class SlurmExecutor(Executor):
             args.append(f"--partition={partition}")
         if account:
             args.append(f"--account={account}")
-        return args + list(self.cfg.slurm_options) + list(d.slurm.options)
+        limits = job_limits(d, self.cfg)
+        extra = list(self.cfg.slurm_options) + list(d.slurm.options)
+        clash = limit_clash(limits, extra)
+        if clash:
+            raise OSError(clash)
+        return args + limit_options(limits) + extra
 
     def adopt(self, job: Job) -> Seen | None:
         rs = job.rs
@@ -297,7 +370,7 @@ class SlurmExecutor(Executor):
             return rec  # success, or a stop we asked for (its reason wins)
         if not self.poll_ok or t.row is None:
             return rec  # Slurm cannot tell us more
-        note = slurm_end_note(t.row.state, t.row.reason, time_limit_minutes(job.definition.max_runtime_s))
+        note = self._end_note(job, t.row.state, t.row.reason)
         if note:
             return SlurmExit(rec.exit_code, rec.signal, rec.error, slurm=note)
         if t.row.state in ENDED:
@@ -357,7 +430,7 @@ class SlurmExecutor(Executor):
         m = re.fullmatch(r"(\d+):(\d+)", info.get("ExitCode", ""))
         if m:
             code, sig = int(m.group(1)), int(m.group(2))
-        note = slurm_end_note(state, reason, time_limit_minutes(job.definition.max_runtime_s))
+        note = self._end_note(job, state, reason)
         if job.rs.state == JobState.STOPPING and state == "CANCELLED":
             note = f"Slurm job {job_id} cancelled"  # by our own stop, not "outside the supervisor"
         if not note:
@@ -366,6 +439,21 @@ class SlurmExecutor(Executor):
         if state == "COMPLETED" and code == 0 and sig == 0:
             return SlurmExit(0, None, slurm=note)
         return SlurmExit(code if code and not sig else None, sig or None, slurm=note)
+
+    def _end_note(self, job: Job, state: str, reason: str) -> str | None:
+        """slurm_end_note for this job: its time and memory limits, and whether slurmstepd killed it for memory."""
+        over = state in ("FAILED", "CANCELLED") and self._killed_for_memory(job)
+        return slurm_end_note(state, reason, time_limit_minutes(job.definition.max_runtime_s),
+                              job_limits(job.definition, self.cfg).memory_bytes, over)
+
+    @staticmethod
+    def _killed_for_memory(job: Job) -> bool:
+        try:
+            with open(job.attempt.stderr, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - STDERR_TAIL))
+                return OVER_MEMORY.search(f.read()) is not None
+        except OSError:
+            return False
 
     def _show(self, job: Job, t: Tracked, row: Row, now: float) -> None:
         """Report the reason and start time Slurm gives, when they differ from the state's (the façade shows them)."""

@@ -137,7 +137,9 @@ class Stack:
                         timeout, what=f"{sid} in {states}")
 
     def attempt_file(self, sid: str, name: str, attempt: int = 1) -> Path:
-        return self.spool / "runs" / sid / "attempts" / str(attempt) / name
+        """The supervisor's files (logs, exit record) in the attempt's directory, the program's in its work/."""
+        own = name in ("stdout.log", "stderr.log", "exit.json") or name.startswith(".")
+        return self.spool / "runs" / sid / "attempts" / str(attempt) / ("" if own else "work") / name
 
     def post(self, body: bytes | str, headers: dict | None = None) -> requests.Response:
         data = body.encode() if isinstance(body, str) else body

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +18,31 @@ SHARED = ROOT.parent / "shared"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+PORTS = range(20000, 32768)  # below Linux's ephemeral range (32768-60999): no outgoing connection takes one
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, for a child to listen on; never the same twice in one test process.
+
+    Under pytest-xdist each worker draws from its own slice of PORTS, so two
+    workers never pick the same port in the moment before its child binds it.
+    """
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    width = len(PORTS) // max(count, 1)
+    mine = range(PORTS.start + index * width, PORTS.start + (index + 1) * width)
+    for port in random.sample(mine, len(mine)):
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError(f"no free port in {mine}")
 
 
 def write_env(directory: Path, **overrides) -> Path:

@@ -24,6 +24,7 @@ from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import JobState
+from test_contract import _circles, _import_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
@@ -45,6 +46,22 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     for t in data["targets"]:
         assert t["line"].startswith(("PASS", "FAIL")) and t["line"] in proc.stdout
     assert "| figure |" in (out / "latest.md").read_text()
+
+
+def test_the_bench_has_no_import_circle():
+    """No module of bench/ imports a module that imports it back (a scenario per module, shared parts below them)."""
+    graph = _import_graph(("bench",))
+    assert "bench.scenarios.s10_console" in graph and "bench.system" in graph["bench.scenarios.s1_polls"]
+    assert [] == _circles(graph)
+
+
+def test_the_bench_finds_run_files_through_runfiles():
+    """bench/ spells no run-file name or path; it asks jobs/runfiles.py through the spool, as every peer does."""
+    names = ('"spec.json"', '"state.json"', '"exit.json"', '"attempts"', '"stdout.log"', '"stderr.log"',
+             '"notifications.txt"', '"facade.json"')
+    found = [f"{path.relative_to(ROOT)}: {name}" for path in sorted((ROOT / "bench").rglob("*.py"))
+             for name in names if name in path.read_text()]
+    assert [] == found
 
 
 # -- the poll fast path answers exactly what spyne answers ----------------------------------
@@ -70,7 +87,7 @@ class StubAuth:
 def _run(spool: Spool, sid: str, state: JobState, files: dict[str, str], reason: str = "running",
          project: str = "demo") -> None:
     run = spool.runs / sid
-    attempt = run / "attempts" / "1"
+    attempt = run / "attempts" / "1" / "work"  # the program's files
     attempt.mkdir(parents=True)
     (run / "spec.json").write_bytes(JobSpec(sid, "waiter", {"secondsToWait": 60}, AUTH_URL,
                                             {"username": "alice", "project": project}).to_json())

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs import config
+from jobs.errors import ConfigError
 from supervisor import confine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,15 +174,15 @@ def test_the_plan_travels_as_fields():
 
 def test_job_users_resolve_per_project():
     """A project's own user first, else JOB_USER; root and unknown users are refused with the reason."""
-    mapping = confine.parse_project_users("alpha:al, beta:be,")
+    mapping = config.load(None, {"PROJECT_USERS": "alpha:al, beta:be,", "ENV_FILE": os.devnull}).project_users
     assert mapping == {"alpha": "al", "beta": "be"}
     assert confine.user_name_for("alpha", "spooljob", mapping) == "al"
     assert confine.user_name_for("gamma", "spooljob", mapping) == "spooljob"
     assert confine.user_name_for("gamma", "", {}) is None
-    with pytest.raises(ValueError, match="'alpha' is given twice"):
-        confine.parse_project_users("alpha:a,alpha:b")
-    with pytest.raises(ValueError, match="'nouser': expected project:user"):
-        confine.parse_project_users("nouser")
+    with pytest.raises(ConfigError, match="'alpha' is given twice"):
+        config.load(None, {"PROJECT_USERS": "alpha:a,alpha:b", "ENV_FILE": os.devnull})
+    with pytest.raises(ConfigError, match="'nouser': expected project:user"):
+        config.load(None, {"PROJECT_USERS": "nouser", "ENV_FILE": os.devnull})
     with pytest.raises(ValueError, match="is uid 0"):
         confine.lookup_user("root")
     with pytest.raises(ValueError, match="does not exist .*useradd --system --no-create-home no-such-user-x"):
@@ -201,5 +203,5 @@ def test_the_shim_side_imports_only_the_standard_library():
     code = ("import sys; sys.path.insert(0, 'supervisor'); before = set(sys.modules); import confine; "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert set(out.stdout.split()) <= {"confine", "pwd", "resource", "_signal", "os", "stat", "_stat", "posixpath",
+    assert set(out.stdout.split()) <= {"confine", "fcntl", "pwd", "resource", "_signal", "os", "stat", "_stat", "posixpath",
                                        "genericpath", "_collections_abc", "os.path"}, out.stdout

@@ -26,7 +26,7 @@ def run(spool: Spool, sid: str, state: JobState) -> None:
     """A claimed run as the supervisor leaves it (published through tmp/)."""
     spec = JobSpec(sid, "waiter", {"secondsToWait": 60}, "http://auth/?wsdl", {"username": "u", "project": "p"})
     f = spool.files(sid)
-    spool.publish_dir(f.run, {f.spec: spec.to_json(), f.state: state_json(sid, state)}, dirs=(f.attempt(1).dir,))
+    spool.publish_dir(f.run, {f.spec: spec.to_json(), f.state: state_json(sid, state)}, dirs=(f.attempt(1).dir, f.attempt(1).work))
 
 
 def state_json(sid: str, state: JobState) -> bytes:

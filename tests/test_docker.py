@@ -35,6 +35,7 @@ import psutil
 import pytest
 
 from harness import ARTIFACTS, ROOT, free_port, wait_for
+from jobs.runfiles import ATTEMPTS, AttemptFiles
 
 DOCKER = ROOT / "docker"
 IN_CI = bool(os.environ.get("CI"))
@@ -113,6 +114,24 @@ def test_compose_runs_facade_and_supervisor_on_one_spool_volume_configured_by_en
     assert with_console["console"]["command"] == ["python", "-m", "console"]
     assert ("volume", "spool", SPOOL) in {(v["type"], v["source"], v["target"]) for v in with_console["console"]["volumes"]}
 
+
+
+def test_supervisor_container_runs_jobs_as_another_user_with_only_the_capabilities_to_switch():
+    """The supervisor container drops to spoolsoap (10001) keeping a few capabilities; its jobs' user is another."""
+    cfg = compose_config()["services"]
+    sup, fac = cfg["supervisor"], cfg["facade"]
+    assert (sup["cap_drop"], fac["cap_drop"], "cap_add" in fac) == (["ALL"], ["ALL"], False)
+    assert {"SETUID", "SETGID", "KILL"} <= set(sup["cap_add"])
+    assert sup["environment"]["JOB_USER"] == "spoolsoap-job"
+    assert "no-new-privileges:true" in sup["security_opt"]
+    argv = sup["command"]
+    assert (argv[0], argv[-2:]) == ("setpriv", ["python", "/opt/spoolsoap/docker/keeper.py"])
+    options = dict(a.split("=", 1) for a in argv[1:-2] if "=" in a)
+    assert (options["--reuid"], options["--regid"]) == ("10001", "10001") and "--clear-groups" in argv
+    kept = {c.upper() for c in options["--ambient-caps"].removeprefix("-all,").replace("+", "").split(",")}
+    assert kept == set(sup["cap_add"]) and options["--inh-caps"] == options["--ambient-caps"]
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert "--uid 10002 --gid 10002" in dockerfile and "spoolsoap-job" in dockerfile
 
 def test_offline_build_instructions_generate_the_dependency_list(tmp_path):
     """docker/README.md's commands for builds without PyPI, run as written, produce a requirements file with
@@ -347,7 +366,8 @@ def test_image_follows_container_manners(deployment):
     assert info["Healthcheck"]["Test"][0] == "CMD"  # exec form (podman shows it beside Config)
     probe = ("import os, shutil, sys; print(os.getuid(), sys.version_info[:2] == (3, 11), "
              "[t for t in ('gcc', 'cc', 'c++', 'make', 'pip') if shutil.which(t)])")
-    out = deployment.podman("exec", deployment.container("supervisor"), "python", "-c", probe).stdout.split("\n")[0]
+    # (the façade's container: the supervisor's starts as root and drops to 10001 itself, tested below)
+    out = deployment.podman("exec", deployment.container("facade"), "python", "-c", probe).stdout.split("\n")[0]
     assert out == "10001 True []"
     pid1 = deployment.podman("exec", deployment.container("facade"), "cat", "/proc/1/cmdline").stdout
     assert pid1.split("\0")[0] == "/usr/bin/tini"
@@ -358,6 +378,44 @@ def test_every_service_passes_its_health_check(deployment):
     for service in ("facade", "supervisor", "devauth"):
         result = deployment.podman("healthcheck", "run", deployment.container(service), check=False)
         assert result.returncode == 0, f"{service}: {result.stdout}"
+
+
+PROCESS_PROBE = """
+import json, os
+def status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return {"uid": int(fields["Uid"].split()[0]), "cap_eff": int(fields["CapEff"], 16)}
+found = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\\0")
+        if any(a.endswith("wait_a_while.py") for a in argv) or "supervisor.daemon" in argv:
+            found["program" if "supervisor.daemon" not in argv else "daemon"] = status(pid)
+    except OSError:
+        pass
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_jobs_run_as_the_job_user_without_capabilities_while_the_daemon_keeps_its_own(deployment, soap):
+    """In the supervisor container the daemon is spoolsoap (10001) with CAP_SETUID; the waiter runs as
+    spoolsoap-job (10002) with no capability; the records say what is confined and plainly what is not."""
+    sid = f"docker-user-{os.getpid()}"
+    start_waiter(deployment, soap, sid, 3)
+    out = deployment.podman("exec", deployment.container("supervisor"), "python", "-c", PROCESS_PROBE).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert {"daemon": 10001, "program": 10002} == {k: v["uid"] for k, v in seen.items()}, out
+    assert seen["daemon"]["cap_eff"] & (1 << 7) and 0 == seen["program"]["cap_eff"]  # CAP_SETUID
+    assert poll_status(soap, sid, 30).result == "FINISHED"
+    final = deployment.state(sid)
+    assert "SUCCEEDED" == final["state"]
+    assert "cannot switch users" not in (final.get("isolation") or ""), final.get("isolation")
+    # the cgroup part, where the runtime gives none, is reported plainly (supervisor.json: /readyz, the log)
+    isolation = deployment.daemon()["isolation"]
+    assert isolation.startswith("isolated") or "no writable cgroup" in isolation, isolation
+    assert "cannot switch users" not in isolation and "no JOB_USER" not in isolation, isolation
 
 
 @pytest.mark.timeout(300)
@@ -395,7 +453,8 @@ def test_stopping_the_supervisor_container_requeues_its_job_which_finishes_after
     """docker stop mid-job: the daemon stops the job gracefully as QUEUED; after start it reruns and completes."""
     sid = f"docker-stop-{os.getpid()}"
     start_waiter(deployment, soap, sid, 6)
-    wait_for(lambda: (deployment.spool / "runs" / sid / "attempts" / "1" / "status.txt").exists(), 10,
+    first = AttemptFiles(str(deployment.spool / "runs" / sid / ATTEMPTS), 1)
+    wait_for(lambda: os.path.exists(os.path.join(first.work, "status.txt")), 10,
              what="the waiter's first progress")
     started = time.monotonic()
     deployment.compose("stop", "-t", "30", "supervisor")
@@ -427,3 +486,4 @@ def test_every_service_stops_promptly_and_cleanly_on_sigterm(deployment):
              ["State"]["ExitCode"] for service in ("facade", "supervisor", "devauth")}
     assert codes == {"facade": 0, "supervisor": 0, "devauth": 0}
     assert elapsed < 20, f"stopping took {elapsed:.1f} s"
+

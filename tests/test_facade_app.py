@@ -99,11 +99,11 @@ def fault(data: bytes) -> tuple[str, str, etree._Element | None]:
 
 def claim(spool: Spool, sid: str, state: JobState, auth_url: str | None = AUTH, **fields) -> Path:
     run = spool.runs / sid
-    (run / "attempts" / "1").mkdir(parents=True)
+    (run / "attempts" / "1" / "work").mkdir(parents=True)
     (run / "spec.json").write_bytes(
         JobSpec(sid, "waiter", {"secondsToWait": 5}, auth_url, {"username": "good", "project": "demo"}).to_json())
     (run / "state.json").write_bytes(RunState(sid, "waiter", state=state, **fields).to_json())
-    return run / "attempts" / "1"
+    return run / "attempts" / "1" / "work"  # the program's files
 
 
 # -- every fault carries its declared element ----------------------------------------------

@@ -22,7 +22,7 @@ import requests
 
 from facade_harness import (CLIENTS, Soap, devauth, make_stack, new_sid, soap_envelope, stack,  # noqa: F401
                             start_devauth, start_facade)
-from harness import ROOT, free_port, processes_with_arg, wait_for
+from harness import ROOT, free_port, wait_for
 from jobs import config as jobs_config
 
 
@@ -53,14 +53,12 @@ def running(p: psutil.Process) -> bool:
 
 
 def waiter_programs(sid: str) -> list[psutil.Process]:
-    """The live waiter programs (not their shims) of one serviceID."""
+    """The live waiter programs (not their shims) of one serviceID: they run in its attempt's work/."""
     found = []
-    for p in processes_with_arg(sid):
-        try:
-            cmdline = " ".join(p.cmdline())
-        except psutil.Error:  # ended since it was listed
-            continue
-        if "wait_a_while.py" in cmdline and "shim" not in cmdline:
+    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
+        cmdline, cwd = " ".join(p.info["cmdline"] or []), p.info["cwd"] or ""
+        if ("wait_a_while.py" in cmdline and "shim" not in cmdline and f"/runs/{sid}/" in cwd
+                and p.info["status"] != psutil.STATUS_ZOMBIE):
             found.append(p)
     return found
 

@@ -364,7 +364,7 @@ def ops(tmp_path):
 def claim(ops: Operations, sid: str, state: JobState, **fields) -> Path:
     """Do what the supervisor does: move the spec into runs/<sid>/ and write state.json."""
     run = ops.spool.run_dir(sid)
-    (run / "attempts" / "1").mkdir(parents=True)
+    (run / "attempts" / "1" / "work").mkdir(parents=True)
     incoming = ops.spool.incoming_path(sid)
     if incoming.exists():
         incoming.rename(run / "spec.json")
@@ -372,7 +372,7 @@ def claim(ops: Operations, sid: str, state: JobState, **fields) -> Path:
         spec = JobSpec(sid, "waiter", {"secondsToWait": 5}, AUTH, {"username": "alice", "project": "demo"})
         (run / "spec.json").write_bytes(spec.to_json())
     set_state(ops, sid, state, **fields)
-    return run / "attempts" / "1"
+    return run / "attempts" / "1" / "work"  # the program's files
 
 
 def set_state(ops: Operations, sid: str, state: JobState, **fields) -> None:
@@ -420,7 +420,7 @@ def test_unchanged_only_while_the_content_is_the_same(ops):
     """Polls repeat UNCHANGED until percent or output change; the next page is sent once, then UNCHANGED again."""
     adir = claim(ops, "s-3", JobState.RUNNING, started_at=1_789_999_990.0)
     (adir / "status.txt").write_text("40")
-    (adir / "stdout.log").write_text("working\n")
+    (adir.parent / "stdout.log").write_text("working\n")
     assert "Running, 40 % done" in html(ops.status(WAITER, "s-3", "tok"))
     assert UNCHANGED == ops.status(WAITER, "s-3", "tok")[0]
     ops.clock = lambda: 1_790_000_100.0  # elapsed time and ETA change: still unchanged
@@ -428,7 +428,7 @@ def test_unchanged_only_while_the_content_is_the_same(ops):
     (adir / "status.txt").write_text("41")
     assert "41 % done" in html(ops.status(WAITER, "s-3", "tok"))
     assert UNCHANGED == ops.status(WAITER, "s-3", "tok")[0]
-    with (adir / "stdout.log").open("a") as f:
+    with (adir.parent / "stdout.log").open("a") as f:
         f.write("more\n")
     assert "more" in html(ops.status(WAITER, "s-3", "tok"))
 
@@ -437,7 +437,7 @@ def test_failure_is_a_page_once_then_a_fault(ops):
     """FAILED: the first poll shows reason, exit code and stderr; every later poll raises JobFailed."""
     adir = claim(ops, "s-4", JobState.FAILED, reason="exited with code 2", exit_code=2,
                  started_at=1_789_999_990.0, finished_at=1_789_999_995.0)
-    (adir / "stderr.log").write_text("error: <mesh> is empty\n")
+    (adir.parent / "stderr.log").write_text("error: <mesh> is empty\n")
     page = html(ops.status(WAITER, "s-4", "tok"))
     assert "The job failed" in page and "exited with code 2" in page and "error: &lt;mesh&gt; is empty" in page
     for _ in range(2):
@@ -460,7 +460,7 @@ def test_stopping_job_says_who_stopped_it(ops):
 def test_aborted_job_reads_aborted(ops):
     """ABORTED: the page and then the fault say the job was aborted, and by whom."""
     adir = claim(ops, "s-5", JobState.ABORTED, reason="aborted by facade", exit_code=143, started_at=1.0e9)
-    (adir / "stdout.log").write_text("aborted after 3 s\n")
+    (adir.parent / "stdout.log").write_text("aborted after 3 s\n")
     page = html(ops.status(WAITER, "s-5", "tok"))
     assert "The job was aborted" in page and "stopped at the user&#x27;s request (abortService)" in page
     with pytest.raises(JobFailed, match=r"job s-5 was aborted: stopped at the user's request \(abortService\)"):

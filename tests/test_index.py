@@ -45,11 +45,11 @@ def claimed(spool: Spool, sid: str, rs: RunState, progress: str | None = None) -
     """What the supervisor does: rename the spec into runs/<sid>/, then publish state.json through tmp/."""
     submitted(spool, sid)
     f = spool.files(sid)
-    os.makedirs(f.attempt(rs.attempt).dir)
+    os.makedirs(f.attempt(rs.attempt).work)
     os.rename(f.incoming, f.spec)
     spool.write_atomic(f.state, rs.to_json())
     if progress is not None:
-        with open(os.path.join(f.attempt(rs.attempt).dir, "status.txt"), "w") as out:
+        with open(os.path.join(f.attempt(rs.attempt).work, "status.txt"), "w") as out:
             out.write(progress)
 
 

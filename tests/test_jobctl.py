@@ -392,7 +392,8 @@ def test_list_and_show_follow_a_job_from_submitted_to_running(stepped):
             "reason": "waiting for the supervisor to claim it", "cpu_seconds": None, "wall_seconds": None,
             "memory_peak_bytes": None} == stepped.rows()["in-1"]
     stepped.step()
-    (stepped.stack.attempt_dir("in-1") / "status.txt").write_text("42")
+    (stepped.stack.attempt_dir("in-1") / "work").mkdir(parents=True)  # the program's working directory
+    (stepped.stack.attempt_dir("in-1") / "work" / "status.txt").write_text("42")
     row = stepped.rows()["in-1"]
     assert ("RUNNING", 1, stepped.ex.next_pid, 42.0) == (row["state"], row["attempt"], row["pid"], row["progress"])
     code, out, _ = stepped("list")

@@ -42,36 +42,30 @@ CLUSTER = ROOT / "slurm" / "cluster.sh"
 SLURM_DIR = Path(os.environ.get("SLURM_DEV_DIR", "/var/tmp/spoolsoap-slurm"))
 PROGRAMS = ROOT / "tests" / "programs"
 
-# Definitions only these tests use.
+def definition(name: str, argv: str, table: str, *lines: str) -> str:
+    """A minimal job definition: service Name, namespace name.test, method startName, one more table."""
+    title = name.capitalize()
+    head = [f'service = "{title}"', f'namespace = "{name}.test"', f'start_method = "start{title}"',
+            f"argv = {argv}", f"[{table}]"]
+    return "\n".join(head + list(lines)) + "\n"
+
+
+# Definitions only these tests use (%(programs)s: tests/programs).
 EXTRA_DEFINITIONS = {
     # a program that outlives its one-minute limit: Slurm's TIMEOUT
-    "overtime.toml": """
-service = "Overtime"
-namespace = "overtime.test"
-start_method = "startOvertime"
-argv = ["{python}", "%(programs)s/exit_with.py", "300", "0"]
-[limits]
-max_runtime_seconds = 60
-abort_grace_seconds = 1
-""",
+    "overtime.toml": definition("overtime", '["{python}", "%(programs)s/exit_with.py", "300", "0"]', "limits",
+                                "max_runtime_seconds = 60", "abort_grace_seconds = 1"),
     # ignores SIGTERM: only the KILL after the grace period ends it
-    "stubborn.toml": """
-service = "Stubborn"
-namespace = "stubborn.test"
-start_method = "startStubborn"
-argv = ["/bin/sh", "-c", "trap '' TERM; echo started; sleep 300 & wait; wait"]
-[limits]
-abort_grace_seconds = 1
-""",
+    "stubborn.toml": definition("stubborn",
+                                """["/bin/sh", "-c", "trap '' TERM; echo started; sleep 300 & wait; wait"]""",
+                                "limits", "abort_grace_seconds = 1"),
+    # grows past its memory limit a second after it starts
+    "hog.toml": definition("hog",
+                           """["{python}", "-c", "import time; time.sleep(1); b = b'x' * (300 << 20); time.sleep(60)"]""",
+                           "limits", 'memory = "64 MiB"', "cpus = 1"),
     # held in Slurm's queue for an hour by the definition's own sbatch option
-    "later.toml": """
-service = "Later"
-namespace = "later.test"
-start_method = "startLater"
-argv = ["{python}", "%(programs)s/exit_with.py", "0", "0"]
-[slurm]
-options = ["--begin=now+1hour"]
-""",
+    "later.toml": definition("later", '["{python}", "%(programs)s/exit_with.py", "0", "0"]', "slurm",
+                             'options = ["--begin=now+1hour"]'),
 }
 
 
@@ -207,12 +201,16 @@ def test_sbatch_gets_an_argv_with_the_runs_paths_and_the_fixed_script(tmp_path):
     assert ["--parsable", "--job-name=sid-1", f"--chdir={job.run_dir}", f"--output={adir}/stdout.log",
             f"--error={adir}/stderr.log", "--open-mode=append", "--export=ALL", "--time=1500", "--no-requeue",
             "--partition=batch", "--account=proj1", "--mem=1G", "--comment=two words"] == options
-    assert [sys.executable, "-S", str(ROOT / "supervisor" / "shim.py"), str(job.run_dir), f"{adir}/stdout.log",
-            f"{adir}/stderr.log", f"{adir}/exit.json", "--", *argv] == sbatch[script_at + 1:]
+    # the shim works in the attempt's work/, cuts the logs at JOB_LOG_LIMIT (100 MiB) on the node too
+    assert [sys.executable, "-S", str(ROOT / "supervisor" / "shim.py"), f"{adir}/work", f"{adir}/stdout.log",
+            f"{adir}/stderr.log", f"{adir}/exit.json", f"{job.run_dir}/notifications.txt", f"log_bytes={100 << 20}",
+            "--", *argv] == sbatch[script_at + 1:]
     assert {"PATH": "/usr/bin", "JOB_SERVICE_ID": "sid-1"} == env
     # reported to the daemon, which owns the state: handed over, not started (no start time yet)
     assert ("4242", None, True) == (seen.executor_id, seen.pid, seen.waiting)
     assert "submitted to Slurm as job 4242" == seen.reason
+    assert ("not isolated: Slurm runs the job as its submitter, the supervisor's user, in the cgroups the cluster "
+            "configures; limits: logs 100 MiB each (the shim)") == seen.isolation
 
 
 def test_the_definitions_slurm_table_overrides_partition_and_adds_options(tmp_path):
@@ -225,6 +223,44 @@ def test_the_definitions_slurm_table_overrides_partition_and_adds_options(tmp_pa
     args = SlurmExecutor(cfg, run=FakeSlurm()).sbatch_args(job)
     assert "--partition=gpu" in args and "--partition=batch" not in args
     assert ["--mem=1G", "--gres=gpu:1", "-c4"] == args[-3:]
+
+
+def test_the_jobs_limits_become_sbatch_options_before_the_sites_own(tmp_path):
+    """[limits] memory and cpus become --mem (whole MiB) and --cpus-per-task (whole CPUs, rounded up);
+    a definition without them takes JOB_MEMORY_LIMIT / JOB_CPU_LIMIT; processes have no sbatch option."""
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    text = (ROOT / "jobs" / "definitions" / "waiter.toml").read_text()
+    (defs / "waiter.toml").write_text(text.replace("[limits]\n", '[limits]\nmemory = "100 MiB"\ncpus = 1.5\n'
+                                                                 "processes = 50\n"))
+    job, cfg = make_job(tmp_path, definitions_dir=defs, SLURM_OPTIONS="--qos=normal", JOB_PROCESS_LIMIT="10")
+    args = SlurmExecutor(cfg, run=FakeSlurm()).sbatch_args(job)
+    assert ["--mem=100M", "--cpus-per-task=2", "--qos=normal"] == args[-3:]
+    (tmp_path / "env2").mkdir()
+    job, cfg = make_job(tmp_path / "env2", JOB_MEMORY_LIMIT="1.5 GiB", JOB_CPU_LIMIT="0.25")
+    assert ["--mem=1536M", "--cpus-per-task=1"] == SlurmExecutor(cfg, run=FakeSlurm()).sbatch_args(job)[-2:]
+
+
+@pytest.mark.parametrize("env, clash", [
+    ({"JOB_MEMORY_LIMIT": "2 GiB", "SLURM_OPTIONS": "--mem=1G"}, "'--mem=1G' (SLURM_OPTIONS or the definition's "
+     "[slurm] options) contradicts the job's memory limit of 2 GiB ([limits] memory or JOB_MEMORY_LIMIT)"),
+    ({"JOB_MEMORY_LIMIT": "2 GiB", "SLURM_OPTIONS": "--mem-per-cpu=1G"}, "'--mem-per-cpu=1G'"),
+    ({"JOB_CPU_LIMIT": "2", "SLURM_OPTIONS": "-c4"}, "'-c4' (SLURM_OPTIONS or the definition's [slurm] options) "
+     "contradicts the job's cpus limit of 2 ([limits] cpus or JOB_CPU_LIMIT)"),
+])
+def test_an_option_contradicting_a_limit_is_never_submitted(tmp_path, env, clash):
+    """--mem or --cpus-per-task beside a memory or CPU limit: no sbatch, the job fails saying which option clashes."""
+    job, cfg = make_job(tmp_path, **env)
+    fake = FakeSlurm()
+    with pytest.raises(OSError) as failed:
+        SlurmExecutor(cfg, run=fake).start(job, ["/bin/true"], {})
+    assert clash in str(failed.value) and [] == fake.calls
+
+
+def test_without_limits_the_sites_memory_options_pass_as_before(tmp_path):
+    """No memory or CPU limit anywhere: --mem and -c in the options are the site's to give."""
+    job, cfg = make_job(tmp_path, SLURM_OPTIONS="--mem=1G -c2")
+    assert ["--mem=1G", "-c2"] == SlurmExecutor(cfg, run=FakeSlurm()).sbatch_args(job)[-2:]
 
 
 def test_a_missing_run_directory_is_never_submitted(tmp_path):
@@ -368,6 +404,10 @@ def test_reasons_say_what_slurm_did():
     assert "Slurm: the node failed (NODE_FAIL)" == SlurmExit(None, None, slurm=slurm_end_note("NODE_FAIL", "", 1)).describe()
     assert "x (killed by SIGTERM)" == SlurmExit(None, 15, slurm="x").describe()
     assert (1, 1, 2, 1500) == tuple(time_limit_minutes(s) for s in (0.5, 60, 61, 90000))
+    oom = "out of memory: used more than its 100 MiB limit in Slurm"
+    assert oom == slurm_end_note("OUT_OF_MEMORY", "OutOfMemory", 5, 100 << 20)
+    assert oom == slurm_end_note("FAILED", "JobLaunchFailure", 5, 100 << 20, over_memory=True)
+    assert "out of memory: used more than its limit in Slurm" == slurm_end_note("OUT_OF_MEMORY", "", 5)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -495,6 +535,25 @@ def test_slurm_time_limit_fails_the_job_even_without_the_supervisor(slurm_stack)
     assert "DUE TO TIME LIMIT" in (s.attempt_dir(sid) / "stderr.log").read_text()
 
 
+def test_a_memory_limit_reaches_slurm_and_a_job_over_it_fails_out_of_memory(slurm_stack):
+    """[limits] memory = "64 MiB" and cpus = 1 are the Slurm job's own (scontrol show job); the job growing past
+    its memory is killed on the node and ends FAILED "out of memory", while a neighbouring job finishes normally."""
+    s = slurm_stack
+    hog, neighbour = new_sid("hog"), new_sid("beside")
+    s.start()
+    s.submit(hog, "hog")
+    s.submit(neighbour, secondsToWait=3)
+    job_id = s.wait_slurm_running(hog)["executor_id"]
+    record = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout.split()
+    assert {"MinMemoryNode=64M", "NumCPUs=1", "CPUs/Task=1"} <= set(record), record
+    failed = s.wait_state(hog, "FAILED")
+    assert failed["reason"].startswith("out of memory: used more than its 64 MiB limit in Slurm"), failed["reason"]
+    assert failed["isolation"].startswith("not isolated: Slurm runs the job as its submitter")
+    assert "limits: memory 64 MiB (--mem), cpus 1 (--cpus-per-task)" in failed["isolation"]
+    assert 0 == s.wait_state(neighbour, "SUCCEEDED")["exit_code"]
+    assert s.daemon.alive()
+
+
 def test_ten_jobs_on_two_cpus_queue_in_slurm_and_all_finish(tmp_path, slurm_cluster):
     """With MAX_PARALLEL_JOBS above the cluster's size, Slurm queues the rest (reason shown) and runs 2 at a time."""
     s = SlurmStack(tmp_path, MAX_PARALLEL_JOBS="16")
@@ -537,7 +596,7 @@ def test_restart_cancels_and_resubmits_as_a_new_attempt(slurm_stack):
     second = s.state(sid)["executor_id"]
     assert second != first
     assert slurm_job(first)["JobState"] in ("COMPLETED", "FAILED", "CANCELLED")
-    assert "aborted after" in (s.attempt_dir(sid, 1) / "result.txt").read_text()
+    assert "aborted after" in (Path(RunFiles(s.spool, sid).attempt(1).work) / "result.txt").read_text()
     assert "restarted by operator" in s.state(sid)["history"][0]["reason"]
     s.spool.send_command(sid, "kill", origin="operator")
     assert "aborted by operator" == s.wait_state(sid, "ABORTED")["reason"]

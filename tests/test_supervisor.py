@@ -28,8 +28,12 @@ def stack(tmp_path):
 
 def waiter_processes(stack: Stack) -> list[psutil.Process]:
     """The waiter programs themselves (not their shims) running on this stack's spool."""
-    return [p for p in processes_with_arg(str(stack.spool.runs))
-            if "wait_a_while.py" in " ".join(p.argv) and "shim.py" not in " ".join(p.argv)]
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "wait_a_while.py" in cmd and "shim.py" not in cmd and (p.info["cwd"] or "").startswith(str(stack.spool.runs)):
+            found.append(p)  # its files are named relative to its working directory, the attempt's work/
+    return found
 
 
 def test_full_lifecycle(stack):
@@ -41,8 +45,8 @@ def test_full_lifecycle(stack):
     done = stack.wait_state("life-1", "SUCCEEDED")
     assert done["exit_code"] == 0 and done["finished_at"]
     a = stack.attempt_dir("life-1")
-    assert (a / "result.txt").read_text() == "FINISHED"
-    assert (a / "status.txt").read_text() == "100"
+    assert (a / "work" / "result.txt").read_text() == "FINISHED"
+    assert (a / "work" / "status.txt").read_text() == "100"
     assert json.loads((a / "exit.json").read_text())["exit_code"] == 0
     assert "100% done" in (a / "stdout.log").read_text()
     assert not list(stack.spool.incoming.iterdir())
@@ -125,7 +129,7 @@ def test_crash_between_state_write_and_spawn_requeues(stack):
     stack.start()
     done = stack.wait_state("window-1", "SUCCEEDED")
     assert done["attempt"] == 1 and done["exit_code"] == 0
-    assert (stack.attempt_dir("window-1") / "result.txt").read_text() == "FINISHED"
+    assert (stack.attempt_dir("window-1") / "work" / "result.txt").read_text() == "FINISHED"
 
 
 def test_spare_shim_that_never_got_its_job_requeues(stack):
@@ -182,7 +186,7 @@ def test_abort_kills_the_grandchildren(stack):
     stack.start()
     stack.submit("tree-1", "tree")
     stack.wait_state("tree-1", "RUNNING")
-    pids_file = stack.attempt_dir("tree-1") / "pids.txt"
+    pids_file = stack.attempt_dir("tree-1") / "work" / "pids.txt"
     wait_for(pids_file.exists, 10, what="tree pids")
     child, grandchild = map(int, pids_file.read_text().split())
     stack.spool.send_command("tree-1", "kill", origin="test")
@@ -201,7 +205,7 @@ def test_abort_of_a_waiter_records_its_result(stack):
     time.sleep(1.2)
     stack.spool.send_command("ab-1", "kill", origin="operator")
     stack.wait_state("ab-1", "ABORTED")
-    assert (stack.attempt_dir("ab-1") / "result.txt").read_text().startswith("aborted after")
+    assert (stack.attempt_dir("ab-1") / "work" / "result.txt").read_text().startswith("aborted after")
     assert not waiter_processes(stack)
 
 
@@ -259,7 +263,7 @@ def test_restart_runs_a_new_attempt_and_keeps_old_logs(stack):
     stack.spool.send_command("re-1", "restart", origin="operator")
     wait_for(lambda: stack.state("re-1").get("attempt") == 2 and stack.state("re-1")["state"] == "RUNNING",
              15, what="attempt 2 running")
-    assert "aborted after" in (stack.attempt_dir("re-1", 1) / "result.txt").read_text()
+    assert "aborted after" in (stack.attempt_dir("re-1", 1) / "work" / "result.txt").read_text()
     assert (stack.attempt_dir("re-1", 1) / "stdout.log").read_text()
     hist = stack.state("re-1")["history"]
     assert hist[0]["attempt"] == 1 and "restarted by operator" in hist[0]["reason"]
@@ -277,8 +281,8 @@ def test_restart_of_a_finished_job(stack):
     stack.spool.send_command("re-2", "restart", origin="operator")
     wait_for(lambda: stack.state("re-2").get("attempt") == 2 and stack.state("re-2")["state"] == "SUCCEEDED",
              15, what="attempt 2 done")
-    assert (stack.attempt_dir("re-2", 2) / "result.txt").read_text() == "FINISHED"
-    assert (stack.attempt_dir("re-2", 1) / "result.txt").read_text() == "FINISHED"
+    assert (stack.attempt_dir("re-2", 2) / "work" / "result.txt").read_text() == "FINISHED"
+    assert (stack.attempt_dir("re-2", 1) / "work" / "result.txt").read_text() == "FINISHED"
 
 
 def test_retries_record_every_attempt(stack):

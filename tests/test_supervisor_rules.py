@@ -21,6 +21,7 @@ from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import TRANSITIONS, JobState
 from supervisor.daemon import Supervisor
+from jobs.usage import Usage
 from supervisor.executor import Executor, ExitRecord, Seen
 
 T0 = 1_800_000_000.0
@@ -33,10 +34,12 @@ argv = ["true"]
 [limits]
 max_runtime_seconds = 100
 abort_grace_seconds = 5
+{limits}
 [retry]
 count = {retries}
 delay_seconds = 10
 backoff = 2
+{outputs}
 """
 
 
@@ -54,6 +57,8 @@ class FakeExecutor(Executor):
         self.start_error: OSError | None = None
         self.next_pid = 1000
         self.seen: dict[str, Seen] = {}
+        self.usages: dict[str, Usage] = {}  # what an ended attempt used, as its cgroup would tell
+        self.cleaned: list[tuple[str, str]] = []  # (sid, its state on disk when the executor let go of it)
 
     # -- the executor protocol ------------------------------------------------
     def start(self, job, argv, env) -> None:
@@ -82,6 +87,12 @@ class FakeExecutor(Executor):
     def forget(self, job) -> None:
         self.alive.discard(job.sid)
 
+    def usage(self, job, rec) -> Usage | None:
+        return self.usages.pop(job.sid, None) or super().usage(job, rec)
+
+    def cleanup(self, job) -> None:
+        self.cleaned.append((job.sid, json.loads(Path(job.files.state).read_text())["state"]))
+
     # -- what a test makes happen ------------------------------------------------
     def exit(self, sid: str, code: int | None = 0, sig: int | None = None) -> None:
         self.exits[sid] = ExitRecord(code, sig)
@@ -93,10 +104,10 @@ class FakeExecutor(Executor):
 class Rules:
     """A Supervisor over a temporary spool, stepped by hand."""
 
-    def __init__(self, tmp: Path, retries: int = 0, **env):
+    def __init__(self, tmp: Path, retries: int = 0, limits: str = "", outputs: str = "", **env):
         defs = tmp / "definitions"
         defs.mkdir()
-        (defs / "rule.toml").write_text(JOB.format(retries=retries))
+        (defs / "rule.toml").write_text(JOB.format(retries=retries, limits=limits, outputs=outputs))
         self.cfg = config.load(write_env(tmp, DEFINITIONS_DIR=defs, **env), {})
         self.defs = load_definitions(self.cfg.definitions_dir)
         self.spool = Spool(self.cfg.spool_dir).ensure()
@@ -441,6 +452,73 @@ def test_finished_runs_older_than_retention_are_removed(tmp_path):
     assert (r.spool.runs / "running").is_dir()
 
 
+# -- limits and usage --------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, sig", [(None, 9), (0, None)])
+def test_an_attempt_killed_for_memory_fails_out_of_memory_whatever_it_exited_with(tmp_path, code, sig):
+    """The cgroup counted an OOM kill: FAILED "out of memory: used more than its 100 MiB limit", never SUCCEEDED."""
+    r = Rules(tmp_path, limits='memory = "100 MiB"')
+    r.submit("a")
+    r.step(1)
+    r.ex.usages["a"] = Usage(cpu_user_s=1.0, cpu_system_s=0.5, memory_peak_bytes=100 << 20, oom_kills=1,
+                             source="cgroup")
+    r.ex.exit("a", code, sig)
+    r.step(1)
+    st = r.state("a")
+    assert st["state"] == "FAILED" and st["reason"].startswith("out of memory: used more than its 100 MiB limit (")
+    assert st["usage"]["oom_kills"] == 1 and st["history"][-1]["usage"] == st["usage"]
+    covered.add(("RUNNING", "FAILED"))
+
+
+@pytest.mark.parametrize("content, why", [
+    ("x" * 101, "output result too large: result.txt is 101 bytes, more than its 100 bytes limit "
+                "(outputs.result.max_bytes)"),
+    (None, "output result: result.txt is not a regular file"),
+])
+def test_an_output_that_cannot_be_returned_whole_fails_the_job_with_the_reason(tmp_path, content, why):
+    """Exit 0 with an output over its max_bytes (or a link in its place): FAILED with the reason, never cut silently."""
+    r = Rules(tmp_path, outputs='[files]\nresult = "result.txt"\n[outputs.result]\nfile = "result"\nmax_bytes = 100')
+    r.submit("a")
+    r.step(1)
+    work = r.spool.attempt_dir("a", 1) / "work"
+    work.mkdir(parents=True)
+    if content is None:
+        (work / "result.txt").symlink_to(r.spool.runs / "a" / "state.json")
+    else:
+        (work / "result.txt").write_text(content)
+    r.ex.exit("a", 0)
+    r.step(1)
+    assert ("FAILED", why) == (r.state("a")["state"], r.state("a")["reason"])
+
+
+def test_an_output_within_its_size_succeeds(tmp_path):
+    """Exactly max_bytes is allowed: the façade's read, bounded by the same limit, gets it whole."""
+    r = Rules(tmp_path, outputs='[files]\nresult = "result.txt"\n[outputs.result]\nfile = "result"\nmax_bytes = 100')
+    r.submit("a")
+    r.step(1)
+    work = r.spool.attempt_dir("a", 1) / "work"
+    work.mkdir(parents=True)
+    (work / "result.txt").write_text("x" * 100)
+    r.ex.exit("a", 0)
+    r.step(1)
+    assert "SUCCEEDED" == r.state("a")["state"]
+
+
+def test_an_attempts_usage_is_saved_with_it_before_the_executor_lets_go(rules):
+    """Usage (with queue wait and wall time) is in state.json and the attempt's history when cleanup runs."""
+    rules.submit("a", "b", "c")
+    rules.step(1)  # a and b start; c waits
+    rules.ex.exit("a", 0)
+    rules.step(2)  # c starts after 2 s in the queue
+    rules.ex.usages["c"] = Usage(cpu_user_s=2.0, cpu_system_s=0.25, memory_peak_bytes=1 << 30, source="cgroup")
+    rules.ex.exit("c", 0)
+    rules.step(5)
+    usage = rules.state("c")["usage"]
+    assert (usage["queue_wait_s"], usage["wall_s"], usage["cpu_user_s"], usage["source"]) == (2.0, 5.0, 2.0, "cgroup")
+    assert rules.state("c")["history"][-1]["usage"] == usage
+    assert [("a", "SUCCEEDED"), ("c", "SUCCEEDED")] == rules.ex.cleaned
+
+
 def test_every_transition_in_the_table_has_a_rule(request):
     """Each edge of jobs/states.TRANSITIONS is taken by at least one rule above."""
     here = [i for i in request.session.items if i.module is request.module]
@@ -553,7 +631,7 @@ def test_a_project_at_its_cap_waits_while_others_pass(tmp_path):
 def test_a_job_type_at_its_cap_waits_while_other_types_pass(tmp_path):
     """MAX_RUNNING_PER_JOB=rule:1: the second "rule" job waits; a job of another type behind it starts."""
     r = Rules(tmp_path, MAX_PARALLEL_JOBS="4", MAX_RUNNING_PER_JOB="rule:1")
-    (r.cfg.definitions_dir / "other.toml").write_text(JOB.format(retries=0).replace('"Rule"', '"Other"'))
+    (r.cfg.definitions_dir / "other.toml").write_text(JOB.format(retries=0, limits="", outputs="").replace('"Rule"', '"Other"'))
     r.defs = load_definitions(r.cfg.definitions_dir)
     r.sup = r.new_supervisor()
     submit_for(r, "A", "r0", "r1", "r2")

@@ -8,10 +8,12 @@ next daemon is meant to adopt. `systemd-analyze` comes from Debian's
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,48 @@ def test_units_run_as_a_user_from_the_env_file_restart_on_failure_and_leave_jobs
         assert [VENV_BIN + command] == unit["ExecStart"]
     assert ["process"] == sup["KillMode"]
     assert "PrivateTmp" not in sup  # the jobs outlive the daemon's namespace
+
+
+def test_supervisor_unit_delegates_its_cgroup_survives_a_jobs_oom_and_bounds_its_tasks():
+    """Delegate=yes with a writable /sys/fs/cgroup (no ProtectControlGroups=), OOMPolicy=continue, a TasksMax number;
+    no RestrictSUIDSGID=, which would refuse the shim's set-group-ID work/ directory."""
+    sup = settings(UNITS / "spoolsoap-supervisor.service")
+    assert (["yes"], ["continue"]) == (sup["Delegate"], sup["OOMPolicy"])
+    assert "ProtectControlGroups" not in sup and "RestrictSUIDSGID" not in sup
+    assert 4096 <= int(sup["TasksMax"][0]) <= 4_194_304  # not the 15 % default, not infinity
+
+
+def test_the_units_capabilities_let_the_shim_confine_a_program_that_keeps_none(tmp_path):
+    """Under the unit's User= and AmbientCapabilities= (as systemd sets them, here through setpriv), the real
+    shim gives work/ to the job's user, switches to it, and the program it starts holds no capability at all."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to take the unit's user and capabilities")
+    python = "/usr/bin/python3"  # not the venv's: its interpreter may sit in root's home
+    if not os.access(python, os.X_OK):
+        pytest.skip(f"needs {python}")
+    sup = settings(UNITS / "spoolsoap-supervisor.service")
+    caps = sup["AmbientCapabilities"][0].split()
+    assert caps == sup["CapabilityBoundingSet"][0].split() and "CAP_SETUID" in caps and "CAP_SETGID" in caps
+    names = ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
+    supervisor_uid, job_uid = 61234, 65534
+    attempt = Path(tempfile.mkdtemp(prefix="spoolsoap-unit-"))  # not under tmp_path: root's 0700 parents
+    try:
+        os.chown(attempt, supervisor_uid, supervisor_uid)
+        where = [attempt / n for n in ("work", "stdout.log", "stderr.log", "exit.json", "notifications.txt")]
+        done = subprocess.run(["setpriv", f"--reuid={supervisor_uid}", f"--regid={supervisor_uid}", "--clear-groups",
+                               "--no-new-privs", f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}",
+                               python, "-S", str(ROOT / "supervisor" / "shim.py"), *map(str, where),
+                               f"uid={job_uid}", f"gid={job_uid}", "no_new_privs=1", "log_bytes=65536", "--",
+                               "grep", "-E", "^(Uid|Cap)", "/proc/self/status"],
+                              capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        stderr = where[2].read_text() if where[2].exists() else ""
+        assert 0 == done.returncode, done.stderr + stderr
+        assert 0 == json.loads(where[3].read_text())["exit_code"], stderr
+        status = dict(line.split(":", 1) for line in where[1].read_text().splitlines())
+        work = where[0].stat()
+    finally:
+        shutil.rmtree(attempt)
+    assert [str(job_uid)] * 4 == status["Uid"].split()
+    assert {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0} == \
+        {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")}
+    assert (job_uid, supervisor_uid, 0o2750) == (work.st_uid, work.st_gid, work.st_mode & 0o7777)

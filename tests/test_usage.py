@@ -121,13 +121,13 @@ def test_report_groups_the_attempts_that_ended_in_the_period(spool):
     index.refresh(NOW)
     since = usagereport.parse_when("7d", NOW)
     lines = usagereport.report(index.live(), "project", since, NOW)
-    assert [("other", 1, 1, 10.0), ("demo", 1, 2, 5.0)] == [(x.key, x.jobs, x.attempts, x.cpu_s) for x in lines]
+    assert [("other", 1, 1, 10.0), ("demo", 1, 2, 5.0)] == [(x.key, x.jobs, x.attempt_count, x.cpu_s) for x in lines]
     assert 300 * MiB == lines[1].memory_peak_bytes
     assert ["alice", "bob"] == sorted(x.key for x in usagereport.report(index.live(), "user", None, None))
-    assert [("waiter", 3, 4)] == [(x.key, x.jobs, x.attempts) for x in usagereport.report(index.live(), "job")]
+    assert [("waiter", 3, 4)] == [(x.key, x.jobs, x.attempt_count) for x in usagereport.report(index.live(), "job")]
     # until is exclusive: the attempt of a-1 that ended 160 s ago alone
     only = usagereport.report(index.live(), "project", NOW - 200, NOW - 100)
-    assert [("demo", 1, 2.0)] == [(x.key, x.attempts, x.cpu_s) for x in only]
+    assert [("demo", 1, 2.0)] == [(x.key, x.attempt_count, x.cpu_s) for x in only]
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -193,8 +193,8 @@ def owned(r: Rules, sid: str, project: str) -> None:
 
 
 def test_usage_counters_by_project_and_job_type_survive_restart_and_retention(tmp_path):
-    """Wall seconds and final jobs per (project, job type), counted by the supervisor as attempts end (retried,
-    restarted, last): at zero from the claim on, the same after a supervisor restart and retention."""
+    """CPU and wall seconds and final jobs per (project, job type), counted by the supervisor as attempts end
+    (retried, restarted, last): at zero from the claim on, the same after a supervisor restart and retention."""
     r = Rules(tmp_path, retries=1)
     owned(r, "a", "demo")
     owned(r, "b", "other")
@@ -204,6 +204,7 @@ def test_usage_counters_by_project_and_job_type_survive_restart_and_retention(tm
             for project in ("demo", "other", "(other)")}
     assert zero == usage_series(health)
     r.ex.exit("a", 1)
+    r.ex.usages["a"] = Usage(cpu_user_s=3.0, cpu_system_s=1.0)  # as the attempt's cgroup would tell
     r.command("b", "restart")
     r.step(10)                           # a's attempt 1 failed after 10 s: retried in 10 s; b is stopping
     r.ex.exit("b", None, signal.SIGTERM)
@@ -211,9 +212,11 @@ def test_usage_counters_by_project_and_job_type_survive_restart_and_retention(tm
     r.step(8)                            # a's attempt 2 starts
     r.ex.exit("a", 0)
     r.ex.exit("b", 0)
+    r.ex.usages["b"] = Usage(cpu_user_s=0.5, cpu_system_s=0.25)
     r.step(5)                            # a's attempt 2 ran 5 s, b's 13 s
     assert ["SUCCEEDED", "SUCCEEDED"] == r.states("a", "b")
-    expected = {**zero, ("wall_seconds", "demo", "rule"): 15.0, ("jobs", "demo", "rule"): 1,
+    expected = {**zero, ("cpu_seconds", "demo", "rule"): 4.0, ("wall_seconds", "demo", "rule"): 15.0,
+                ("jobs", "demo", "rule"): 1, ("cpu_seconds", "other", "rule"): 0.75,
                 ("wall_seconds", "other", "rule"): 25.0, ("jobs", "other", "rule"): 1}
     assert expected == usage_series(health)
 
@@ -439,5 +442,5 @@ def test_jobctl_usage_answers_in_under_a_second(spool, jobctl):
         times.append(time.monotonic() - started)
     print(f"jobctl usage over {n} attempts: first call {first_s:.2f} s, then {', '.join(f'{t:.2f}' for t in times)} s")
     assert json.loads(first.stdout)["groups"] == json.loads(again.stdout)["groups"]
-    assert n == sum(g["attempts"] for g in json.loads(again.stdout)["groups"])
+    assert n == sum(g["attempt_count"] for g in json.loads(again.stdout)["groups"])
     assert min(times) < 1.0

@@ -64,7 +64,7 @@ def parse_args(argv: list[str]) -> tuple[int, str, str]:
     if seconds < 0:
         raise ValueError(f"SECONDS must be >= 0, got {seconds}")
     for p in argv[1:]:
-        if not p or not os.path.isdir(os.path.dirname(os.path.abspath(p))):
+        if not p or not os.path.isdir(os.path.dirname(p) or "."):
             raise ValueError(f"directory of {p!r} does not exist")
     return seconds, argv[1], argv[2]
 

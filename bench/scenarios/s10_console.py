@@ -20,17 +20,20 @@ import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import requests
 
 from jobs.wait import wait_for
 
-from . import httpload
-from .report import Figure, Target, Value, value_of
-from .scenarios import HOST, MS, NOOP, Bench, Sampler, _cpu, log, poll_load
-from .stack import PROJECT, free_port, wait_http
-from .stats import percentile, summary
+from .. import httpload, soap
+from ..fleet import poll_load
+from ..measure import Sampler, cpu_seconds
+from ..report import Figure, Target, Value, value_of
+from ..stack import PROJECT, free_port, wait_http
+from ..stats import percentile, summary
+from ..system import HOST, MS, NOOP, Bench, log
 
 BROWSERS = 20
 NO_WORSE = 1.25  # on/off ratio; on this shared machine same-code blocks differ by far more
@@ -172,9 +175,9 @@ def _console(b: Bench, idle_seconds: float = 0):
     if idle_seconds:
         time.sleep(2)  # its first pass
         procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-        t0, cpu0 = time.monotonic(), _cpu(procs)
+        t0, cpu0 = time.monotonic(), cpu_seconds(procs)
         time.sleep(idle_seconds)
-        share = (_cpu(procs) - cpu0) / (time.monotonic() - t0) * 100
+        share = (cpu_seconds(procs) - cpu0) / (time.monotonic() - t0) * 100
         b.report.add(Figure("S10", f"console CPU, nobody watching (no stream open), {len(b.fleet):,} jobs running",
                             "% of a core", Value(share, share, share, "one window", 1), None, "", "{:.2f}"))
     return proc, Browsers(base, list(b.auth.users))
@@ -192,7 +195,7 @@ def _delays(b: Bench, browsers: Browsers, samples: int) -> list[float]:
     for i in range(samples):
         sid = f"s10-{i:03d}-{time.time_ns() % 10**9}"
         httpload.request_once(HOST, b.env.port, b.ours(NOOP, _start_body(b, sid, i)))
-        state = b.env.spool / "runs" / sid / "state.json"
+        state = Path(b.files(sid).state)
 
         def done():
             s = b.state(sid)
@@ -212,7 +215,6 @@ def _delays(b: Bench, browsers: Browsers, samples: int) -> list[float]:
 
 
 def _start_body(b: Bench, sid: str, i: int) -> bytes:
-    from . import soap
     return soap.start_body(NOOP[0], "startBenchNoop", sid, b.token(i), b.auth.extra(), [])
 
 
@@ -227,9 +229,9 @@ def s10_console(b: Bench) -> None:
     proc, browsers = _console(b, idle_seconds=3 if plan.quick else 15)
     try:
         procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-        t0, cpu0 = time.monotonic(), _cpu(procs)
+        t0, cpu0 = time.monotonic(), cpu_seconds(procs)
         delays = _delays(b, browsers, samples)
-        console_share = (_cpu(procs) - cpu0) / (time.monotonic() - t0) * 100
+        console_share = (cpu_seconds(procs) - cpu0) / (time.monotonic() - t0) * 100
         broken = browsers.errors
         if not broken and delays:
             _with_and_without(b, procs, pairs, seconds)
@@ -270,10 +272,10 @@ def _with_and_without(b: Bench, console: list[psutil.Process], pairs: int, secon
                 p.suspend()
         try:
             time.sleep(1)  # the console catches up (or has stopped) before the block begins
-            cpu0 = _cpu(console)
+            cpu0 = cpu_seconds(console)
             with Sampler(b.supervisor.pid) as sup:
                 res = poll_load(b, n, seconds, baseline=False)
-            busy[running] += _cpu(console) - cpu0
+            busy[running] += cpu_seconds(console) - cpu0
         finally:
             for p in console:
                 p.resume()
