@@ -16,7 +16,7 @@ thread pool.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -38,7 +38,7 @@ def console_spool(cfg: config_mod.Config) -> CountingSpool:
     return spool
 
 
-def console_health(spool: Spool, reconcile_seconds: float, job_types) -> Health:
+def console_health(spool: Spool, reconcile_seconds: float, job_types: Iterable[str]) -> Health:
     """The console's answers: the spool's series for each job type, and the spool's refused writes if counted."""
     health = Health(spool, reconcile_seconds, job_types=job_types, spool_series=True)
     if isinstance(spool, CountingSpool) and spool.refused is not None:

@@ -181,8 +181,8 @@ def own_process_collectors(registry: CollectorRegistry) -> None:
 
 def refused_writes(component: str, registry: CollectorRegistry | None) -> Counter:
     """spoolsoap_<component>_spool_writes_refused_total{errno}, each errno at zero (a CountingSpool's `refused`)."""
-    counter = Counter(f"spoolsoap_{component}_spool_writes_refused", f"The {component}'s spool writes the storage refused",
-                      ["errno"], registry=registry)
+    counter = Counter(f"spoolsoap_{component}_spool_writes_refused",
+                      f"The {component}'s spool writes the storage refused", ["errno"], registry=registry)
     for name in ERRNO_NAMES:
         counter.labels(name)
     return counter

@@ -332,8 +332,8 @@ def test_a_corrupt_counters_file_counts_from_zero_and_the_daemon_goes_on(tmp_pat
     """The counters file is a spool file: never trusted; what is not a count is dropped."""
     r = Rules(tmp_path)
     (r.spool.root / COUNTERS_FILE).write_text(
-        '{"started": {"rule": "many", "x": 2}, "run_seconds": [1], "project_labels": ["p", 3],'
-        ' "usage": {"jobs": {"p": {"rule": -1, "x": 2.5}, "q": 7}, "cpu_seconds": [1], "wall_seconds": {"p": {"x": 1e999}}}}')
+        '{"started": {"rule": "many", "x": 2}, "run_seconds": [1], "project_labels": ["p", 3], "usage": '
+        '{"jobs": {"p": {"rule": -1, "x": 2.5}, "q": 7}, "cpu_seconds": [1], "wall_seconds": {"p": {"x": 1e999}}}}')
     r.sup = r.new_supervisor()
     r.submit("a")
     r.step()
