@@ -26,11 +26,12 @@ from jobs.definitions import Definition, load_definitions
 from jobs.errors import ConfigError, SpecError
 from jobs.outputs import outputs as read_outputs
 from jobs.runstate import Attempt, RunState, signal_name, stop_note
-from jobs.spool import Spool, read_json, service_id
+from jobs.spool import read_json, service_id
 from jobs.states import DISPLAY_STATES, SUBMITTED, TERMINAL_STATES, JobState
 from jobs.supervisorinfo import supervisor_status
 
 from . import access, formatting, logs, usage
+from .health import console_spool
 from .index import Index, Job
 
 REFRESH_SECONDS = 0.25
@@ -107,7 +108,7 @@ class Console:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.spool = Spool(cfg.spool_dir).ensure()
+        self.spool = console_spool(cfg).ensure()  # its refused writes counted (console/health.py)
         self.definitions: dict[str, Definition] = load_definitions(cfg.definitions_dir)
         self.wsdl = auth_wsdl(cfg)
         self.auth = AuthManagerClient(self.wsdl, cfg.auth_timeout_seconds)

@@ -164,8 +164,7 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
     definitions = definitions if definitions is not None else load_definitions(config.definitions_dir)
     spool = CountingSpool(config.spool_dir).ensure()
-    metrics = FacadeMetrics(spool, config.reconcile_seconds, list(definitions),
-                            config.auth_managers, config.auth_timeout_seconds)
+    metrics = FacadeMetrics(spool, config.reconcile_seconds, config.auth_managers, config.auth_timeout_seconds)
     auth = Authenticator(allowed, timeout=config.auth_timeout_seconds, cache_seconds=config.auth_cache_seconds,
                          client_factory=metrics.auth.client)
     ops = Operations(spool, definitions, auth, abort_wait_seconds=config.abort_wait_seconds)

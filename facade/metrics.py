@@ -1,7 +1,9 @@
 """The façade's own figures (requests, the authentication managers) and its health endpoints.
 
-The façade also exports the spool's series (jobs.metrics: it is the one
-server that does) and its process's.
+The façade's /metrics is open (anyone who reaches its port, where the SOAP
+services are public), so it shows only the façade's own series and its
+process's: the spool's series, every project's job counts, are the
+console's, behind its login (jobs.metrics).
 
 Requests are counted across the worker processes with prometheus_client's
 multiprocess mode: `python -m facade` (facade.__main__) sets
@@ -26,8 +28,8 @@ Token validations the cache answers never reach a manager and are not here.
 
 Writes the storage refuses to the façade (a start's spec, an abort's
 command, a notification, a status hint) are counted by errno in
-`spoolsoap_facade_spool_writes_refused_total{errno}` (CountingSpool); the
-supervisor's are the spool's series `spoolsoap_spool_writes_refused_total`.
+`spoolsoap_facade_spool_writes_refused_total{errno}` (jobs.metrics.CountingSpool);
+the supervisor's are the spool's series `spoolsoap_spool_writes_refused_total`.
 """
 from __future__ import annotations
 
@@ -36,12 +38,11 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import multiprocess, values
 
 from jobs.authclient import AuthManagerClient, AuthRefused, AuthUnavailable
-from jobs.metrics import ERRNO_NAMES, Health
-from jobs.spool import Spool, storage_refused
+from jobs.metrics import CountingSpool, Health, refused_writes
 
 from .auth import AuthManagers
 
@@ -190,34 +191,9 @@ class TimedAuthClient(AuthManagerClient):
             self.metrics.reached(self.wsdl_url, answered)
 
 
-class CountingSpool(Spool):
-    """The façade's Spool: each write the storage refuses is counted by errno, then raised as before."""
-
-    refused: Counter | None = None
-
-    def _counted(self, write: Callable, *args):
-        try:
-            return write(*args)
-        except OSError as e:
-            if self.refused is not None and (name := storage_refused(e)) is not None:
-                self.refused.labels(name).inc()
-            raise
-
-    def submit(self, spec_json: bytes, sid: str) -> bool:
-        return self._counted(super().submit, spec_json, sid)
-
-    def send_command(self, sid: str, verb: str, origin: str):
-        return self._counted(super().send_command, sid, verb, origin)
-
-    def append_notification(self, sid: str, message: str) -> int:
-        return self._counted(super().append_notification, sid, message)
-
-    def write_hint(self, dest, data: bytes) -> None:
-        return self._counted(super().write_hint, dest, data)
-
-
 class HealthEndpoints:
-    """WSGI: /healthz, /readyz and /metrics (the spool's series, every worker's request counts, this process)."""
+    """WSGI: /healthz, /readyz and /metrics (every worker's request counts, the authentication managers, this
+    process)."""
 
     def __init__(self, health: Health, auth: AuthMetrics | None = None):
         self.health = health
@@ -241,21 +217,17 @@ class FacadeMetrics:
     """Everything the façade's /metrics shows, on one registry; built before the app so the
     Authenticator can take `auth.client` as its client factory."""
 
-    def __init__(self, spool: CountingSpool, reconcile_seconds: float, job_types: Iterable[str] = (),
-                 auth_managers: Iterable[str] = (), auth_timeout: float = 5.0):
+    def __init__(self, spool: CountingSpool, reconcile_seconds: float, auth_managers: Iterable[str] = (),
+                 auth_timeout: float = 5.0):
         self.registry = CollectorRegistry(auto_describe=False)
         self.multiprocess = _multiprocess()
         if self.multiprocess:
             multiprocess.MultiProcessCollector(self.registry)
         own = None if self.multiprocess else self.registry  # multiprocess: the files are the record
         self.auth = AuthMetrics(auth_managers, auth_timeout, own)
-        self.refused = Counter("spoolsoap_facade_spool_writes_refused", "The façade's spool writes the storage refused",
-                               ["errno"], registry=own)
-        for name in ERRNO_NAMES:
-            self.refused.labels(name)
+        self.refused = spool.refused = refused_writes("facade", own)
         self.own_registry = own
-        spool.refused = self.refused
-        self.health = Health(spool, reconcile_seconds, self.registry, job_types=job_types, spool_series=True)
+        self.health = Health(spool, reconcile_seconds, self.registry)
 
     def instrument(self, soap: Callable, series: Iterable[tuple[str, str]] = ()) -> tuple[Callable, Callable]:
         """(the SOAP app, counted, its `series` of (operation, outcome) at zero; the health endpoints)."""

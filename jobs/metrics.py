@@ -3,15 +3,19 @@
 Both the façade and the console serve these (`/metrics`, `/healthz`,
 `/readyz`) without importing each other: they read the spool only, through
 jobs/. The spool's series (SpoolCollector) are exported by ONE server, the
-façade (Health(spool_series=True)): every server would report the same
-values, and a sum over servers would count them twice. Every server exports
-its own process's series (ProcessCollector, BuildInfo).
+console (Health(spool_series=True)), behind its gate (operators, a scraper's
+token): they count every project's jobs, and a sum over servers would count
+them twice. The façade's /metrics is open to anyone who reaches its port, so
+it shows its own series only. Every server exports its own process's series
+(ProcessCollector, BuildInfo) and counts the spool writes the storage
+refuses it (CountingSpool).
 
 The gauges come from the files. The counters and histograms are the
 supervisor's own (jobs.supervisorinfo.SupervisorCounters, read from its
 counters file), so they survive restarts of any process and the removal of
 runs by retention, and never go backwards. Every labelled series exists from
-the first scrape, at zero: each job type of the definitions in each state.
+the first scrape, at zero: each job type of the definitions in each state;
+the usage counters for each project label the supervisor has given out.
 
 `SpoolCollector` reads the spool through jobs.index.SpoolIndex (without
 definitions: state.json alone), so a scrape costs what changed since the
@@ -29,9 +33,9 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -39,7 +43,7 @@ from .index import Row, SpoolIndex
 from .runstate import from_iso
 from .spool import STORAGE_ERRNOS, Spool, storage_refused
 from .states import TERMINAL, JobState
-from .supervisorinfo import REJECTED_KINDS, SECONDS_BUCKETS, SupervisorCounters, isolation_note
+from .supervisorinfo import OVERFLOW_PROJECT, REJECTED_KINDS, SECONDS_BUCKETS, SupervisorCounters, isolation_note
 
 FINISHED_SLICES = 10  # finished runs are re-checked at least a tenth per scrape
 RUNTIME_BUCKETS = SECONDS_BUCKETS
@@ -57,7 +61,6 @@ class SpoolCollector:
         self.clock = clock
         self.index = SpoolIndex(spool, None)
         self.index.cold_slices = FINISHED_SLICES
-        self.index.owners = True  # the usage counters' project label
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -144,6 +147,21 @@ def supervisor_counts(counts: SupervisorCounters, job_types: Iterable[str]):
                 cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
             family.add_metric([job], cumulative, h["sum"])
         yield family
+    yield from usage_counts(counts, job_types)
+
+
+def usage_counts(counts: SupervisorCounters, job_types: tuple[str, ...]):
+    """What ended attempts used, by project label and job type: each label's series for each job type at zero."""
+    labels = [*counts.projects, OVERFLOW_PROJECT]
+    for what, doc in (("cpu_seconds", "CPU seconds (user + system; 0 where not measured) of ended attempts"),
+                      ("wall_seconds", "Wall seconds of ended attempts"),
+                      ("jobs", "Jobs that reached a final state")):
+        kept = counts.usage[what]
+        family = CounterMetricFamily(f"spoolsoap_usage_{what}", doc, labels=["project", "job"])
+        for project in sorted({*labels, *kept}):
+            for job in sorted({*job_types, *kept.get(project, {})}):
+                family.add_metric([project, job], kept.get(project, {}).get(job, 0))
+        yield family
 
 
 class BuildInfo:
@@ -159,6 +177,41 @@ def own_process_collectors(registry: CollectorRegistry) -> None:
     """This process's own series (CPU, memory, open files, start time; build information) on registry."""
     ProcessCollector(registry=registry)
     registry.register(BuildInfo())
+
+
+def refused_writes(component: str, registry: CollectorRegistry | None) -> Counter:
+    """spoolsoap_<component>_spool_writes_refused_total{errno}, each errno at zero (a CountingSpool's `refused`)."""
+    counter = Counter(f"spoolsoap_{component}_spool_writes_refused",
+                      f"The {component}'s spool writes the storage refused", ["errno"], registry=registry)
+    for name in ERRNO_NAMES:
+        counter.labels(name)
+    return counter
+
+
+class CountingSpool(Spool):
+    """A server's Spool: each write the storage refuses is counted by errno in `refused`, then raised as before."""
+
+    refused: Counter | None = None
+
+    def _counted(self, write: Callable, *args):
+        try:
+            return write(*args)
+        except OSError as e:
+            if self.refused is not None and (name := storage_refused(e)) is not None:
+                self.refused.labels(name).inc()
+            raise
+
+    def submit(self, spec_json: bytes, sid: str) -> bool:
+        return self._counted(super().submit, spec_json, sid)
+
+    def send_command(self, sid: str, verb: str, origin: str):
+        return self._counted(super().send_command, sid, verb, origin)
+
+    def append_notification(self, sid: str, message: str) -> int:
+        return self._counted(super().append_notification, sid, message)
+
+    def write_hint(self, dest, data: bytes) -> None:
+        return self._counted(super().write_hint, dest, data)
 
 
 def _version() -> str:
@@ -231,8 +284,8 @@ class Health:
     TEXT = "text/plain; charset=utf-8"
 
     def __init__(self, spool: Spool, reconcile_seconds: float, registry: CollectorRegistry | None = None,
-                 job_types: Iterable[str] = (), spool_series: bool = True):
-        """spool_series: whether this server exports the spool's series (the façade does; see the module doc)."""
+                 job_types: Iterable[str] = (), spool_series: bool = False):
+        """spool_series: whether this server exports the spool's series (the console does; see the module doc)."""
         self.spool = spool
         self.reconcile_seconds = reconcile_seconds
         self.registry = registry or CollectorRegistry(auto_describe=False)

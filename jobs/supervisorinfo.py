@@ -7,13 +7,14 @@ reaches /metrics (jobs.metrics).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SpecError
 from .identity import process_problem
-from .runstate import RunState, from_iso
+from .runstate import Attempt, RunState, from_iso
 from .spool import Spool, dump_json, read_json
 
 STALE_HEARTBEAT_S = 5.0   # a live pid whose heartbeat is older than 3 reconcile periods (and this) is hung
@@ -75,6 +76,10 @@ REJECTED_KINDS = ("spec", "command")
 _REJECTED_FROM = {"incoming": "spec", "commands": "command"}
 _TALLIES = ("rejected", "refused_writes", "retries", "spawn_failures", "started", "finished")
 _HISTOGRAMS = ("run_seconds", "queue_wait_seconds")
+# usage by project and job type: CPU seconds (where measured) and wall seconds of ended attempts, final jobs
+USAGE = ("cpu_seconds", "wall_seconds", "jobs")
+MAX_PROJECT_LABELS = 20  # projects with their own label in the usage counters, for good
+OVERFLOW_PROJECT = "(other)"  # every later project's label (parenthesised like usagehistory's "(none)": no real name)
 
 
 def counters_path(spool: Spool) -> Path:
@@ -90,12 +95,22 @@ class SupervisorCounters:
     that pass's counts and never shows a count going backwards. Keys: job
     type, then final state or errno name; histograms keep per-bucket counts
     (SECONDS_BUCKETS) and a sum.
+
+    Usage (USAGE) is kept by project label, then job type. The first
+    MAX_PROJECT_LABELS projects seen (claimed, or ending an attempt) get
+    their own label, listed in the file (`project_labels`) so a project's
+    label never moves; every later one counts as OVERFLOW_PROJECT.
     """
 
     def __init__(self, data: dict | None = None):
         data = data if isinstance(data, dict) else {}
         self.tallies: dict[str, dict[str, int]] = {k: _tally(data.get(k)) for k in _TALLIES}
         self.histograms: dict[str, dict[str, dict]] = {k: _histograms(data.get(k)) for k in _HISTOGRAMS}
+        raw_usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        self.usage: dict[str, dict[str, dict[str, float]]] = {k: _amounts(raw_usage.get(k)) for k in USAGE}
+        self.projects: list[str] = []  # the projects with their own label, in the order they got it
+        for project in [*_names(data.get("project_labels")), *(p for t in self.usage.values() for p in t)]:
+            self.seen_project(project)  # a list lost from the file is rebuilt from the counts' own labels
         self.dirty = False
 
     @classmethod
@@ -107,7 +122,7 @@ class SupervisorCounters:
             return cls()
 
     def to_json(self) -> bytes:
-        return dump_json({**self.tallies, **self.histograms})
+        return dump_json({**self.tallies, **self.histograms, "usage": self.usage, "project_labels": self.projects})
 
     def save(self, spool: Spool) -> None:
         """Write the counts if they changed (raises the storage's OSError: the caller keeps them for later)."""
@@ -139,11 +154,42 @@ class SupervisorCounters:
         if rs.queued_at is not None and rs.started_at is not None:
             self.observe("queue_wait_seconds", rs.job, rs.started_at - rs.queued_at)
 
-    def finished(self, rs: RunState) -> None:
-        """A run reached its final state: counted by job type and state, its run time observed."""
+    def finished(self, rs: RunState, project: str) -> None:
+        """A run reached its final state: counted by job type and state, its run time observed; counted
+        as a job of its project, with what its last attempt used if that attempt just ended (a job killed
+        while QUEUED ends no attempt)."""
         self.add("finished", f"{rs.job}/{rs.state.value}")
         if rs.started_at is not None and rs.finished_at is not None:
             self.observe("run_seconds", rs.job, rs.finished_at - rs.started_at)
+        self.use(project, rs.job, "jobs", 1)
+        if rs.history and rs.history[-1].attempt == rs.attempt:
+            self.ended(project, rs.job, rs.history[-1])
+
+    def ended(self, project: str, job: str, attempt: Attempt) -> None:
+        """An attempt ended: its CPU seconds (0 where not measured) and wall seconds, added once."""
+        u = attempt.usage
+        wall = u.wall_s if u is not None else None
+        if wall is None and attempt.started_at is not None and attempt.finished_at is not None:
+            wall = attempt.finished_at - attempt.started_at
+        self.use(project, job, "cpu_seconds", (u.cpu_s if u is not None else None) or 0.0)
+        self.use(project, job, "wall_seconds", wall or 0.0)
+
+    def seen_project(self, project: str) -> str:
+        """The project's label in the usage counters (its own while fewer than MAX_PROJECT_LABELS have one);
+        a project with its own label has its series at zero from then on."""
+        if project in self.projects:
+            return project
+        if len(self.projects) >= MAX_PROJECT_LABELS or project == OVERFLOW_PROJECT:
+            return OVERFLOW_PROJECT
+        self.projects.append(project)
+        self.dirty = True
+        return project
+
+    def use(self, project: str, job: str, what: str, amount: float) -> None:
+        amount = amount if math.isfinite(amount) and amount > 0 else 0
+        per_job = self.usage[what].setdefault(self.seen_project(project), {})
+        per_job[job] = per_job.get(job, 0) + amount
+        self.dirty = True
 
     def observe(self, histogram: str, job: str, seconds: float) -> None:
         seconds = max(0.0, seconds)
@@ -158,6 +204,22 @@ def _tally(raw: object) -> dict[str, int]:
     if not isinstance(raw, dict):
         return {}
     return {k: v for k, v in raw.items() if isinstance(k, str) and type(v) is int and v >= 0}
+
+
+def _names(raw: object) -> list[str]:
+    return [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
+
+
+def _amounts(raw: object) -> dict[str, dict[str, float]]:
+    """A {project: {job: amount}} map read back from the file, anything but a finite amount >= 0 dropped."""
+    if not isinstance(raw, dict):
+        return {}
+    kept = {}
+    for project, per_job in raw.items():
+        if isinstance(project, str) and isinstance(per_job, dict):
+            kept[project] = {j: v for j, v in per_job.items() if isinstance(j, str) and type(v) in (int, float)
+                             and math.isfinite(v) and v >= 0}
+    return kept
 
 
 def _histograms(raw: object) -> dict[str, dict]:

@@ -180,6 +180,7 @@ class Supervisor:
             return  # the spec stays in incoming/: claimed on a later pass
         path.unlink(missing_ok=True)
         self.jobs[sid] = Job(spec, definition, rs, files)
+        self.counters.seen_project(project_of(spec.owner))  # its usage series exist from now on
         log.info("job_queued", job=spec.job, executor=rs.executor)
 
     def reject(self, path: Path, reason: str, log) -> None:
@@ -371,6 +372,7 @@ class Supervisor:
             rs.history[-1].reason = f"{reason} ({outcome})"
             if target == JobState.QUEUED:
                 rs.retries_used = 0
+                self.counters.ended(project_of(job.spec.owner), rs.job, rs.history[-1])
                 self.requeue(job, now, reason)  # STOPPING -> QUEUED (restart)
                 log.info("job_restarting", attempt=rs.attempt)
                 return
@@ -388,6 +390,7 @@ class Supervisor:
             note = f"{outcome}; retry {rs.retries_used} of {job.definition.retries} in {delay:g} s"
             self.requeue(job, now, note, delay)  # RUNNING -> QUEUED (automatic retry)
             self.counters.retry(rs.job)
+            self.counters.ended(project_of(job.spec.owner), rs.job, rs.history[-1])
             log.warning("job_retry", reason=note)
             return
         else:
@@ -423,7 +426,7 @@ class Supervisor:
         rs.finished_at = now
         rs.kill_at = None
         self.save(job)
-        self.counters.finished(rs)
+        self.counters.finished(rs, project_of(job.spec.owner))
         self.jobs.pop(rs.service_id, None)
         self.finished[rs.service_id] = now
 

@@ -283,17 +283,26 @@ def test_a_job_page_follows_the_log_by_short_requests(console):
 
 
 def test_metrics_need_an_operator_or_the_scrapers_bearer_token(second_console):
-    """/metrics counts every project's jobs: refused to nobody logged in (401) and to a user (403); an operator
-    and a scraper with CONSOLE_METRICS_TOKEN_FILE's token read it. /healthz stays open."""
+    """/metrics counts every project's jobs (the spool's series are the console's alone): refused to nobody logged
+    in (401) and to a user (403); an operator and a scraper with CONSOLE_METRICS_TOKEN_FILE's token read it. The
+    façade's open /metrics has none of them. /healthz stays open."""
     c = second_console
+    sid = submit_as(c, "alice", "demo", seconds=0)
     url = c.url + "/metrics"
     assert requests.get(url, timeout=30).status_code == 401
     assert requests.get(url, headers={"authorization": "Bearer wrong"}, timeout=30).status_code == 401
     assert c.session("alice").get(url, timeout=30).status_code == 403
     r = c.session("olga").get(url, timeout=30)
     assert r.status_code == 200 and "spoolsoap_queue_length" in r.text
+    c.stack.wait_state(sid, {"SUCCEEDED"})
     r = requests.get(url, headers={"authorization": f"Bearer {c.metrics_token}"}, timeout=30)
-    assert r.status_code == 200 and "spoolsoap_queue_length" in r.text
+    assert r.status_code == 200
+    for series in ("spoolsoap_queue_length", 'spoolsoap_usage_jobs_total{job="waiter",project="demo"}',
+                   'spoolsoap_console_spool_writes_refused_total{errno="ENOSPC"} 0.0', "spoolsoap_build_info"):
+        assert series in r.text, series
+    facade = requests.get(f"http://127.0.0.1:{c.stack.config.facade_port}/metrics", timeout=30).text
+    assert "spoolsoap_facade_request_duration_seconds" in facade
+    assert "spoolsoap_queue_length" not in facade and "spoolsoap_usage_" not in facade
     assert requests.get(c.url + "/healthz", timeout=30).status_code == 200
 
 

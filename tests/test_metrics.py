@@ -6,8 +6,10 @@ its worker processes, what state the jobs are in, and whether this server
 can take work: a spool that refuses writes or a supervisor that is gone
 makes /readyz say 503 and why. Alerts need counters that never go backwards
 (restarts, retention), every series present before its first event, and
-the spool's series from one server only. The supervisor's counting is
-stepped in-process (test_supervisor_rules.Rules); the rest runs real processes.
+the spool's series from one server only: the console, behind its login,
+since they count every project's jobs (the façade's /metrics is open). The
+supervisor's counting is stepped in-process (test_supervisor_rules.Rules);
+the rest runs real processes.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from facade.metrics import AuthMetrics
+from console.health import console_health, console_spool
+from facade.metrics import AuthMetrics, CountingSpool, FacadeMetrics
 from facade_harness import devauth, make_stack, new_sid, soap_envelope, wait_http  # noqa: F401
 from harness import ROOT, Managed, free_port, start_supervisor, wait_for
 from jobs.metrics import ERRNO_NAMES, FINAL_STATES, STATES, Health, SpoolCollector
@@ -36,7 +39,8 @@ from test_supervisor_rules import T0, Rules
 
 POLLS, BAD_POLLS = 80, 6
 SPOOL_SERIES = {"spoolsoap_jobs", "spoolsoap_queue_length", "spoolsoap_oldest_queued_age_seconds",
-                "spoolsoap_runs_started_total", "spoolsoap_retries_total", "spoolsoap_spool_writes_refused_total"}
+                "spoolsoap_runs_started_total", "spoolsoap_retries_total", "spoolsoap_spool_writes_refused_total",
+                "spoolsoap_usage_cpu_seconds_total", "spoolsoap_usage_wall_seconds_total", "spoolsoap_usage_jobs_total"}
 BUILD = (("commit", subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                    text=True).stdout.strip() or "unknown"),
          ("python", platform.python_version()), ("version", metadata.version("spoolsoap")))
@@ -75,7 +79,7 @@ def poll(stack, sid: str, token: str) -> requests.Response:
                                     f"<w:sessionToken>{token}</w:sessionToken></w:getServiceStatus>"))
 
 
-def test_request_counts_summed_over_workers_and_job_gauges_match_the_spool(stack):
+def test_request_counts_summed_over_workers_and_no_project_counts_on_the_open_facade(stack):
     token = stack.token()
     long_sid, short = new_sid("long"), [new_sid("short") for _ in range(3)]
     for sid, seconds in [(long_sid, 120)] + [(sid, 0) for sid in short]:
@@ -109,20 +113,7 @@ def test_request_counts_summed_over_workers_and_job_gauges_match_the_spool(stack
             key = ("spoolsoap_facade_request_duration_seconds_count", (("operation", op), ("outcome", outcome)))
             assert m[key] == 0, key  # at zero before the first
 
-        on_disk: dict[str, int] = {}
-        for run in (stack.spool / "runs").iterdir():
-            state = json.loads((run / "state.json").read_text())["state"]
-            on_disk[state] = on_disk.get(state, 0) + 1
-        gauges = {dict(labels)["state"]: v for (name, labels), v in m.items()
-                  if name == "spoolsoap_jobs" and dict(labels)["job"] == "waiter"}
-        assert gauges == {"QUEUED": 0, "STOPPING": 0, "FAILED": 0, "ABORTED": 0, **on_disk}
-        assert on_disk == {"RUNNING": 1, "SUCCEEDED": 3}
-        assert m[("spoolsoap_runs_finished_total", (("job", "waiter"), ("state", "SUCCEEDED")))] == 3
-        assert m[("spoolsoap_runs_started_total", (("job", "waiter"),))] == 4
-        assert m[("spoolsoap_run_duration_seconds_count", (("job", "waiter"),))] == 3
-        assert m[("spoolsoap_queue_length", ())] == 0
-        assert m[("spoolsoap_supervisor_heartbeat_age_seconds", ())] < 3 * stack.config.reconcile_seconds + 1
-        assert m[("spoolsoap_spool_free_bytes", ())] > 0
+        assert not SPOOL_SERIES & {name for name, _ in m}  # every project's counts: the console's, behind its login
         manager = (("manager", stack.config.auth_managers[0]),)
         assert m[("spoolsoap_auth_manager_up", manager)] == 1
         assert m[("spoolsoap_auth_validation_seconds_count", manager + (("outcome", "valid"),))] >= 1
@@ -171,8 +162,12 @@ app = Starlette(routes=routes)
 """
 
 
-def test_console_health_routes_serve_the_same_answers(tmp_path, devauth):  # noqa: F811
-    """console/health.py's routes in a Starlette app under granian, as the console mounts them."""
+def usage(m: dict, what: str, project: str, job: str = "waiter") -> float | None:
+    return m.get((f"spoolsoap_usage_{what}_total", (("job", job), ("project", project))))
+
+
+def test_console_health_routes_export_the_spool_series(tmp_path, devauth):  # noqa: F811
+    """console/health.py's routes in a Starlette app under granian: the jobs the façade took, by project."""
     s = make_stack(tmp_path / "stack", devauth)
     try:
         (tmp_path / "app").mkdir()
@@ -186,9 +181,27 @@ def test_console_health_routes_serve_the_same_answers(tmp_path, devauth):  # noq
         wait_http(base + "/healthz", server, what="console probe")
         assert requests.get(base + "/readyz", timeout=10).status_code == 200
         m = metrics(base)
+        assert (None, None, 0) == (usage(m, "jobs", "demo"), usage(m, "jobs", "other"), usage(m, "jobs", "(other)"))
+        sids = {user: new_sid(user) for user in ("alice", "bob")}  # projects demo and other
+        for user, sid in sids.items():
+            assert start(s, sid, s.token(user), 1).status_code == 200
+        for sid in sids.values():
+            s.wait_state(sid, {"SUCCEEDED"})
+
+        def both_counted():
+            got = metrics(base)
+            return got if usage(got, "jobs", "demo") == usage(got, "jobs", "other") == 1 else None
+        m = wait_for(both_counted, 10, what="both jobs counted")
+        for project in ("demo", "other"):
+            assert 1 == usage(m, "jobs", project) and 1 <= usage(m, "wall_seconds", project) < 10
+            assert usage(m, "cpu_seconds", project) >= 0
+        assert 2 == m[("spoolsoap_jobs", (("job", "waiter"), ("state", "SUCCEEDED")))]
+        assert 2 == m[("spoolsoap_runs_finished_total", (("job", "waiter"), ("state", "SUCCEEDED")))]
+        assert 0 == m[("spoolsoap_console_spool_writes_refused_total", (("errno", "ENOSPC"),))]
         assert not any(name.startswith("spoolsoap_facade") for name, _ in m)
-        assert not any(name in SPOOL_SERIES for name, _ in m)  # the façade's to export
         assert m[("spoolsoap_build_info", BUILD)] == 1 and m[("process_start_time_seconds", ())] > 0
+        facade = metrics(origin(s))
+        assert not SPOOL_SERIES & {name for name, _ in facade}
         s.supervisor.stop()
         r = requests.get(base + "/readyz", timeout=10)
         assert r.status_code == 503 and "supervisor not running" in r.text
@@ -245,7 +258,7 @@ def test_the_supervisors_counts_reach_metrics_and_survive_its_restart_and_retent
                 ("spoolsoap_queue_wait_seconds_bucket", rule(le="10.0")): 1,
                 ("spoolsoap_run_duration_seconds_count", rule()): 3,   # a spawn failure ran for 0 s
                 ("spoolsoap_run_duration_seconds_sum", rule()): 25.0}
-    health = Health(r.spool, 5.0, job_types=["rule"])
+    health = console_health(r.spool, 5.0, ["rule"])
     m = scrape(health)
     assert expected == {k: m[k] for k in expected}
 
@@ -254,7 +267,7 @@ def test_the_supervisors_counts_reach_metrics_and_survive_its_restart_and_retent
     r.sup.recover(r.now)
     r.step(1)                             # retention removes every finished run
     assert not list(r.spool.runs.iterdir())
-    for server in (health, Health(r.spool, 5.0, job_types=["rule"])):  # the same server, and a new one
+    for server in (health, console_health(r.spool, 5.0, ["rule"])):  # the same server, and a new one
         m = scrape(server)
         assert expected == {k: m[k] for k in expected}
         assert 0 == sum(v for (name, _), v in m.items() if name == "spoolsoap_jobs")
@@ -263,7 +276,7 @@ def test_the_supervisors_counts_reach_metrics_and_survive_its_restart_and_retent
 def test_every_labelled_series_exists_at_zero_before_anything_happened(tmp_path):
     """Each job type in each state, each final state, rejection kind and errno: present, and 0."""
     r = Rules(tmp_path)
-    m = scrape(Health(r.spool, 5.0, job_types=["rule", "other"]))
+    m = scrape(console_health(r.spool, 5.0, ["rule", "other"]))
     for job in ("rule", "other"):
         for state in STATES:
             assert 0 == m[("spoolsoap_jobs", (("job", job), ("state", state)))]
@@ -310,7 +323,7 @@ def test_refused_writes_are_counted_by_errno_and_shown_once_the_storage_takes_wr
     assert refused >= 2 and not (r.spool.root / COUNTERS_FILE).exists()
     monkeypatch.setattr(r.sup.spool, "write_atomic", real)
     r.step(1)
-    m = scrape(Health(r.spool, 5.0, job_types=["rule"]))
+    m = scrape(console_health(r.spool, 5.0, ["rule"]))
     assert refused == m[("spoolsoap_spool_writes_refused_total", (("component", "supervisor"), ("errno", "ENOSPC")))]
     assert 0 == m[("spoolsoap_spool_writes_refused_total", (("component", "supervisor"), ("errno", "EROFS")))]
 
@@ -318,24 +331,30 @@ def test_refused_writes_are_counted_by_errno_and_shown_once_the_storage_takes_wr
 def test_a_corrupt_counters_file_counts_from_zero_and_the_daemon_goes_on(tmp_path):
     """The counters file is a spool file: never trusted; what is not a count is dropped."""
     r = Rules(tmp_path)
-    (r.spool.root / COUNTERS_FILE).write_text('{"started": {"rule": "many", "x": 2}, "run_seconds": [1]}')
+    (r.spool.root / COUNTERS_FILE).write_text(
+        '{"started": {"rule": "many", "x": 2}, "run_seconds": [1], "project_labels": ["p", 3], "usage": '
+        '{"jobs": {"p": {"rule": -1, "x": 2.5}, "q": 7}, "cpu_seconds": [1], "wall_seconds": {"p": {"x": 1e999}}}}')
     r.sup = r.new_supervisor()
     r.submit("a")
     r.step()
-    m = scrape(Health(r.spool, 5.0, job_types=["rule"]))
+    m = scrape(console_health(r.spool, 5.0, ["rule"]))
     assert (1, 2) == (m[("spoolsoap_runs_started_total", rule())], m[("spoolsoap_runs_started_total", (("job", "x"),))])
+    assert {("p", "rule"): 0, ("p", "x"): 2.5, ("(none)", "rule"): 0, ("(other)", "rule"): 0} == {
+        (dict(labels)["project"], dict(labels)["job"]): v for (name, labels), v in m.items()
+        if name == "spoolsoap_usage_jobs_total"}
 
 
-def test_only_the_facade_exports_the_spool_series_and_every_server_its_own_process(tmp_path):
-    """The console's Health leaves the spool's series out (a sum would count them twice); both show their process."""
+def test_only_the_console_exports_the_spool_series_and_every_server_its_own_process(tmp_path):
+    """The façade's open /metrics leaves every project's counts out; both show their process and refused writes."""
     r = Rules(tmp_path)
-    facade = scrape(Health(r.spool, 5.0, job_types=["rule"]))
-    console = scrape(Health(r.spool, 5.0, job_types=["rule"], spool_series=False))
-    assert SPOOL_SERIES <= {name for name, _ in facade}
-    assert not SPOOL_SERIES & {name for name, _ in console}
-    for m in (facade, console):
+    facade = scrape(FacadeMetrics(CountingSpool(r.spool.root), 5.0).health)
+    console = scrape(console_health(console_spool(r.cfg), 5.0, ["rule"]))
+    assert SPOOL_SERIES <= {name for name, _ in console}
+    assert not SPOOL_SERIES & {name for name, _ in facade}
+    for m, server in ((facade, "facade"), (console, "console")):
         assert 1 == m[("spoolsoap_build_info", BUILD)]
         assert m[("process_cpu_seconds_total", ())] > 0
+        assert 0 == m[(f"spoolsoap_{server}_spool_writes_refused_total", (("errno", "EROFS"),))]
 
 
 def test_an_unreachable_auth_manager_is_down_and_its_failed_validations_are_timed(tmp_path):
@@ -357,15 +376,17 @@ def test_an_unreachable_auth_manager_is_down_and_its_failed_validations_are_time
     assert b"spoolsoap_auth_validation_seconds_bucket" in generate_latest(registry)
 
 
+def refuse_writes(spool, monkeypatch, code: int) -> None:
+    def refused(data, durable=True):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(spool, "_stage", refused)
+
+
 def test_the_facades_refused_writes_are_counted_by_errno(tmp_path, monkeypatch):
     """A start's spec the storage refuses: raised as before, and counted under its errno."""
-    from facade.metrics import CountingSpool, FacadeMetrics
     spool = CountingSpool(tmp_path / "spool").ensure()
-    facade = FacadeMetrics(spool, 5.0, ["rule"])
-
-    def full(data, durable=True):
-        raise OSError(errno.EDQUOT, "Disk quota exceeded")
-    monkeypatch.setattr(spool, "_stage", full)
+    facade = FacadeMetrics(spool, 5.0)
+    refuse_writes(spool, monkeypatch, errno.EDQUOT)
     for _ in range(2):
         with pytest.raises(OSError):
             spool.submit(b"{}", "s-1")
@@ -374,3 +395,17 @@ def test_the_facades_refused_writes_are_counted_by_errno(tmp_path, monkeypatch):
     m = scrape(facade.health)
     assert 3 == m[("spoolsoap_facade_spool_writes_refused_total", (("errno", "EDQUOT"),))]
     assert 0 == m[("spoolsoap_facade_spool_writes_refused_total", (("errno", "ENOSPC"),))]
+
+
+def test_the_consoles_refused_writes_are_counted_by_errno(tmp_path, monkeypatch):
+    """A submit and a command the storage refuses the console: raised as before, counted from the start."""
+    r = Rules(tmp_path)
+    spool = console_spool(r.cfg)
+    refuse_writes(spool, monkeypatch, errno.EROFS)
+    with pytest.raises(OSError):
+        spool.submit(b"{}", "s-1")
+    with pytest.raises(OSError):
+        spool.send_command("s-1", "kill", origin="console:olga")
+    m = scrape(console_health(spool, 5.0, ["rule"]))  # built after the writes, as on the first scrape
+    assert 2 == m[("spoolsoap_console_spool_writes_refused_total", (("errno", "EROFS"),))]
+    assert 0 == m[("spoolsoap_console_spool_writes_refused_total", (("errno", "ENOSPC"),))]

@@ -3,35 +3,41 @@
 Why: the supervisor records each attempt's usage in state.json (jobs/usage.py);
 these tests write such records as the supervisor does (RunState.to_json
 published through Spool.write_atomic) and check that every reader says the
-same figures: summed over attempts, grouped over a period, counted once in
-/metrics (and kept when retention removes the run), worded on the pages.
+same figures: summed over attempts, grouped over a period, worded on the
+pages. /metrics' usage counters are the supervisor's, counted as attempts end
+and kept in its counters file (restarts and retention take nothing back):
+stepped here through test_supervisor_rules.Rules.
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 from harness import ROOT
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from test_supervisor_rules import Rules
 
 from console import usage as console_usage
 from console.access import User
+from console.health import console_health
 from console_harness import board  # noqa: F401 - fixture
 from facade.operations import Operations
 from facade.status_page import PageView, render
 from jobs import usagereport
 from jobs.definitions import load_definitions
 from jobs.index import SpoolIndex
-from jobs.metrics import MAX_PROJECT_LABELS, SpoolCollector
 from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.states import JobState
+from jobs.supervisorinfo import MAX_PROJECT_LABELS, SupervisorCounters
 from jobs.usage import Usage
 
 DEFS = load_definitions(ROOT / "jobs" / "definitions")
@@ -157,46 +163,95 @@ def test_report_as_table_json_and_csv(spool):
     assert f"demo,1,1,2.0,10.0,1.0,{100 * MiB},4096,8192" == csv_lines[2]
 
 
-# -- /metrics -------------------------------------------------------------------------------------
+# -- /metrics: the supervisor's durable usage counters ------------------------------------------
 
-def scrape(collector: SpoolCollector) -> dict[tuple, float]:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    out = {}
-    for line in generate_latest(registry).decode().splitlines():
-        if line.startswith("spoolsoap_usage_") and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+def usage_series(health) -> dict[tuple[str, str, str], float]:
+    """(counter, project, job) -> value, for each spoolsoap_usage_* sample of one /metrics answer."""
+    status, _, body = health.metrics()
+    assert 200 == status
+    return {(s.name.removeprefix("spoolsoap_usage_").removesuffix("_total"), s.labels["project"], s.labels["job"]):
+            s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
+            if s.name.startswith("spoolsoap_usage_")}
 
 
-def test_usage_counters_by_project_and_job_type_survive_retention(spool):
-    """CPU and wall seconds and finished jobs per (project, job); created at zero; retention removes nothing."""
-    write_run(spool, "q-1", JobState.QUEUED, [])
-    collector = SpoolCollector(spool)
-    before = scrape(collector)
-    assert 0.0 == before['spoolsoap_usage_cpu_seconds_total{job="waiter",project="demo"}']
-    assert 0.0 == before['spoolsoap_usage_jobs_total{job="waiter",project="demo"}']
-    write_run(spool, "a-1", JobState.FAILED, [used(2.0, 10.0, 100), used(3.0, 20.0, 300)])
-    write_run(spool, "b-1", JobState.SUCCEEDED, [used(10.0, 12.0, 20)], project="other")
-    after = scrape(collector)
-    assert (5.0, 30.0, 1.0) == (after['spoolsoap_usage_cpu_seconds_total{job="waiter",project="demo"}'],
-                                after['spoolsoap_usage_wall_seconds_total{job="waiter",project="demo"}'],
-                                after['spoolsoap_usage_jobs_total{job="waiter",project="demo"}'])
-    shutil.rmtree(spool.files("a-1").run)  # retention
-    assert after == scrape(collector)
-    assert after == scrape(collector)  # counted once, however often scraped
+def test_each_ended_attempt_adds_its_cpu_and_wall_seconds_once():
+    """A retried attempt counts when it ends, the last one with its job; unmeasured CPU adds 0, and wall time
+    falls back to the attempt's times; a job killed while queued for its retry ends no attempt."""
+    counts = SupervisorCounters()
+    first, second = Attempt(1, NOW - 100, NOW - 90, usage=used(2.0, 10.0, 100)), Attempt(2, NOW - 50, NOW - 30)
+    counts.ended("demo", "waiter", first)
+    counts.finished(RunState("s", "waiter", JobState.FAILED, attempt=2, started_at=NOW - 50, finished_at=NOW - 30,
+                             history=[first, second]), "demo")
+    counts.finished(RunState("k", "waiter", JobState.ABORTED, attempt=2, finished_at=NOW, history=[first]), "demo")
+    assert {"cpu_seconds": {"demo": {"waiter": 2.0}}, "wall_seconds": {"demo": {"waiter": 30.0}},
+            "jobs": {"demo": {"waiter": 2}}} == counts.usage
 
 
-def test_usage_counters_have_a_bounded_project_label(spool):
-    """Beyond MAX_PROJECT_LABELS projects, the rest are counted as "other"; the heaviest get the labels."""
-    for i in range(MAX_PROJECT_LABELS + 5):
-        write_run(spool, f"p-{i}", JobState.SUCCEEDED, [used(float(i + 1), 1.0, 1)], project=f"p{i:02d}")
-    got = scrape(SpoolCollector(spool))
-    projects = {k.split('project="')[1].rstrip('"}') for k in got if k.startswith("spoolsoap_usage_cpu")}
-    assert MAX_PROJECT_LABELS + 1 == len(projects) and "other" in projects and "p00" not in projects
-    assert 15.0 == got['spoolsoap_usage_cpu_seconds_total{job="waiter",project="other"}']  # 1+2+3+4+5
-    assert 25.0 == got['spoolsoap_usage_cpu_seconds_total{job="waiter",project="p24"}']
+def owned(r: Rules, sid: str, project: str) -> None:
+    spec = JobSpec(sid, "rule", {}, owner={"username": "u", "project": project}, submitted_at=r.now)
+    assert r.spool.submit(spec.to_json(), sid)
+
+
+def test_usage_counters_by_project_and_job_type_survive_restart_and_retention(tmp_path):
+    """CPU and wall seconds and final jobs per (project, job type), counted by the supervisor as attempts end
+    (retried, restarted, last): at zero from the claim on, the same after a supervisor restart and retention."""
+    r = Rules(tmp_path, retries=1)
+    owned(r, "a", "demo")
+    owned(r, "b", "other")
+    r.step()                             # both claimed and started at T0
+    health = console_health(r.spool, 5.0, ["rule"])
+    zero = {(what, project, "rule"): 0 for what in ("cpu_seconds", "wall_seconds", "jobs")
+            for project in ("demo", "other", "(other)")}
+    assert zero == usage_series(health)
+    r.ex.exit("a", 1)
+    r.ex.usages["a"] = Usage(cpu_user_s=3.0, cpu_system_s=1.0)  # as the attempt's cgroup would tell
+    r.command("b", "restart")
+    r.step(10)                           # a's attempt 1 failed after 10 s: retried in 10 s; b is stopping
+    r.ex.exit("b", None, signal.SIGTERM)
+    r.step(2)                            # b's attempt 1 ended after 12 s; attempt 2 starts at once
+    r.step(8)                            # a's attempt 2 starts
+    r.ex.exit("a", 0)
+    r.ex.exit("b", 0)
+    r.ex.usages["b"] = Usage(cpu_user_s=0.5, cpu_system_s=0.25)
+    r.step(5)                            # a's attempt 2 ran 5 s, b's 13 s
+    assert ["SUCCEEDED", "SUCCEEDED"] == r.states("a", "b")
+    expected = {**zero, ("cpu_seconds", "demo", "rule"): 4.0, ("wall_seconds", "demo", "rule"): 15.0,
+                ("jobs", "demo", "rule"): 1, ("cpu_seconds", "other", "rule"): 0.75,
+                ("wall_seconds", "other", "rule"): 25.0, ("jobs", "other", "rule"): 1}
+    assert expected == usage_series(health)
+
+    r.sup = r.new_supervisor()           # a restart reads the counts back; retention removes every run
+    r.sup.cfg = dataclasses.replace(r.cfg, retention_days=0)
+    r.sup.recover(r.now)
+    r.step(1)
+    assert not list(r.spool.runs.iterdir())
+    assert expected == usage_series(health) == usage_series(console_health(r.spool, 5.0, ["rule"]))
+
+
+def test_usage_counters_keep_a_bounded_project_label_for_good(tmp_path):
+    """The first MAX_PROJECT_LABELS projects claimed keep their own label across restarts; later ones count as
+    "(other)", also a labelled project's name never moves there."""
+    r = Rules(tmp_path, MAX_PARALLEL_JOBS="50")
+    projects = [f"p{i:02d}" for i in range(MAX_PROJECT_LABELS + 5)]
+    for project in projects:
+        owned(r, f"s-{project}", project)
+        r.step()                         # claimed (and started) one after the other
+    for project in projects:
+        r.ex.exit(f"s-{project}", 0)
+    r.step(3)
+    r.sup = r.new_supervisor()
+    owned(r, "late", "p24")
+    owned(r, "again", "p00")
+    owned(r, "new", "zz")
+    r.step()
+    for sid in ("late", "again", "new"):
+        r.ex.exit(sid, 0)
+    r.step(1)
+    got = usage_series(console_health(r.spool, 5.0, ["rule"]))
+    assert {*projects[:MAX_PROJECT_LABELS], "(other)"} == {project for _, project, _ in got}
+    assert (7, 17.0) == (got[("jobs", "(other)", "rule")], got[("wall_seconds", "(other)", "rule")])
+    assert (2, 4.0) == (got[("jobs", "p00", "rule")], got[("wall_seconds", "p00", "rule")])
+    assert projects[:MAX_PROJECT_LABELS] == SupervisorCounters.load(r.spool).projects
 
 
 # -- the status page ---------------------------------------------------------------------------------
