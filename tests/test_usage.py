@@ -158,7 +158,7 @@ def test_report_as_table_json_and_csv(spool):
     doc = json.loads(usagereport.as_json(lines, "project", NOW - 86400, NOW))
     assert ("2026-09-21T14:13:20+00:00", 92.0) == (doc["until"], sum(g["cpu_s"] for g in doc["groups"]))
     csv_lines = usagereport.as_csv(lines, "project").splitlines()
-    assert "project,jobs,attempts,cpu_s,wall_s,queue_wait_s,memory_peak_bytes,io_read_bytes,io_write_bytes" == \
+    assert "project,jobs,attempt_count,cpu_s,wall_s,queue_wait_s,memory_peak_bytes,io_read_bytes,io_write_bytes" == \
         csv_lines[0]
     assert f"demo,1,1,2.0,10.0,1.0,{100 * MiB},4096,8192" == csv_lines[2]
 
