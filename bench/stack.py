@@ -225,12 +225,14 @@ class Stack:
 
     # -- teardown ------------------------------------------------------------
     def job_processes(self, mark: str | None = None) -> list[psutil.Process]:
-        """Live processes whose command line names our directory, or `mark` (shims and programs)."""
+        """Live processes whose command line or working directory names our directory, or `mark` (shims
+        and programs: a program runs in its attempt's work/ and names its files relative to it)."""
         mark = mark or str(self.directory)
         found = []
-        for p in psutil.process_iter(["cmdline", "status"]):
+        for p in psutil.process_iter(["cmdline", "cwd", "status"]):
             try:
-                if p.info["status"] != psutil.STATUS_ZOMBIE and any(mark in a for a in (p.info["cmdline"] or [])):
+                if p.info["status"] != psutil.STATUS_ZOMBIE and any(
+                        mark in a for a in (p.info["cmdline"] or []) + [p.info["cwd"] or ""]):
                     found.append(p)
             except psutil.Error:
                 pass
@@ -240,7 +242,7 @@ class Stack:
         killed = 0
         for p in self.job_processes(mark):
             try:
-                os.killpg(p.pid, signal.SIGKILL)  # a shim leads its job's group
+                os.killpg(p.pid, signal.SIGKILL)  # a shim leads its job's group; a program falls to kill()
                 killed += 1
             except (ProcessLookupError, PermissionError):
                 try:

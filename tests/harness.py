@@ -121,11 +121,13 @@ def start_supervisor(env_file: Path, log: Path, **extra_env) -> Managed:
 
 
 def processes_with_arg(fragment: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line contains `fragment`; `.argv` holds it."""
+    """Live (non-zombie) processes whose command line or working directory contains `fragment` (a
+    confined program names its files relative to its work/); `.argv` holds the command line."""
     found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
+    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
         try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and any(fragment in a for a in (p.info["cmdline"] or [])):
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
+                    fragment in a for a in (p.info["cmdline"] or []) + [p.info["cwd"] or ""]):
                 p.argv = p.info["cmdline"]  # as seen now: the process may be gone when the caller looks
                 found.append(p)
         except psutil.Error:
