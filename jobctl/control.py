@@ -7,6 +7,7 @@ from pathlib import Path
 from jobctl.context import PENDING, PROG, Context, origin
 from jobs.cli import FAILED, OK, CliError, note, out
 from jobs.errors import SpecError
+from jobs.reasons import describe
 from jobs.runstate import RunState
 from jobs.spool import Spool, read_bytes
 from jobs.states import SUBMITTED, TERMINAL, JobState
@@ -69,11 +70,11 @@ def cmd_control(ctx: Context, args) -> int:
         return PENDING
     if verb == "kill":
         if run.state is JobState.ABORTED:
-            out(f"{sid}: ABORTED ({run.reason})")
+            out(f"{sid}: ABORTED ({describe(run.reason)})")  # worded as `list` and `show` word it
             return OK
-        out(f"{sid}: ended {run.state.value} before the kill took effect ({run.reason})")
+        out(f"{sid}: ended {run.state.value} before the kill took effect ({describe(run.reason)})")
         return FAILED
-    out(f"{sid}: restarted, attempt {run.attempt} is {run.state.value} ({run.reason})")
+    out(f"{sid}: restarted, attempt {run.attempt} is {run.state.value} ({describe(run.reason)})")
     return OK
 
 

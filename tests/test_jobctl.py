@@ -144,7 +144,8 @@ def test_kill_ends_a_running_job_aborted(running):
     wait_for(lambda: log_contains(running.stdout_log(sid), "waiting 60 s"), 10, what="program started")
     r = running.jobctl("kill", sid)
     assert 0 == r.returncode, r.stderr
-    assert f"{sid}: ABORTED" in r.stdout
+    assert f"{sid}: ABORTED (stopped by an operator (jobctl, user " in r.stdout  # worded as `list` words it
+    assert "stopped by an operator (jobctl, user " in running.jobctl("list", "--all").stdout
     st = running.state(sid)
     assert ("ABORTED", 15, 143, False) == (st["state"], st["signal"], st["exit_code"], st["killed"])
     assert (15, False) == (st["history"][0]["signal"], st["history"][0]["killed"])
