@@ -443,6 +443,7 @@ def test_jobctl_and_the_status_page_agree_on_odd_progress(tmp_path, devauth):  #
         quiet, token, sid = Soap(s.url("Quiet") + "?wsdl"), s.token(), new_sid("odd")
         quiet.call("zeep", "startQuiet", sid, token, s.extra())
         s.wait_state(sid, {"RUNNING"})
+        wait_for(s.attempt_file(sid, "status.txt").parent.is_dir, 10, what="the attempt's work/ (the shim makes it)")
         shown = ""
         for text, percent in (("42", 42.0), ("nan", None), ("inf", None), ("-inf", None), ("250", 100.0)):
             s.attempt_file(sid, "status.txt").write_text(text)
