@@ -63,10 +63,12 @@ class Plan:
     s11_b: int = 5
     s11_slots: int = 8
     s11_hold_ms: int = 300
+    s11_blocks: int = 2
     s11_queued: int = 10_000
     s11_projects: int = 50
     s11_queue_slots: int = 2
     s11_cpu_seconds: float = 10
+    s11_settle_seconds: float = 6
 
     @classmethod
     def quick_plan(cls) -> "Plan":
@@ -76,7 +78,8 @@ class Plan:
                    poll_windows=3, base_poll_seconds=(4, 3), tp_sweep=(8,), tp_sweep_seconds=1, tp_repeats=2,
                    tp_seconds=1, base_tp_sweep=(4,), base_tp_repeats=1, base_tp_seconds=1,
                    slow_conns=60, slow_seconds=1.5, server_rounds=1, s11_flood=16, s11_b=2, s11_slots=2,
-                   s11_hold_ms=100, s11_queued=200, s11_projects=5, s11_queue_slots=1, s11_cpu_seconds=2)
+                   s11_hold_ms=100, s11_blocks=1, s11_queued=200, s11_projects=5, s11_queue_slots=1,
+                   s11_cpu_seconds=2, s11_settle_seconds=0.5)
 
 
 def log(msg: str) -> None:

@@ -14,7 +14,7 @@ from jobs.times import from_iso
 from jobs.wait import wait_for
 
 from ..measure import Sampler
-from ..report import Figure, Target, Value, value_of
+from ..report import Figure, Target, Value, value_of, value_of_runs
 from ..stack import Env
 from ..stats import percentile, summary
 from ..system import Bench, log
@@ -49,17 +49,17 @@ def _throughput(times: list[tuple[float, float]]) -> float:
 
 def _flood(b: Bench, env: Env, tag: str, with_b: bool) -> tuple[list[tuple[float, float]], list[float]]:
     """A floods plan.s11_flood jobs; once they are claimed, B (when with_b) submits plan.s11_b:
-    A's (started, finished) times and B's waits (drop -> started)."""
+    A's (started, finished) times and B's waits (drop -> started). Projects named after tag: no history."""
     plan, spool = b.plan, b.spool(env)
     a = [f"{tag}-a-{i:04d}" for i in range(plan.s11_flood)]
     for sid in a:
-        drop_spec(spool, _spec(sid, "proj-a", plan.s11_hold_ms))
+        drop_spec(spool, _spec(sid, f"{tag}-a", plan.s11_hold_ms))
     wait_for(lambda: not any(spool.incoming.iterdir()), 120, 0.05, "S11: A's flood claimed")
     dropped = {}
     if with_b:
         for i in range(plan.s11_b):
             sid = f"{tag}-b-{i:02d}"
-            dropped[sid] = drop_spec(spool, _spec(sid, "proj-b", plan.s11_hold_ms))
+            dropped[sid] = drop_spec(spool, _spec(sid, f"{tag}-b", plan.s11_hold_ms))
     timeout = 120 + plan.s11_flood * (plan.s11_hold_ms / 1000 + 1) / plan.s11_slots
     ended = _wait_ended(b, env, a + list(dropped), timeout)
     waits = [ended[sid][0] - t for sid, t in dropped.items()]
@@ -70,30 +70,35 @@ def s11_fair_share(b: Bench) -> None:
     """A floods, then B submits a few: B waits at most two slot turnovers, A's throughput is unchanged."""
     plan = b.plan
     log(f"S11 fair share: project A floods {plan.s11_flood} jobs of {plan.s11_hold_ms} ms, then B submits "
-        f"{plan.s11_b}; {plan.s11_slots} slots; then A alone")
+        f"{plan.s11_b}; {plan.s11_slots} slots; vs A alone, {plan.s11_blocks} interleaved block(s)")
     env = b.side_env("s11-share", MAX_PARALLEL_JOBS=plan.s11_slots)
-    procs = []
+    procs, durations, waits, tps = [], [], [], {True: [], False: []}
     try:
         procs.append(b.stack.supervisor(env))
-        a_mixed, waits = _flood(b, env, "mixed", True)  # first: neither project has a history yet
-        a_alone, _ = _flood(b, env, "alone", False)
+        for block in range(plan.s11_blocks):
+            for with_b in ((True, False) if block % 2 == 0 else (False, True)):
+                a, w = _flood(b, env, f"{'mixed' if with_b else 'alone'}{block}", with_b)
+                tps[with_b].append(_throughput(a))
+                waits += w
+                durations += [end - start for start, end in a] if with_b else []
     finally:
         b.stop_side(procs, [env])
-    turnover = statistics.median(end - start for start, end in a_mixed)  # every slot freed once
+    turnover = statistics.median(durations)  # every slot freed once
     ws, p95 = summary(waits), percentile(waits, 95)
-    tp_mixed, tp_alone = _throughput(a_mixed), _throughput(a_alone)
+    tp_mixed, tp_alone = statistics.median(tps[True]), statistics.median(tps[False])
     b.report.add(Figure("S11", f"project B's wait behind A's flood of {plan.s11_flood:,}, p50", "s",
-                        value_of(ws), Value(turnover, turnover, turnover, "median attempt of A", len(a_mixed)),
+                        value_of(ws), Value(turnover, turnover, turnover, "median attempt of A", len(durations)),
                         "one slot turnover", "{:.2f}", ratio=ws["median"] / turnover, ratio_name="wait/turnover"))
     b.report.add(Figure("S11", f"project A's throughput, {plan.s11_slots} slots, B submitting {plan.s11_b}",
-                        "jobs/s", Value(tp_mixed, tp_mixed, tp_mixed, "one run", 1),
-                        Value(tp_alone, tp_alone, tp_alone, "one run", 1), "A alone", "{:.2f}",
+                        "jobs/s", value_of_runs(tps[True], what="floods"), value_of_runs(tps[False], what="floods"),
+                        "A alone", "{:.2f}",
                         ratio=tp_mixed / tp_alone, ratio_name="with B/alone"))
     b.report.target(Target("S11", "project B's wait p95 behind A's flood, in slot turnovers", p95 / turnover, 2, "<=",
                            "turnovers", f"p95 {p95:.2f} s, a turnover (every slot freed once: A's median attempt) "
                                         f"{turnover:.2f} s, {len(waits)} jobs of B"))
     b.report.target(Target("S11", "project A's throughput with B vs A alone", tp_mixed / tp_alone, 0.95, ">=", "",
-                           f"{tp_mixed:.2f} vs {tp_alone:.2f} jobs/s over {plan.s11_flood} jobs each; B's jobs "
+                           f"{tp_mixed:.2f} vs {tp_alone:.2f} jobs/s, medians of {plan.s11_blocks} floods of "
+                           f"{plan.s11_flood} jobs each; B's jobs "
                            f"took {plan.s11_b / (plan.s11_flood + plan.s11_b):.1%} of the slots"))
 
 
@@ -114,6 +119,7 @@ def s11_queue_cpu(b: Bench) -> None:
         wait_for(lambda: not any(spool.incoming.iterdir()) and len(spool.read_queue()) >= n - plan.s11_queue_slots,
                  max(300, n * 0.05), 0.5, f"S11: {n} jobs queued")
         log(f"  {n:,} jobs dropped and queued in {time.monotonic() - t0:.1f} s")
+        time.sleep(plan.s11_settle_seconds)  # the claims' last writes: the window measures the queue's steady cost
         with Sampler(procs[0].pid) as loaded:
             time.sleep(plan.s11_cpu_seconds)
         queued = len(spool.read_queue())
@@ -125,5 +131,6 @@ def s11_queue_cpu(b: Bench) -> None:
                         Value(idle_share, idle_share, idle_share, f"one {idle.elapsed:.0f} s window", 1),
                         "same daemon, nothing queued", "{:.2f}"))
     b.report.target(Target("S11", f"supervisor CPU with {n:,} jobs queued over {projects} projects", share, 2, "<=",
-                           "% of a core", f"over {loaded.elapsed:.0f} s, {queued:,} in the queue file, "
+                           "% of a core", f"over {loaded.elapsed:.0f} s from {plan.s11_settle_seconds:g} s after "
+                                          f"the last claim, {queued:,} in the queue file, "
                                           f"{plan.s11_queue_slots} running"))
