@@ -42,9 +42,14 @@ def _wait_ended(b: Bench, env: Env, sids: list[str], timeout: float) -> dict[str
     return done
 
 
-def _throughput(times: list[tuple[float, float]]) -> float:
-    """Jobs per second from the first start to the last end."""
-    return len(times) / (max(t[1] for t in times) - min(t[0] for t in times))
+def _span(times: list[tuple[float, float]]) -> float:
+    """From the first start to the last end."""
+    return max(t[1] for t in times) - min(t[0] for t in times)
+
+
+def _busy(times: list[tuple[float, float]], slots: int) -> float:
+    """The share of the slots' time over the span that A's attempts held (the rest: spawning, idle slots, B)."""
+    return sum(end - start for start, end in times) / (_span(times) * slots)
 
 
 def _flood(b: Bench, env: Env, tag: str, with_b: bool) -> tuple[list[tuple[float, float]], list[float]]:
@@ -72,13 +77,14 @@ def s11_fair_share(b: Bench) -> None:
     log(f"S11 fair share: project A floods {plan.s11_flood} jobs of {plan.s11_hold_ms} ms, then B submits "
         f"{plan.s11_b}; {plan.s11_slots} slots; vs A alone, {plan.s11_blocks} interleaved block(s)")
     env = b.side_env("s11-share", MAX_PARALLEL_JOBS=plan.s11_slots)
-    procs, durations, waits, tps = [], [], [], {True: [], False: []}
+    procs, durations, waits, tps, busy = [], [], [], {True: [], False: []}, {True: [], False: []}
     try:
         procs.append(b.stack.supervisor(env))
         for block in range(plan.s11_blocks):
             for with_b in ((True, False) if block % 2 == 0 else (False, True)):
                 a, w = _flood(b, env, f"{'mixed' if with_b else 'alone'}{block}", with_b)
-                tps[with_b].append(_throughput(a))
+                tps[with_b].append(len(a) / _span(a))
+                busy[with_b].append(_busy(a, plan.s11_slots))
                 waits += w
                 durations += [end - start for start, end in a] if with_b else []
     finally:
@@ -93,6 +99,9 @@ def s11_fair_share(b: Bench) -> None:
                         "jobs/s", value_of_runs(tps[True], what="floods"), value_of_runs(tps[False], what="floods"),
                         "A alone", "{:.2f}",
                         ratio=tp_mixed / tp_alone, ratio_name="with B/alone"))
+    b.report.notes.append("S11: slots held by A's attempts over each flood's span (the rest: spawning, idle, B): "
+                          f"with B {', '.join(f'{x:.0%}' for x in busy[True])}, "
+                          f"A alone {', '.join(f'{x:.0%}' for x in busy[False])}")
     b.report.target(Target("S11", "project B's wait p95 behind A's flood, in slot turnovers", p95 / turnover, 2, "<=",
                            "turnovers", f"p95 {p95:.2f} s, a turnover (every slot freed once: A's median attempt) "
                                         f"{turnover:.2f} s, {len(waits)} jobs of B"))
