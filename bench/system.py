@@ -59,6 +59,16 @@ class Plan:
     slow_conns: int = 500
     slow_seconds: float = 8
     server_rounds: int = 3
+    s11_flood: int = 500
+    s11_b: int = 5
+    s11_slots: int = 8
+    s11_hold_ms: int = 300
+    s11_blocks: int = 2
+    s11_queued: int = 10_000
+    s11_projects: int = 50
+    s11_queue_slots: int = 2
+    s11_cpu_seconds: float = 10
+    s11_settle_seconds: float = 6
 
     @classmethod
     def quick_plan(cls) -> "Plan":
@@ -67,7 +77,9 @@ class Plan:
                    s7_blocks=2, s7_polls=60, idle_seconds=2, jobs=40, poll_ns=(10, 40), poll_seconds=6,
                    poll_windows=3, base_poll_seconds=(4, 3), tp_sweep=(8,), tp_sweep_seconds=1, tp_repeats=2,
                    tp_seconds=1, base_tp_sweep=(4,), base_tp_repeats=1, base_tp_seconds=1,
-                   slow_conns=60, slow_seconds=1.5, server_rounds=1)
+                   slow_conns=60, slow_seconds=1.5, server_rounds=1, s11_flood=16, s11_b=2, s11_slots=2,
+                   s11_hold_ms=100, s11_blocks=1, s11_queued=200, s11_projects=5, s11_queue_slots=1,
+                   s11_cpu_seconds=2, s11_settle_seconds=0.5)
 
 
 def log(msg: str) -> None:
@@ -114,6 +126,18 @@ class Bench:
         if self.stack is not None:
             self.stack.close()
 
+    def side_env(self, name: str, **overrides) -> Env:
+        """The env file of a scenario's own supervisor (and façade): its own spool under directory/name."""
+        return write_env(self.directory / name, **overrides)
+
+    def stop_side(self, procs: list[Proc], envs) -> None:
+        """Stop a scenario's own servers, then the jobs left in their directories."""
+        for proc in reversed(procs):
+            proc.stop()
+            self.stack.procs.remove(proc)
+        for env in envs:
+            self.stack.kill_jobs(str(env.path.parent))
+
     # -- helpers ---------------------------------------------------------------
     def token(self, i: int) -> str:
         return self.auth.token(self.auth.users[i % len(self.auth.users)])
@@ -125,8 +149,11 @@ class Bench:
     def base(self, body: bytes) -> bytes:
         return httpload.post(HOST, self.base_port, "/", body)
 
+    def spool(self, env: Env | None = None) -> Spool:
+        return Spool((env or self.env).spool)
+
     def state(self, sid: str, env: Env | None = None) -> dict | None:
-        return Spool((env or self.env).spool).read_state(sid)
+        return self.spool(env).read_state(sid)
 
     def files(self, sid: str, env: Env | None = None) -> RunFiles:
         """Where run sid's files live (jobs/runfiles.py, through the spool)."""

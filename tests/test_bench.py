@@ -27,14 +27,14 @@ from jobs.states import JobState
 from test_contract import _circles, _import_graph
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S11")
 
 
 def test_quick_benchmark_runs_and_reports(tmp_path):
     """`python -m bench --quick` runs every scenario against the real stack and writes table, JSON and markdown."""
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", ",".join(SCENARIOS), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+                          cwd=ROOT, capture_output=True, text=True, timeout=330)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "latest.json").read_text())
     assert data["errors"] == []

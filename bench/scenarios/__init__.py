@@ -5,12 +5,14 @@
     S3 start latency                        S8 spool -> running on Slurm (optional)
     S4 spool -> spawn                       S9 slow clients and the server choice
     S5 exit -> COMPLETED visible            S10 the operator console
+                                            S11 fair share and a long queue
 
 They share one real stack (bench/system.py: devauth, supervisor, façade
 under granian, the baseline under the same server settings) and run in an
 order that keeps the quiet measurements (S4, S5, S3) before the machine is
 loaded with 1,000 running jobs (bench/fleet.py; S6, S1, S2, S9, S10). S7
-uses two small stacks of its own.
+uses two small stacks of its own; S4's confinement row and S11 start supervisors
+of their own (bench.system's side_env).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..system import Bench
 from .s1_polls import s1_and_s6
 from .s2_throughput import s2_throughput
 from .s3_start import s3_start_latency
+from .s4_confinement import s4_confinement
 from .s4_spawn import s4_spool_to_spawn
 from .s5_exit import s5_exit_to_completed
 from .s6_supervisor import s6_idle
@@ -28,8 +31,9 @@ from .s7_spool_size import s7_spool_size
 from .s8_slurm import s8_slurm
 from .s9_servers import s9_server_choice
 from .s10_console import s10_console
+from .s11_fairshare import s11_fair_share, s11_queue_cpu
 
-SCENARIOS = ("S4", "S5", "S3", "S7", "S6", "S1", "S2", "S9", "S10", "S8")
+SCENARIOS = ("S4", "S5", "S3", "S7", "S11", "S6", "S1", "S2", "S9", "S10", "S8")
 
 
 def run_all(b: Bench, only: set[str] | None = None) -> None:
@@ -45,8 +49,9 @@ def run_all(b: Bench, only: set[str] | None = None) -> None:
             return None
 
     b.up()
-    quiet = ((("S4", "S5"), "S4", s4_spool_to_spawn), (("S5",), "S5", s5_exit_to_completed),
-             (("S3",), "S3", s3_start_latency), (("S7",), "S7", s7_spool_size))
+    quiet = ((("S4", "S5"), "S4", s4_spool_to_spawn), (("S4",), "S4 confinement", s4_confinement),
+             (("S5",), "S5", s5_exit_to_completed), (("S3",), "S3", s3_start_latency), (("S7",), "S7", s7_spool_size),
+             (("S11",), "S11 fair share", s11_fair_share), (("S11",), "S11 queue", s11_queue_cpu))
     for names, name, fn in quiet:
         if want(*names):
             attempt(name, fn, b)

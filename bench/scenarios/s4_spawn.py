@@ -12,6 +12,7 @@ from jobs.wait import wait_for
 
 from ..report import Figure, Target, Value, value_of
 from ..stats import summary
+from ..stack import Env
 from ..system import MS, Bench, log
 
 
@@ -25,23 +26,35 @@ def _read_float(path: Path, timeout: float = 30.0) -> float:
     return wait_for(ready, timeout, 0.001, str(path))
 
 
+def drop_spec(spool: Spool, spec: JobSpec, durable: bool = True) -> float:
+    """Drop a spec into incoming/ as the façade's create_atomic does (staged, link, unlink, fsync dir); its time."""
+    staged = spool._stage(spec.to_json(), durable)
+    t0 = time.time()
+    os.link(staged, spool.incoming_path(spec.service_id))
+    os.unlink(staged)
+    if durable:
+        fsync_dir(spool.incoming)
+    return t0
+
+
+def spool_to_first_line(b: Bench, sid: str, env: Env | None = None) -> tuple[float, float, float]:
+    """Drop a stamp job (holdMs 0) into incoming/: when it was dropped, its first line ran, and it was SUCCEEDED."""
+    t0 = drop_spec(Spool((env or b.env).spool), JobSpec(sid, "stamp", {"holdMs": 0}))
+    first = _read_float(b.attempt_file(sid, "first.txt", env))
+    wait_for(lambda: (s := b.state(sid, env)) and s["state"] == "SUCCEEDED", 30, 0.002, f"{sid} SUCCEEDED")
+    return t0, first, time.time() - t0
+
+
 def s4_spool_to_spawn(b: Bench) -> None:
     """From the spec's arrival in incoming/ to the program's first line, vs subprocess.Popen of it."""
-    plan, spool = b.plan, Spool(b.env.spool)
+    plan = b.plan
     d = b.defs["stamp"]
     floor_root = b.directory / "floor"
     ours, floor, ours_total = [], [], []
     log(f"S4 spool->spawn: {plan.spawn_samples} samples, interleaved with the Popen floor")
     for i in range(plan.spawn_samples + 2):
         sid = f"spawn-{i:04d}"
-        staged = spool._stage(JobSpec(sid, "stamp", {"holdMs": 0}).to_json())  # staged and fsynced like the façade
-        t0 = time.time()
-        os.link(staged, spool.incoming_path(sid))  # the façade's create_atomic: link, unlink, fsync dir
-        os.unlink(staged)
-        fsync_dir(spool.incoming)
-        first = _read_float(b.attempt_file(sid, "first.txt"))
-        wait_for(lambda: (s := b.state(sid)) and s["state"] == "SUCCEEDED", 30, 0.002, f"{sid} SUCCEEDED")
-        total = time.time() - t0
+        t0, first, total = spool_to_first_line(b, sid)
 
         fdir = floor_root / str(i)
         fdir.mkdir(parents=True)

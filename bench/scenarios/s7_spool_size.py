@@ -15,7 +15,7 @@ from jobs.wait import wait_for
 from .. import httpload, soap
 from ..measure import raise_errors, sequential
 from ..report import Figure, Target, value_of_runs
-from ..stack import PROJECT, DevAuth, write_env
+from ..stack import PROJECT, DevAuth
 from ..stats import percentile
 from ..system import HOST, LIGHT, MS, Bench, log
 
@@ -29,7 +29,7 @@ def s7_spool_size(b: Bench) -> None:
     envs, procs = {}, []
     try:
         for label, count in sizes:
-            env = write_env(b.directory / f"s7-{label}")
+            env = b.side_env(f"s7-{label}")
             t = time.monotonic()
             _populate_finished(env.spool, count, b.auth)
             log(f"  {label}: {count} finished runs written in {time.monotonic() - t:.1f} s")
@@ -57,11 +57,7 @@ def s7_spool_size(b: Bench) -> None:
                 p50s[label].append(statistics.median(lat))
                 p99s[label].append(percentile(lat, 99))
     finally:
-        for proc in reversed(procs):
-            proc.stop()
-            b.stack.procs.remove(proc)
-        for label in envs:
-            b.stack.kill_jobs(str(b.directory / f"s7-{label}"))
+        b.stop_side(procs, envs.values())
     small, large = statistics.median(p50s["small"]), statistics.median(p50s["large"])
     label_large = f"{plan.s7_finished:,}"
     b.report.add(Figure("S7", f"poll latency p50, {label_large} finished runs in the spool", "ms",
