@@ -15,13 +15,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from html import escape
+from operator import attrgetter
 
 from jobs.usage import Usage
 from jobs.usagereport import facts as usage_facts
 from jobs.usagereport import seconds
+
+_MARKUP = re.compile("[&<>\"']")  # what html.escape() replaces
+
+
+def _e(value: object) -> str:
+    """html.escape(str(value)), without its five passes over text with nothing to escape (most of a page)."""
+    text = str(value)
+    return escape(text) if _MARKUP.search(text) else text
+
 
 STATES = ("queued", "running", "stopping", "succeeded", "failed", "aborted")
 _BADGES = {
@@ -57,11 +68,11 @@ class PageView:
 
     def digest(self) -> str:
         """A hash of the content; equal digests mean the user would see the same page."""
-        raw = repr(tuple(getattr(self, f.name) for f in _FIELDS)).encode("utf-8", "surrogatepass")
+        raw = repr(_CONTENT(self)).encode("utf-8", "surrogatepass")
         return hashlib.sha256(raw).hexdigest()[:32]
 
 
-_FIELDS = fields(PageView)
+_CONTENT = attrgetter(*(f.name for f in fields(PageView)))  # every field, in order, as one tuple
 
 
 def encode(page: str) -> str:
@@ -159,37 +170,36 @@ def _data(view: PageView, progress: float | None) -> str:
     attrs = {"data-state": view.state, "data-reason": view.detail,
              "data-exit-code": view.exit_code, "data-signal": view.signal, "data-stopped": view.stopped or None,
              "data-progress": None if progress is None else f"{progress:.0f}"}
-    return "".join(f" {k}=\"{escape(str(v), quote=True)}\"" for k, v in attrs.items() if v is not None)
+    return "".join(f" {k}=\"{_e(v)}\"" for k, v in attrs.items() if v is not None)
 
 
 def _dl(pairs: list[tuple[str, str]], attrs: str = "") -> str:
-    return f"<dl{attrs}>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in pairs) + "</dl>"
+    return f"<dl{attrs}>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in pairs) + "</dl>"
 
 
 def render(view: PageView, now: float) -> str:
     """The page for `view` as seen at time `now` (a UNIX time)."""
-    e = lambda v: escape(str(v), quote=True)  # noqa: E731
     progress = _progress(view)
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">",
-        f"<title>{e(view.title)}: {e(_BADGES[view.state])}</title><style>{_CSS}</style></head>",
+        f"<title>{_e(view.title)}: {_e(_BADGES[view.state])}</title><style>{_CSS}</style></head>",
         f"<body><div class=\"card s-{view.state}\"{_data(view, progress)}>",
-        f"<div class=\"head\"><h1>{e(view.title)}</h1><span class=\"badge\">{e(_BADGES[view.state])}</span></div>",
-        f"<p class=\"headline\">{e(view.headline)}</p>",
+        f"<div class=\"head\"><h1>{_e(view.title)}</h1><span class=\"badge\">{_e(_BADGES[view.state])}</span></div>",
+        f"<p class=\"headline\">{_e(view.headline)}</p>",
     ]
     if view.detail:
-        parts.append(f"<p class=\"detail\">{e(view.detail)}</p>")
+        parts.append(f"<p class=\"detail\">{_e(view.detail)}</p>")
     if view.percent is not None or view.state in ("queued", "running", "stopping", "succeeded"):
         pct = progress if progress is not None else 0.0
         label = f"{pct:.0f} %" if progress is not None else "waiting"
         parts.append(f"<div class=\"bar\"><div class=\"fill\" style=\"width:{pct:.1f}%\"></div>"
-                     f"<span>{e(label)}</span></div>")
+                     f"<span>{_e(label)}</span></div>")
     parts.append(_dl(_facts(view, now)))
     used_title, used = _used(view, now)
     if used:
-        parts.append(f"<h2>{e(used_title)}</h2>" + _dl(used, ' class="usage"'))
+        parts.append(f"<h2>{_e(used_title)}</h2>" + _dl(used, ' class="usage"'))
     if view.log_lines:
-        parts.append(f"<h2>{e(view.log_title or 'Output')}</h2><pre>{e(chr(10).join(view.log_lines))}</pre>")
-    parts.append(f"<p class=\"foot\">Updated {e(_clock(now))}</p></div></body></html>\n")
+        parts.append(f"<h2>{_e(view.log_title or 'Output')}</h2><pre>{_e(chr(10).join(view.log_lines))}</pre>")
+    parts.append(f"<p class=\"foot\">Updated {_e(_clock(now))}</p></div></body></html>\n")
     return "".join(parts)
