@@ -128,7 +128,8 @@ class Isolation:
         if unenforced:
             limits_text += " (not enforced here: " + ", ".join(unenforced) + ")"
         if problems:
-            return "not isolated: " + "; ".join(p.removeprefix("not isolated: ") for p in problems) + "; " + limits_text
+            reasons = dict.fromkeys(p.removeprefix("not isolated: ") for p in problems)  # =off: both say it
+            return "not isolated: " + "; ".join(reasons) + "; " + limits_text
         return f"isolated: runs as {user.name} (uid {user.uid}) in cgroup {attempt.name}; {limits_text}"
 
 
