@@ -589,7 +589,8 @@ def test_restart_cancels_and_resubmits_as_a_new_attempt(slurm_stack):
     s.start()
     s.submit(sid, secondsToWait=30)
     first = s.wait_slurm_running(sid)["executor_id"]
-    wait_for(lambda: "waiting 30 s" in (s.attempt_dir(sid) / "stdout.log").read_text(), 10, what="output")
+    log = s.attempt_dir(sid) / "stdout.log"  # the shim on the node opens it a moment after Slurm says RUNNING
+    wait_for(lambda: log.exists() and "waiting 30 s" in log.read_text(), 10, what="output")
     s.spool.send_command(sid, "restart", origin="operator")
     wait_for(lambda: s.state(sid).get("attempt") == 2 and s.state(sid)["reason"].startswith("running in Slurm"),
              20, what="attempt 2 running")
@@ -609,7 +610,8 @@ def test_a_job_ignoring_term_is_killed_after_the_grace_period(slurm_stack):
     s.start()
     s.submit(sid, "stubborn")
     s.wait_slurm_running(sid)
-    wait_for(lambda: "started" in (s.attempt_dir(sid) / "stdout.log").read_text(), 10, what="program output")
+    log = s.attempt_dir(sid) / "stdout.log"  # the shim on the node opens it a moment after Slurm says RUNNING
+    wait_for(lambda: log.exists() and "started" in log.read_text(), 10, what="program output")
     s.spool.send_command(sid, "kill", origin="operator")
     time.sleep(0.8)
     assert "STOPPING" == s.state(sid)["state"]  # TERM alone did not end it
