@@ -133,8 +133,10 @@ class Service:
     def __init__(self, name: str, argv: list[str], log: Path, env: dict):
         self.name, self.log = name, log
         with open(log, "ab") as out:
+            # a process group of its own: the terminal's SIGINT/SIGHUP reach only ./bin/up, which stops the
+            # services in order (granian would take a hangup as "respawn the workers" and race the stop)
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                         preexec_fn=_stop_with_parent(os.getpid()))
+                                         process_group=0, preexec_fn=_stop_with_parent(os.getpid()))
 
     def exited(self) -> int | None:
         return self.proc.poll()
