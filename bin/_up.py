@@ -31,6 +31,7 @@ from jobs.definitions import load_definitions  # noqa: E402
 from jobs.errors import JobsError  # noqa: E402
 from jobs.ports import port_holder  # noqa: E402
 from jobs.spool import Spool  # noqa: E402
+from jobs.supervisorinfo import isolation_note  # noqa: E402
 
 READY_SECONDS = 30
 STOP_SECONDS = 15
@@ -117,6 +118,41 @@ def tail(path: Path, lines: int = 8) -> str:
         return ""
 
 
+DEV_JOB_USER = "spoolsoap-job"
+# prints the first file the user running it cannot read (or run), then fails
+_FIRST_UNREADABLE = 'for f; do test -r "$f" || { echo "$f"; exit 1; }; done'
+
+
+def unreadable_for_others(files: list[str]) -> str | None:
+    """The first of `files` that a user of no group (nobody) cannot read, or None."""
+    done = subprocess.run(["/bin/sh", "-c", _FIRST_UNREADABLE, "sh", *files], user="nobody", cwd="/",
+                          capture_output=True, text=True)
+    return (done.stdout.strip() or "?") if done.returncode else None
+
+
+def dev_job_user(cfg, definitions) -> tuple[str | None, str]:
+    """As root, with JOB_ISOLATION on and neither JOB_USER nor PROJECT_USERS set: run the jobs as the
+    development user spoolsoap-job (created if missing) when any user can read their programs. Returns
+    the user (None: the configuration stays as it is) and what to tell the operator."""
+    if os.geteuid() != 0 or cfg.job_isolation == "off" or cfg.job_user or cfg.project_users:
+        return None, ""
+    files = sorted({f for d in definitions.values() for f in d.program_files()})
+    blocked = unreadable_for_others(files)
+    if blocked:
+        hint = (" (rm -rf .venv; PYTHON=/usr/bin/python3 ./bin/up builds it from a system Python)"
+                if blocked == sys.executable else "")
+        return None, (f"./bin/up would run jobs as {DEV_JOB_USER}, but other users cannot read {blocked}; "
+                      f"put the programs and their interpreter where they can{hint}, or set JOB_USER")
+    created = ""
+    if subprocess.run(["getent", "passwd", DEV_JOB_USER], capture_output=True).returncode != 0:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                               DEV_JOB_USER], capture_output=True, text=True)
+        if made.returncode != 0:
+            return None, f"could not create the job user {DEV_JOB_USER}: {made.stderr.strip() or made.returncode}"
+        created = ", created by ./bin/up"
+    return DEV_JOB_USER, f"the development job user{created}; set JOB_USER to choose another"
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -195,6 +231,9 @@ def main() -> int:
             return 1
 
     # -- start and wait until everything answers ----------------------------------
+    job_user, job_user_note = dev_job_user(cfg, definitions)
+    if job_user:
+        env["JOB_USER"] = job_user
     log_dir.mkdir(parents=True, exist_ok=True)
     started: list[Service] = []
     try:
@@ -228,6 +267,8 @@ def main() -> int:
         if console:
             say(f"    Operator console (log in as the demo user):\n        {console}/")
         say(f"    Health: {facade}/readyz, metrics: {facade}/metrics" + (f" and {console}/metrics" if console else ""))
+        isolation = isolation_note(Spool(cfg.spool_dir)) or "the supervisor did not say"
+        say(f"    Jobs: {isolation}" + (f"\n        ({job_user_note})" if job_user_note else ""))
         say(f"    Logs: {log_dir}/{{{','.join(name for name, _ in modules)}}}.log")
         say("    Spool: jobctl list   (in another terminal: source .venv/bin/activate)")
         if "waiter" in definitions:

@@ -8,6 +8,7 @@ program is adding a file. Every problem is reported as `file: field: what`.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import tomllib
@@ -153,6 +154,17 @@ class Definition:
         values.update({f"file.{k}": v for k, v in self.files.items()})
         values["file.notifications"] = NOTIFICATIONS_FD_PATH
         return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], a) for a in self.argv]
+
+    def program_files(self) -> list[str]:
+        """The existing files its argv names through {python}, {project} and {here} alone: what its
+        job user must be able to read (./bin/up checks that before it runs jobs as another user)."""
+        fixed = {"python": sys.executable, "project": str(PROJECT_ROOT), "here": str(self.path.parent)}
+        found = []
+        for arg in self.argv:
+            path = _PLACEHOLDER.sub(lambda m: fixed.get(m.group(1), "\0"), arg)
+            if "\0" not in path and os.path.isabs(path) and os.path.isfile(path):
+                found.append(path)
+        return found
 
     def retry_delay(self, failed_attempts: int) -> float:
         return self.retry_delay_s * self.retry_backoff ** max(0, failed_attempts - 1)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -163,3 +165,57 @@ def test_services_print_help_and_exit_without_serving(tmp_path):
                               env={**os.environ, "ENV_FILE": str(env_file)}, timeout=30)
         assert (0, "") == (done.returncode, done.stderr), done.stderr
         assert done.stdout.startswith(f"usage: {prog}") and "ENV_FILE" in done.stdout, done.stdout
+
+
+def test_as_root_jobs_run_as_the_development_job_user_and_the_banner_says_how_jobs_are_confined(tmp_path):
+    """As root with no JOB_USER, ./bin/up runs the jobs as spoolsoap-job (created if missing) when other users
+    can read their programs, and the banner says so; where they cannot (definitions in a private
+    directory), the banner says "not isolated" and names the file. Before, ./bin/up ran every job as root
+    and said nothing."""
+    if os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("needs root (useradd, switching users) and a system /usr/bin/python3")
+    public = Path(tempfile.mkdtemp(prefix="up-defs-", dir="/tmp"))
+    try:
+        public.chmod(0o755)
+        shutil.copy(ROOT / "jobs" / "programs" / "wait_a_while.py", public)
+        waiter = (ROOT / "jobs" / "definitions" / "waiter.toml").read_text()
+        (public / "waiter.toml").write_text(waiter.replace('"{python}", "{project}/jobs/programs/wait_a_while.py"',
+                                                           '"/usr/bin/python3", "{here}/wait_a_while.py"'))
+        for f in public.iterdir():
+            f.chmod(0o644)
+        env_file = write_env(tmp_path, DEFINITIONS_DIR=str(public), LOG_LEVEL="info", CONSOLE_PORT=free_port())
+        up = Up(env_file, tmp_path / "up.out")
+        try:
+            wait_for(lambda: "The system is up." in up.output() or up.proc.poll() is not None, 90,
+                     what="./bin/up banner")
+            banner = up.output()
+            assert "    Jobs: isolated: jobs run as spoolsoap-job (uid " in banner, banner
+            env = {**os.environ, "ENV_FILE": str(env_file)}
+            jobctl = str(Path(sys.executable).parent / "jobctl")
+            sid = subprocess.run([jobctl, "submit", "waiter", "secondsToWait=1"], env=env, capture_output=True,
+                                 text=True, check=True, timeout=30).stdout.strip()
+            state = tmp_path / "spool" / "runs" / sid / "state.json"
+            wait_for(lambda: state.exists() and json.loads(state.read_text())["state"] in ("SUCCEEDED", "FAILED"),
+                     60, what=f"{sid} finished")
+            record = json.loads(state.read_text())
+            assert ("SUCCEEDED", True) == (record["state"], record["isolation"].startswith(
+                "isolated: runs as spoolsoap-job")), record
+        finally:
+            up.kill()
+            kill_leftovers(tmp_path)
+    finally:
+        shutil.rmtree(public)
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    env_file = write_env(private, DEFINITIONS_DIR=definitions_dir(private), CONSOLE_PORT=free_port())
+    up = Up(env_file, tmp_path / "up2.out")
+    try:
+        wait_for(lambda: "The system is up." in up.output() or up.proc.poll() is not None, 90,
+                 what="./bin/up banner")
+        banner = up.output()
+        assert "    Jobs: not isolated: no JOB_USER configured" in banner, banner
+        assert "./bin/up would run jobs as spoolsoap-job, but other users cannot read " in banner, banner
+    finally:
+        up.kill()
+        kill_leftovers(private)
