@@ -167,6 +167,17 @@ def test_services_print_help_and_exit_without_serving(tmp_path):
         assert done.stdout.startswith(f"usage: {prog}") and "ENV_FILE" in done.stdout, done.stdout
 
 
+def waiter_beside_its_program(directory: Path, mode: int) -> None:
+    """The waiter's definition in `directory` (given `mode`), its program beside it, run by the system Python."""
+    shutil.copy(ROOT / "jobs" / "programs" / "wait_a_while.py", directory)
+    waiter = (ROOT / "jobs" / "definitions" / "waiter.toml").read_text()
+    (directory / "waiter.toml").write_text(waiter.replace('"{python}", "{project}/jobs/programs/wait_a_while.py"',
+                                                          '"/usr/bin/python3", "{here}/wait_a_while.py"'))
+    for f in directory.iterdir():
+        f.chmod(0o644)
+    directory.chmod(mode)
+
+
 def test_as_root_jobs_run_as_the_development_job_user_and_the_banner_says_how_jobs_are_confined(tmp_path):
     """As root with no JOB_USER, ./bin/up runs the jobs as spoolsoap-job (created if missing) when other users
     can read their programs, and the banner says so; where they cannot (definitions in a private
@@ -176,13 +187,7 @@ def test_as_root_jobs_run_as_the_development_job_user_and_the_banner_says_how_jo
         pytest.skip("needs root (useradd, switching users) and a system /usr/bin/python3")
     public = Path(tempfile.mkdtemp(prefix="up-defs-", dir="/tmp"))
     try:
-        public.chmod(0o755)
-        shutil.copy(ROOT / "jobs" / "programs" / "wait_a_while.py", public)
-        waiter = (ROOT / "jobs" / "definitions" / "waiter.toml").read_text()
-        (public / "waiter.toml").write_text(waiter.replace('"{python}", "{project}/jobs/programs/wait_a_while.py"',
-                                                           '"/usr/bin/python3", "{here}/wait_a_while.py"'))
-        for f in public.iterdir():
-            f.chmod(0o644)
+        waiter_beside_its_program(public, 0o755)
         env_file = write_env(tmp_path, DEFINITIONS_DIR=str(public), LOG_LEVEL="info", CONSOLE_PORT=free_port())
         up = Up(env_file, tmp_path / "up.out")
         try:
@@ -207,8 +212,9 @@ def test_as_root_jobs_run_as_the_development_job_user_and_the_banner_says_how_jo
         shutil.rmtree(public)
 
     private = tmp_path / "private"
-    private.mkdir(mode=0o700)
-    env_file = write_env(private, DEFINITIONS_DIR=definitions_dir(private), CONSOLE_PORT=free_port())
+    private.mkdir()
+    waiter_beside_its_program(private, 0o700)
+    env_file = write_env(private, DEFINITIONS_DIR=str(private), CONSOLE_PORT=free_port())
     up = Up(env_file, tmp_path / "up2.out")
     try:
         wait_for(lambda: "The system is up." in up.output() or up.proc.poll() is not None, 90,
