@@ -46,8 +46,10 @@ never UNCHANGED and never the fault, and records nothing.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
+import spyne.const
 import structlog
 from lxml import etree
 from spyne import Boolean, Double, Fault, Integer, ServiceBase, Unicode, rpc
@@ -68,6 +70,13 @@ SPYNE_TYPES = {"integer": Integer, "float": Double, "string": Unicode, "boolean"
 COMMON_PARAMS = ("serviceID", "sessionToken")
 DETAIL_FIELDS = ("reason", "state")  # what a FacadeError's detail may say, in the schema's order
 log = structlog.get_logger("facade.service")  # lazy: configured later, by the entry point
+
+# spyne ends a request with a full gc.collect() once a second (MethodContext.close, "to return file
+# descriptors"): with a worker's ~50,000 objects it holds the GIL 15-100 ms, stalling every request
+# of the worker; it was half the GIL time of a burst of starts (docs/profile-starts.md). The façade
+# keeps no descriptor in a reference cycle (spool files are closed by `with` or finally), so Python's
+# own generational collector is enough.
+spyne.const.MIN_GC_INTERVAL = math.inf
 
 _AUTHORIZED = (InvalidRequest, TokenValidationFailed, WrongProject, UnknownServiceID,
                AuthManagerUnavailable, ServiceUnavailable, InternalError)

@@ -32,9 +32,10 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from .errors import SpecError
 from .runfiles import RUNS, RunFiles
@@ -98,6 +99,61 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirectorySync:
+    """Group commit of one directory's fsync: the threads that changed it share it.
+
+    A writer fsyncs its own file (concurrent fsyncs of files already share the
+    filesystem journal's commits), makes its change in the directory (a link),
+    then calls durable(). The first caller fsyncs the directory; callers that
+    arrive meanwhile wait, and the next fsync covers every one of them: one
+    directory fsync per round instead of one per start (issue 20,
+    docs/profile-starts.md). A round covers exactly the changes made before it
+    began, so no caller returns before an fsync that started after its change
+    has ended. A failed round raises in each caller it covered, and only there.
+    """
+
+    def __init__(self, path: Path | str, sync: Callable[[Path | str], None] = fsync_dir):
+        self.path = path
+        self._sync = sync  # the seam: tests count or fail the rounds
+        self._cond = threading.Condition()
+        self._open = _Round()  # collects the changes made until its fsync begins
+        self._running: _Round | None = None
+
+    def durable(self) -> None:
+        """Return once the directory has been fsynced after this thread's change; OSError if that failed."""
+        with self._cond:
+            mine = self._open
+            while not mine.done:
+                if self._running is not None:
+                    self._cond.wait()
+                    continue
+                lead = self._running = self._open
+                self._open = _Round()
+                self._cond.release()
+                try:
+                    self._sync(self.path)
+                except BaseException as e:
+                    lead.error = e
+                    raise
+                finally:
+                    self._cond.acquire()
+                    lead.done, self._running = True, None
+                    self._cond.notify_all()
+            failed = mine.error
+        if failed is not None:
+            errno_ = failed.errno if isinstance(failed, OSError) and failed.errno else errno.EIO
+            raise OSError(errno_, f"fsync of {self.path} failed: {failed}") from failed
+
+
+class _Round:
+    """One fsync of a DirectorySync: done once it has ended; error if it failed."""
+    __slots__ = ("done", "error")
+
+    def __init__(self):
+        self.done = False
+        self.error: BaseException | None = None
 
 
 class NotRegularFile(SpecError):
@@ -205,6 +261,8 @@ class Spool:
         self.queue_file = self.root / "queue.json"
         self.supervisor_file = self.root / "supervisor.json"
         self.usage_file = self.root / "usage.json"
+        self._dir_syncs: dict[str, DirectorySync] = {}
+        self._dir_syncs_lock = threading.Lock()
 
     def ensure(self) -> "Spool":
         for d in (self.tmp, self.incoming, self.commands, self.rejected, self.runs):
@@ -333,17 +391,36 @@ class Spool:
         """Stage a tiny file in tmp/ and remove it; the OSError says why the spool takes no writes."""
         os.unlink(self._stage(b"probe\n", durable=False))
 
-    def create_atomic(self, dest: Path, data: bytes) -> bool:
-        """Like write_atomic but never replaces: False if dest already exists."""
+    def create_atomic(self, dest: Path | str, data: bytes) -> bool:
+        """Like write_atomic but never replaces: False if dest already exists.
+
+        The directory's fsync is shared with concurrent callers (DirectorySync).
+        If it fails, dest is taken back (unless the supervisor has claimed it
+        meanwhile), so a refused start leaves no spec behind.
+        """
         tmp = self._stage(data)
         try:
+            ino = os.stat(tmp).st_ino
             os.link(tmp, dest)
         except FileExistsError:
             return False
         finally:
             _unlink(tmp)
-        fsync_dir(os.path.dirname(dest))
+        try:
+            self.dir_sync(os.path.dirname(dest)).durable()
+        except BaseException:
+            _unlink_if(dest, ino)
+            raise
         return True
+
+    def dir_sync(self, directory: Path | str) -> DirectorySync:
+        """The group commit of this directory's fsync, one per directory and Spool."""
+        key = os.fspath(directory)
+        with self._dir_syncs_lock:
+            found = self._dir_syncs.get(key)
+            if found is None:
+                found = self._dir_syncs[key] = DirectorySync(key)
+            return found
 
     # -- shared reads and drops ------------------------------------------
     def submit(self, spec_json: bytes, sid: str) -> bool:
@@ -479,5 +556,14 @@ def _write_all(fd: int, data: bytes) -> None:
 def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _unlink_if(path: Path | str, ino: int) -> None:
+    """Remove path if it is still the file ino (not claimed, renamed or replaced meanwhile)."""
+    try:
+        if os.lstat(path).st_ino == ino:
+            os.unlink(path)
     except FileNotFoundError:
         pass
