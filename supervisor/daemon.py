@@ -26,7 +26,7 @@ import psutil
 import structlog
 
 from jobs import config as config_mod
-from jobs import logs, usagehistory
+from jobs import accounting, logs, usagehistory
 from jobs.usagehistory import project_of
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
@@ -82,6 +82,7 @@ class Supervisor:
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
+        self.ledger = accounting.Ledger(self.spool, cfg.accounting_retention_days * 86400)  # what attempts used
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -110,6 +111,8 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
         """One pass; everything the daemon does happens here, in this order."""
+        if self.ledger.pending:
+            self.write("accounting", None, self.ledger.flush)
         for job in list(self.unsaved.values()):
             if self.save(job) and job.rs.state not in ACTIVE:
                 self.executor(job).cleanup(job)
@@ -367,6 +370,7 @@ class Supervisor:
         if oom:
             outcome = f"{oom} ({outcome})"
         rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed, usage))
+        self.account(job, rs.history[-1])  # before any save that ends the attempt
         if rs.state == JobState.STOPPING:
             target, reason = JobState(rs.stop_target), rs.stop_reason or ""
             rs.history[-1].reason = f"{reason} ({outcome})"
@@ -466,6 +470,12 @@ class Supervisor:
         for job in [j for j in startable if j is not None and j.rs.state is JobState.QUEUED][:max(free, 0)]:
             self.launch(job, now)
             self.queue_stale = True
+
+    def account(self, job: Job, ended: Attempt) -> None:
+        """Append an ended attempt's usage to the accounting ledger, fsynced (jobs/accounting.py: the crash rules)."""
+        self.ledger.add(accounting.record(job.sid, job.rs.job, job.spec.owner, ended.attempt, ended.started_at,
+                                          ended.finished_at, ended.usage))
+        self.write("accounting", job.sid, self.ledger.flush)
 
     def start_accounting(self, now: float) -> None:
         """Load the usage history (rebuilt from the runs if usage.json is missing or invalid); note what runs."""
@@ -679,9 +689,15 @@ class Supervisor:
     def recover(self, now: float) -> None:
         """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue; end the cgroups
         of attempts that are over (an active job keeps its own: its counts are read when it ends)."""
+        self.write("accounting", None, self.ledger.start, now)
+        backfill = None if self.ledger.backfilled() else []
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
-                self.load_run(name, now)
+                job = self.load_run(name, now)
+                if job is not None and backfill is not None:
+                    backfill.extend(accounting.records_of(job.rs, job.spec.owner))
+        if backfill is not None:
+            self.write("accounting", None, self.ledger.backfill, backfill, now)
         if self.isolation is not None and not self.isolation.layout.unavailable:
             sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
