@@ -267,7 +267,8 @@ class Ledger:
             self.expire(time.time())  # a new month: the oldest may have expired meanwhile
 
     def repair(self, name: str) -> None:
-        """Cut a file back to its last whole frame (a torn tail left by a kill -9)."""
+        """Cut a file back to its last whole frame (a torn tail left by a kill -9); the bytes cut are kept
+        beside it (<name>.cut-<ns>) for an operator, never read."""
         path = self.dir / name
         try:
             with open_regular(path) as f:
@@ -276,7 +277,8 @@ class Ledger:
             self.checked.add(name)
             return
         _, valid = decode(data)
-        if valid < len(data):
+        if valid < len(data):  # kept aside first: damage inside a file would otherwise take what follows it
+            self.spool.write_atomic(self.dir / f"{name}.cut-{time.time_ns()}", data[valid:])
             fd = open_regular_for_write(path, 0)
             try:
                 os.ftruncate(fd, valid)

@@ -99,6 +99,8 @@ def test_a_damaged_frame_ends_what_is_read_and_is_cut_before_the_next_append(tmp
     assert ["a"] == [r.sid for r in accounting.Reader(spool).records()]
     append(spool, rec("c", DEC_1 + 3))  # a new Ledger: checks the file before its first append
     assert ["a", "c"] == [r.sid for r in accounting.Reader(spool).records()]
+    [cut] = (spool.root / "accounting").glob("2026-12.log.cut-*")  # kept aside for an operator
+    assert bytes(data[len(accounting.frame(rec("a", DEC_1 + 1))):]) == cut.read_bytes()
 
 
 def test_a_reader_reads_only_what_was_appended_and_follows_a_replaced_file(tmp_path):
