@@ -1,20 +1,23 @@
 """The console's usage view model: what each project (or user, or job type) used over a period, and per day;
 the board's usage columns and the job page's attempts (hooks in console/board.py). Pages: console/usagepages.py.
 
-Built on the console's index rows (jobs/index.py: each ended attempt's usage
-record) and summed by jobs/usagereport.py, as `jobctl usage` is. Who sees
-what follows console/access.py: operators every project, others their own.
+The report reads the accounting ledger (jobs/accounting.py, one Reader per
+spool that reads only what was appended since the last page) and sums it with
+jobs/usagereport.py, as `jobctl usage` does; the board and the job page read
+the index rows. Who sees what follows console/access.py: operators every
+project, others their own.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from jobs import usagereport
+from jobs import accounting, usagereport
 
 DEFAULT_SINCE = "30d"
 DAY = 86400.0
 MAX_BUCKETS = 366  # the chart's points: a day each, at most a year
+_readers: dict[str, accounting.Reader] = {}  # spool root -> its ledger's reader, kept between pages
 
 
 def view(console, user, params) -> dict[str, Any]:
@@ -30,9 +33,11 @@ def view(console, user, params) -> dict[str, Any]:
     except ValueError as e:
         error, since, until = str(e), usagereport.parse_when(DEFAULT_SINCE, now), now
     since = max(since, until - MAX_BUCKETS * DAY)
-    rows = [r for r in console.index.live() if user.may_see(r.project)]
-    lines = usagereport.report(rows, by, since, until)
-    series = usagereport.series(rows, DAY, since, until)
+    reader = _readers.get(str(console.spool.root)) or _readers.setdefault(str(console.spool.root),
+                                                                          accounting.Reader(console.spool))
+    records = [r for r in reader.records(since, until) if user.may_see(r.project)]
+    lines = usagereport.report(records, by, since, until)
+    series = usagereport.series(records, DAY, since, until)
     return {"by": by, "since": since, "until": until, "error": error, "lines": lines,
             "series": sorted(series.items(), key=lambda kv: -sum(kv[1])),
             "params": {"by": by, "since": params.get("since") or DEFAULT_SINCE, "until": params.get("until") or ""}}

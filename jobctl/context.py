@@ -10,7 +10,7 @@ from jobs import config as config_mod
 from jobs.cli import USAGE, CliError
 from jobs.definitions import Definition, load_definitions
 from jobs.errors import DefinitionError, SpecError
-from jobs.index import USAGE_SNAPSHOT, Row, SpoolIndex
+from jobs.index import Row, SpoolIndex
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
 from jobs.spool import ServiceId, Spool, service_id
@@ -83,12 +83,6 @@ class Context:
             self._index = SpoolIndex(self.spool, self.definitions() or None)
             self._index.refresh()
         return self._index
-
-    def usage_rows(self) -> list:
-        """Every run's ended attempts' usage (`jobctl usage`), through the index's usage snapshot in the spool."""
-        index = SpoolIndex(self.spool, self.definitions() or None)
-        index.owners = True  # without definitions, the project and user still come from each spec
-        return index.usage_rows(self.spool.root / USAGE_SNAPSHOT)
 
     def view(self, sid: ServiceId, now: float) -> JobView:
         index = self.index()

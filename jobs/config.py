@@ -284,6 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_PARALLEL_JOBS", "4", int, _ranged(int, 1, 10000), ("supervisor",), "jobs running at once"),
     Setting("RETENTION_DAYS", "7", float, _ranged(float, 0, 3650), ("supervisor",),
             "how long a finished run is kept (read as retention_seconds)"),
+    Setting("ACCOUNTING_RETENTION_DAYS", "400", float, _ranged(float, 1, 36500), ("supervisor",),
+            "how long the accounting ledger keeps a month of ended attempts (outlives RETENTION_DAYS)"),
     Setting("RECONCILE_SECONDS", "5", float, _ranged(float, 0.1, 3600), ("supervisor", "facade", "console", "jobctl"),
             "the supervisor's full rescan; its heartbeat is judged by it"),
     Setting("LOG_LEVEL", "info", str, _one_of(LOG_LEVELS, str.lower),

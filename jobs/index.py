@@ -37,13 +37,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-import msgspec
 import structlog
 
 from .definitions import Definition
 from .errors import SpecError
 from .progress import read_percent
-from .runfiles import STATE, RunFiles
+from .runfiles import RunFiles
 from .runstate import RunState
 from .spec import JobSpec
 from .spool import SERVICE_ID_RE, ServiceId, Spool, read_json
@@ -56,9 +55,6 @@ PROGRESS_EVERY = 2         # passes: each running job's progress is looked at ev
 MTIME_MARGIN = 1.0         # s: a directory mtime younger than this may yet be shared by a later write
 FULL_CHECK_SECONDS = 1.0   # every state.json of a hot job is stat()ed at least this often, gate or not
 TOMBSTONE_SECONDS = 600
-USAGE_SNAPSHOT = "usage-snapshot.msgpack"  # in the spool's root: see SpoolIndex.usage_rows
-SNAPSHOT_VERSION = 2
-SNAPSHOT_SWEEP = 5_000     # kept runs whose state.json usage_rows() stat()s again per call (the oldest checked)
 
 log = structlog.get_logger("jobs.index")
 
@@ -156,7 +152,6 @@ class SpoolIndex:
 
     row_class: type[Row] = Row
     cold_slices: int | None = None  # if set, a pass also sweeps at least 1/cold_slices of the finished jobs
-    owners: bool = False            # without definitions: still take each row's owner from its spec (see _owner)
 
     def __init__(self, spool: Spool, definitions: dict[str, Definition] | None, clock=time.time):
         self.spool = spool
@@ -317,8 +312,7 @@ class SpoolIndex:
         """A row from the spec (runs/<sid>/spec.json if claimed, else incoming/); None if unreadable."""
         files = self.spool.files(sid)
         if self.definitions is None:
-            project, username = _owner(files.spec if claimed else files.incoming) if self.owners else (None, None)
-            row = self.row_class(sid, "", project, username, None, {})
+            row = self.row_class(sid, "", None, None, None, {})
         else:
             try:
                 spec = JobSpec.parse(read_json(files.spec if claimed else files.incoming), self.definitions)
@@ -398,67 +392,6 @@ class SpoolIndex:
         job.progress = pct
         self._progress_seen(job, now)
 
-    # -- the usage read: every run's ended attempts, fast on a large spool -----------------
-    def usage_rows(self, snapshot: str | os.PathLike | None = None, now: float | None = None) -> list:
-        """Every run's usage as a usage report reads it (sid, job, project, username, spent), for one-shot readers.
-
-        Reading 100,000 runs' spec and state costs seconds, so finished runs
-        are kept in `snapshot` (msgpack, rewritten by each call; a cache: lost
-        or unreadable, it is rebuilt) with their state.json's stamp, and the
-        other runs' names with runs/'s mtime. A call lists runs/ only if its
-        mtime moved (a run appeared or went) and trusts a kept run while it
-        is present, except for the SNAPSHOT_SWEEP least recently checked and
-        those named in commands/ or queue.json, whose stamps it checks: a run
-        that changed (an operator's restart) is read again, so a change shows
-        within len(kept) / SNAPSHOT_SWEEP calls, at once if it is queued.
-        Every other run is read through this index's rows (_add).
-        """
-        now = self.clock() if now is None else now
-        saved = _read_snapshot(snapshot) if snapshot is not None else _Snapshot(SNAPSHOT_VERSION, [])
-        runs = os.fspath(self.spool.runs)
-        runs_mtime, present = self._runs_listing(saved, now)
-        kept = saved.runs if present is None else [u for u in saved.runs if u.sid in present]
-        head, tail = kept[:SNAPSHOT_SWEEP], kept[SNAPSHOT_SWEEP:]
-        suspect = set(self.spool.pending_commands()) | {s for s in self.spool.read_queue() if isinstance(s, str)}
-        if suspect:
-            head = head + [u for u in tail if u.sid in suspect]
-            tail = [u for u in tail if u.sid not in suspect]
-        checked = [u for u in head if _stamp_key(os.path.join(runs, u.sid, STATE)) == u.stamp]  # RunFiles.state
-        names = set(saved.others) if present is None else present - {u.sid for u in kept}
-        names |= {u.sid for u in head} - {u.sid for u in checked}  # changed since kept: read again
-        unfinished: list[Row] = []
-        for sid in names:
-            if not SERVICE_ID_RE.fullmatch(sid):
-                continue
-            if sid not in self.jobs or self.jobs[sid].state == SUBMITTED:
-                self._add(ServiceId(sid), True, now)
-            row = self.jobs.get(sid)
-            if row is not None and not row.removed and row.run is not None:
-                if row.state in TERMINAL_STATES and row.stamp:
-                    checked.append(_kept(row))
-                else:
-                    unfinished.append(row)
-        if snapshot is not None:
-            others = sorted(names - {u.sid for u in checked})
-            try:
-                self.spool.write_atomic(snapshot, msgspec.msgpack.encode(
-                    _Snapshot(SNAPSHOT_VERSION, tail + checked, runs_mtime, others)), durable=False)
-            except OSError as e:  # a reader without write access to the spool: slower next time, not wrong
-                log.info("usage_snapshot_not_saved", error=str(e))
-        return unfinished + tail + checked
-
-    def _runs_listing(self, saved: "_Snapshot", now: float) -> tuple[int, set[str] | None]:
-        """(runs/'s mtime if it is older than MTIME_MARGIN, else 0; the names in runs/, None if as saved)."""
-        try:
-            mtime = os.stat(self.spool.runs).st_mtime_ns
-        except FileNotFoundError:
-            return 0, set()
-        settled = mtime if now - mtime / 1e9 > MTIME_MARGIN else 0  # a later change may share a young stamp
-        if settled and settled == saved.runs_mtime:
-            return settled, None
-        with os.scandir(self.spool.runs) as it:
-            return settled, {e.name for e in it}  # checked against SERVICE_ID_RE where not kept
-
     # -- what a subclass may add (the console's progress samples) -------------------
     def _replaced(self, new: Row, old: Row | None) -> None:
         """A row is (re)built from its spec; old is the row it replaces, if any."""
@@ -490,79 +423,6 @@ class SpoolIndex:
             job = self.jobs.get(sid)
             if job is not None and job.removed:
                 self.floor = max(self.floor, self.jobs.pop(sid).seq)
-
-
-class _Spent(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """An ended attempt's usage as the snapshot keeps it (what a report sums); reads as a Spent and as its Usage."""
-    attempt: int
-    finished_at: float | None
-    cpu_s: float | None
-    memory_peak_bytes: int | None
-    io_read_bytes: int | None
-    io_write_bytes: int | None
-    queue_wait_s: float | None
-    wall_s: float | None
-
-    @property
-    def usage(self) -> "_Spent":
-        return self
-
-
-class _Used(msgspec.Struct, array_like=True, gc=False):  # no cycles: the collector need not track 100,000 of them
-    """A finished run as the usage snapshot keeps it: what a usage report reads of a Row."""
-    sid: str
-    stamp: int  # _stamp_key of its state.json when kept
-    job: str
-    project: str | None
-    username: str | None
-    spent: list[_Spent]
-
-
-class _Snapshot(msgspec.Struct):
-    version: int
-    runs: list[_Used]        # finished runs, the least recently checked first
-    runs_mtime: int = 0      # runs/'s mtime when it was listed (0: too young to trust)
-    others: list[str] = []   # the other names in runs/ then: read again every call
-
-
-_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
-
-
-def _kept(row: Row) -> _Used:
-    return _Used(str(row.sid), hash(row.stamp), row.job, row.project, row.username, [
-        _Spent(s.attempt, s.finished_at, s.usage.cpu_s, s.usage.memory_peak_bytes,
-               s.usage.io_read_bytes, s.usage.io_write_bytes, s.usage.queue_wait_s, s.usage.wall_s)
-        for s in row.spent])
-
-
-def _read_snapshot(path) -> _Snapshot:
-    """The snapshot; an empty one if it is missing, unreadable or of another version (it is only a cache)."""
-    try:
-        with open(path, "rb") as f:
-            snap = _SNAPSHOT_DECODER.decode(f.read())
-    except (OSError, msgspec.DecodeError):
-        return _Snapshot(SNAPSHOT_VERSION, [])
-    return snap if snap.version == SNAPSHOT_VERSION else _Snapshot(SNAPSHOT_VERSION, [])
-
-
-def _owner(path) -> tuple[str | None, str | None]:
-    """(project, username) as a spec names them, unchecked against definitions: the metrics' labels.
-
-    Only short strings count; anything else (or no readable spec) is (None, None)."""
-    try:
-        owner = read_json(path).get("owner")
-    except (OSError, ValueError, SpecError, AttributeError):
-        return None, None
-    if not isinstance(owner, dict):
-        return None, None
-    return tuple(v if isinstance(v, str) and 0 < len(v) <= 256 else None  # type: ignore[return-value]
-                 for v in (owner.get("project"), owner.get("username")))
-
-
-def _stamp_key(path) -> int | None:
-    """_stamp as one int (the usage snapshot keeps 100,000 of them); None if it cannot be stat()ed."""
-    stamp = _stamp(path)
-    return None if stamp is None else hash(stamp)
 
 
 def _stamp(path) -> tuple | None:

@@ -1,10 +1,10 @@
 """What jobs used, summed and put in words: per attempt, per job, and per project, user or job type over time.
 
-The records are the supervisor's (jobs/usage.py, kept with each attempt in
-state.json); every reader gets them through the rows of jobs/index.py
-(`Row.spent`, one `Spent` per ended attempt). This module only adds them up
-and words them, so the status page, the console, jobctl and /metrics say the
-same figures the same way.
+The records are the supervisor's (jobs/usage.py): a job's own come with the
+rows of jobs/index.py (`Row.spent`, one `Spent` per ended attempt, from
+state.json), a period's from the accounting ledger (jobs/accounting.py, which
+outlives the runs). This module only adds them up and words them, so the
+status page, the console, jobctl and /metrics say the same figures the same way.
 """
 from __future__ import annotations
 
@@ -145,46 +145,42 @@ class Line:
                 for f in fields(self) if not f.name.startswith("_") for v in [getattr(self, f.name)]}
 
 
-def report(rows: Iterable, by: str, since: float | None = None, until: float | None = None) -> list[Line]:
+def report(attempts: Iterable, by: str, since: float | None = None, until: float | None = None) -> list[Line]:
     """The attempts that ended in [since, until), grouped by project, user or job type; most CPU first.
 
-    rows are jobs/index.py rows (anything with sid, project, username, job and spent). No call per
-    attempt in the loop: `jobctl usage` runs it over 100,000 attempts within its second."""
+    attempts are the ledger's records (jobs/accounting.py): anything with sid, project, username, job,
+    finished_at and Usage's figures. No call per attempt in the loop: `jobctl usage` runs it over
+    100,000 attempts within its second."""
     attr = GROUPS[by]
     lo, hi = -math.inf if since is None else since, math.inf if until is None else until
     lines: dict[str, Line] = {}
-    for row in rows:
-        line = None
-        for s in row.spent:
-            if s.finished_at is None or not lo <= s.finished_at < hi:
-                continue
-            if line is None:
-                key = getattr(row, attr) or "-"
-                line = lines.get(key) or lines.setdefault(key, Line(key))
-                if row.sid not in line._sids:
-                    line._sids.add(row.sid)
-                    line.jobs += 1
-            u = s.usage
-            line.attempt_count += 1
-            line.cpu_s += u.cpu_s or 0.0
-            line.wall_s += u.wall_s or 0.0
-            line.queue_wait_s += u.queue_wait_s or 0.0
-            if u.memory_peak_bytes is not None and (line.memory_peak_bytes or 0) < u.memory_peak_bytes:
-                line.memory_peak_bytes = u.memory_peak_bytes
-            line.io_read_bytes += u.io_read_bytes or 0
-            line.io_write_bytes += u.io_write_bytes or 0
+    for u in attempts:
+        if u.finished_at is None or not lo <= u.finished_at < hi:
+            continue
+        key = getattr(u, attr) or "-"
+        line = lines.get(key) or lines.setdefault(key, Line(key))
+        line._sids.add(u.sid)
+        line.attempt_count += 1
+        line.cpu_s += u.cpu_s or 0.0
+        line.wall_s += u.wall_s or 0.0
+        line.queue_wait_s += u.queue_wait_s or 0.0
+        if u.memory_peak_bytes is not None and (line.memory_peak_bytes or 0) < u.memory_peak_bytes:
+            line.memory_peak_bytes = u.memory_peak_bytes
+        line.io_read_bytes += u.io_read_bytes or 0
+        line.io_write_bytes += u.io_write_bytes or 0
+    for line in lines.values():
+        line.jobs = len(line._sids)
     return sorted(lines.values(), key=lambda x: (-x.cpu_s, x.key))
 
 
-def series(rows: Iterable, bucket_s: float, since: float, until: float) -> dict[str, list[float]]:
+def series(attempts: Iterable, bucket_s: float, since: float, until: float) -> dict[str, list[float]]:
     """CPU seconds per project in each bucket of [since, until): the console's usage over time."""
     n = max(1, int(-(-(until - since) // bucket_s)))
     out: dict[str, list[float]] = {}
-    for row in rows:
-        for s in row.spent:
-            if s.finished_at is None or not since <= s.finished_at < until:
-                continue
-            out.setdefault(row.project or "-", [0.0] * n)[int((s.finished_at - since) // bucket_s)] += s.usage.cpu_s or 0.0
+    for u in attempts:
+        if u.finished_at is None or not since <= u.finished_at < until:
+            continue
+        out.setdefault(u.project or "-", [0.0] * n)[int((u.finished_at - since) // bucket_s)] += u.cpu_s or 0.0
     return out
 
 

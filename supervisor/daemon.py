@@ -26,7 +26,7 @@ import psutil
 import structlog
 
 from jobs import config as config_mod
-from jobs import logs, usagehistory
+from jobs import accounting, logs, usagehistory
 from jobs.usagehistory import project_of
 from jobs.cli import service_args
 from jobs.definitions import Definition, load_definitions
@@ -82,6 +82,7 @@ class Supervisor:
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
+        self.ledger = accounting.Ledger(self.spool, cfg.accounting_retention_days * 86400)  # what attempts used
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -99,6 +100,9 @@ class Supervisor:
         self.plan_key: tuple[int, ...] = ()
         self.replan_at = 0.0
         self.queue_stale = True  # queue.json may differ from the plan: written again
+        self.saves = 0  # state.json saves so far: with len(jobs), what tells a pass that nothing moved
+        self.plan_seen: tuple[int, int] = (-1, -1)  # (len(jobs), saves) when the jobs were last looked over
+        self.active_seen: tuple[tuple[int, int], list[Job]] = ((-1, -1), [])  # the ACTIVE jobs then
 
     def make_spool_private(self) -> None:
         """Jobs run as other users: the spool is the supervisor's (and its group's: the façade, the console)."""
@@ -110,6 +114,8 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------
     def step(self, now: float) -> None:
         """One pass; everything the daemon does happens here, in this order."""
+        if self.ledger.pending:
+            self.write("accounting", None, self.ledger.flush)
         for job in list(self.unsaved.values()):
             if self.save(job) and job.rs.state not in ACTIVE:
                 self.executor(job).cleanup(job)
@@ -286,7 +292,7 @@ class Supervisor:
 
     def check_active(self, now: float, full: bool) -> None:
         for name, ex in self.executors.items():
-            active = [j for j in self.jobs.values() if j.rs.state in ACTIVE and j.rs.executor == name]
+            active = [j for j in self.holding() if j.rs.state in ACTIVE and j.rs.executor == name]
             if not active:
                 continue
             for job, rec in ex.ended(active, full):
@@ -294,7 +300,7 @@ class Supervisor:
             for job, seen in ex.observe([j for j in active if j.rs.state in ACTIVE]):
                 if self.apply(job, seen, now):
                     self.save(job)
-        for job in [j for j in self.jobs.values() if j.rs.state in ACTIVE]:
+        for job in [j for j in self.holding() if j.rs.state in ACTIVE]:
             rs = job.rs
             if rs.state == JobState.RUNNING and now - (rs.started_at or now) > job.definition.max_runtime_s:
                 self.stop(job, now, JobState.FAILED, f"timeout: ran longer than {job.definition.max_runtime_s:g} s")
@@ -367,6 +373,7 @@ class Supervisor:
         if oom:
             outcome = f"{oom} ({outcome})"
         rs.history.append(Attempt(rs.attempt, rs.started_at, now, rs.exit_code, rs.signal, outcome, rs.killed, usage))
+        self.account(job, rs.history[-1])  # before any save that ends the attempt
         if rs.state == JobState.STOPPING:
             target, reason = JobState(rs.stop_target), rs.stop_reason or ""
             rs.history[-1].reason = f"{reason} ({outcome})"
@@ -437,8 +444,13 @@ class Supervisor:
         The order is worked out again only when the jobs queued or holding a slot
         changed, a retry delay ended, or RECONCILE_SECONDS passed (the usage of
         running jobs grows meanwhile): with 10,000 jobs queued and nothing
-        moving, a pass does not re-sort them.
+        moving, a pass does not re-sort them; and a pass after which nothing was
+        saved, added or removed does not even look them over.
         """
+        seen = (len(self.jobs), self.saves)
+        if seen == self.plan_seen and now < self.replan_at and not self.usage_unsaved:
+            return  # no job changed state since the last look, no free slot can have appeared
+        self.plan_seen = seen
         queued: list[Job] = []
         running: list[Job] = []
         queued_key = running_key = 0  # which runs and attempts: a new attempt (a retry) changes it too
@@ -462,10 +474,30 @@ class Supervisor:
             self.plan_key = key
             self.replan_at = min(now + self.cfg.reconcile_seconds, self.plan.next_change or math.inf)
         free = self.cfg.max_parallel_jobs - len(running)
-        startable = (self.jobs.get(sid) for sid in self.plan.order[:self.plan.ready] if sid not in self.unsaved)
-        for job in [j for j in startable if j is not None and j.rs.state is JobState.QUEUED][:max(free, 0)]:
+        starting: list[Job] = []
+        for sid in self.plan.order[:self.plan.ready] if free > 0 else ():
+            job = self.jobs.get(sid)
+            if job is not None and job.rs.state is JobState.QUEUED and sid not in self.unsaved:
+                starting.append(job)
+                if len(starting) == free:
+                    break
+        for job in starting:
             self.launch(job, now)
             self.queue_stale = True
+
+    def holding(self) -> list[Job]:
+        """The jobs holding a slot (ACTIVE), looked up again only when a job was saved, added or removed."""
+        seen, active = self.active_seen
+        if seen != (len(self.jobs), self.saves):
+            active = [j for j in self.jobs.values() if j.rs.state in ACTIVE]
+            self.active_seen = ((len(self.jobs), self.saves), active)
+        return active
+
+    def account(self, job: Job, ended: Attempt) -> None:
+        """Append an ended attempt's usage to the accounting ledger, fsynced (jobs/accounting.py: the crash rules)."""
+        self.ledger.add(accounting.record(job.sid, job.rs.job, job.spec.owner, ended.attempt, ended.started_at,
+                                          ended.finished_at, ended.usage))
+        self.write("accounting", job.sid, self.ledger.flush)
 
     def start_accounting(self, now: float) -> None:
         """Load the usage history (rebuilt from the runs if usage.json is missing or invalid); note what runs."""
@@ -576,6 +608,7 @@ class Supervisor:
     def save(self, job: Job) -> bool:
         """Write state.json; the state in memory stays the authority if it cannot be written yet."""
         sid = job.rs.service_id
+        self.saves += 1
         if self.write("state", sid, self.spool.write_atomic, job.files.state, job.rs.to_json()):
             self.unsaved.pop(sid, None)
             return True
@@ -593,7 +626,7 @@ class Supervisor:
 
     def write_heartbeat(self, now: float) -> None:
         body = {"pid": os.getpid(), "create_time": self.create_time, "started_at": iso(self.started_at),
-                "heartbeat": iso(now), "running": sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
+                "heartbeat": iso(now), "running": len(self.holding()),
                 "max_parallel_jobs": self.cfg.max_parallel_jobs,
                 "isolation": self.isolation.describe() if self.isolation is not None else None}
         self.write("heartbeat", None, self.spool.write_atomic, self.spool.supervisor_file, dump_json(body))
@@ -604,7 +637,7 @@ class Supervisor:
         A hint, not a record: never fsynced, lost for free; the durable usage
         is written with the attempt when it ends.
         """
-        for job in self.jobs.values():
+        for job in self.holding():
             rs = job.rs
             if rs.state != JobState.RUNNING or now - self.hinted.get(rs.service_id, 0.0) < USAGE_HINT_SECONDS:
                 continue
@@ -679,9 +712,15 @@ class Supervisor:
     def recover(self, now: float) -> None:
         """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue; end the cgroups
         of attempts that are over (an active job keeps its own: its counts are read when it ends)."""
+        self.write("accounting", None, self.ledger.start, now)
+        backfill = None if self.ledger.backfilled() else []
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
-                self.load_run(name, now)
+                job = self.load_run(name, now)
+                if job is not None and backfill is not None:
+                    backfill.extend(accounting.records_of(job.rs, job.spec.owner))
+        if backfill is not None:
+            self.write("accounting", None, self.ledger.backfill, backfill, now)
         if self.isolation is not None and not self.isolation.layout.unavailable:
             sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)

@@ -715,3 +715,29 @@ def test_one_pass_with_10000_jobs_queued_over_50_projects_is_cheap(tmp_path):
     print(f"10,000 queued over 50 projects: a pass that orders them {took[0] * 1000:.0f} ms CPU, "
           f"the others {sorted(took)[4] * 1000:.1f} ms (median), {sum(took) * 100:.1f} % of a core at a pass a second")
     assert took[0] < 0.5 and sorted(took)[4] < 0.1
+
+
+class CountingJobs(dict):
+    """The supervisor's jobs, counting how often a pass looks them all over."""
+    looks = 0
+
+    def values(self):
+        CountingJobs.looks += 1
+        return super().values()
+
+
+def test_a_quiet_pass_does_not_look_the_queue_over(tmp_path):
+    """With every slot busy and nothing saved, added or removed, a pass reads no job: the queue and the running
+    jobs are looked over again when one ends (its slot goes to the next in the order) or the re-plan is due."""
+    r = Rules(tmp_path, MAX_PARALLEL_JOBS="2", RECONCILE_SECONDS="5")
+    submit_for(r, "A", "a0", "a1", "a2", "a3")
+    submit_for(r, "B", "b0")
+    r.step(0.1)
+    r.step(0.1)
+    r.sup.jobs = CountingJobs(r.sup.jobs)
+    for _ in range(3):
+        r.step(1)
+    assert 0 == CountingJobs.looks and ["a0", "b0"] == r.ex.started
+    r.ex.exit("a0", 0)
+    r.step(0.5)
+    assert CountingJobs.looks > 0 and ["a0", "b0", "a1"] == r.ex.started

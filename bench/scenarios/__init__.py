@@ -31,7 +31,7 @@ from .s7_spool_size import s7_spool_size
 from .s8_slurm import s8_slurm
 from .s9_servers import s9_server_choice
 from .s10_console import s10_console
-from .s11_fairshare import s11_fair_share, s11_queue_cpu
+from .s11_fairshare import s11_fair_share, s11_queue_cpu, s11_usage_report
 
 SCENARIOS = ("S4", "S5", "S3", "S7", "S11", "S6", "S1", "S2", "S9", "S10", "S8")
 
@@ -51,7 +51,8 @@ def run_all(b: Bench, only: set[str] | None = None) -> None:
     b.up()
     quiet = ((("S4", "S5"), "S4", s4_spool_to_spawn), (("S4",), "S4 confinement", s4_confinement),
              (("S5",), "S5", s5_exit_to_completed), (("S3",), "S3", s3_start_latency), (("S7",), "S7", s7_spool_size),
-             (("S11",), "S11 fair share", s11_fair_share), (("S11",), "S11 queue", s11_queue_cpu))
+             (("S11",), "S11 fair share", s11_fair_share), (("S11",), "S11 queue", s11_queue_cpu),
+             (("S11",), "S11 usage", s11_usage_report))
     for names, name, fn in quiet:
         if want(*names):
             attempt(name, fn, b)

@@ -1,4 +1,5 @@
-"""S11 (issue 19): fair share under a flood, and the supervisor's cost with a long queue over many projects.
+"""S11 (issue 19): fair share under a flood, the supervisor's cost with a long queue over many projects, and
+`jobctl usage` over the accounting ledger.
 
 Jobs are dropped straight into incoming/ (as S4 does) with an owner project of
 their own: a job's project is its spec's owner project, and the bench's
@@ -6,11 +7,19 @@ devauth users all belong to one.
 """
 from __future__ import annotations
 
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
+import msgspec
+
+from jobs import accounting
 from jobs.spec import JobSpec
 from jobs.times import from_iso
+from jobs.usage import Usage
 from jobs.wait import wait_for
 
 from ..measure import Sampler
@@ -19,6 +28,10 @@ from ..stack import Env
 from ..stats import percentile, summary
 from ..system import Bench, log
 from .s4_spawn import drop_spec
+
+
+USAGE_ATTEMPTS = 100_000  # the issue's figure: `jobctl usage` over this many ended attempts
+USAGE_CALLS = 4
 
 
 def _spec(sid: str, project: str, hold_ms: int) -> JobSpec:
@@ -52,11 +65,12 @@ def _busy(times: list[tuple[float, float]], slots: int) -> float:
     return sum(end - start for start, end in times) / (_span(times) * slots)
 
 
-def _flood(b: Bench, env: Env, tag: str, with_b: bool) -> tuple[list[tuple[float, float]], list[float]]:
-    """A floods plan.s11_flood jobs; once they are claimed, B (when with_b) submits plan.s11_b:
+def _flood(b: Bench, env: Env, tag: str, with_b: bool, size: int | None = None
+           ) -> tuple[list[tuple[float, float]], list[float]]:
+    """A floods `size` (plan.s11_flood) jobs; once they are claimed, B (when with_b) submits plan.s11_b:
     A's (started, finished) times and B's waits (drop -> started). Projects named after tag: no history."""
     plan, spool = b.plan, b.spool(env)
-    a = [f"{tag}-a-{i:04d}" for i in range(plan.s11_flood)]
+    a = [f"{tag}-a-{i:04d}" for i in range(size or plan.s11_flood)]
     for sid in a:
         drop_spec(spool, _spec(sid, f"{tag}-a", plan.s11_hold_ms))
     wait_for(lambda: not any(spool.incoming.iterdir()), 120, 0.05, "S11: A's flood claimed")
@@ -65,7 +79,7 @@ def _flood(b: Bench, env: Env, tag: str, with_b: bool) -> tuple[list[tuple[float
         for i in range(plan.s11_b):
             sid = f"{tag}-b-{i:02d}"
             dropped[sid] = drop_spec(spool, _spec(sid, f"{tag}-b", plan.s11_hold_ms))
-    timeout = 120 + plan.s11_flood * (plan.s11_hold_ms / 1000 + 1) / plan.s11_slots
+    timeout = 120 + len(a) * (plan.s11_hold_ms / 1000 + 1) / plan.s11_slots
     ended = _wait_ended(b, env, a + list(dropped), timeout)
     waits = [ended[sid][0] - t for sid, t in dropped.items()]
     return [ended[sid] for sid in a], waits
@@ -80,6 +94,8 @@ def s11_fair_share(b: Bench) -> None:
     procs, durations, waits, tps, busy = [], [], [], {True: [], False: []}, {True: [], False: []}
     try:
         procs.append(b.stack.supervisor(env))
+        # Not measured: the daemon's first flood pays its warm-up, and the first measured flood is one with B.
+        _flood(b, env, "warm-up", False, plan.s11_slots * 8)
         for block in range(plan.s11_blocks):
             for with_b in ((True, False) if block % 2 == 0 else (False, True)):
                 a, w = _flood(b, env, f"{'mixed' if with_b else 'alone'}{block}", with_b)
@@ -143,3 +159,36 @@ def s11_queue_cpu(b: Bench) -> None:
                            "% of a core", f"over {loaded.elapsed:.0f} s from {plan.s11_settle_seconds:g} s after "
                                           f"the last claim, {queued:,} in the queue file, "
                                           f"{plan.s11_queue_slots} running"))
+
+
+def s11_usage_report(b: Bench) -> None:
+    """`jobctl usage` over 100,000 ended attempts in the accounting ledger: a whole process, cold (its first call)."""
+    n = 5_000 if b.plan.quick else USAGE_ATTEMPTS
+    env = b.side_env("s11-usage")
+    spool, now = b.spool(env).ensure(), time.time()
+    log(f"S11 usage report: `jobctl usage` over {n:,} attempts of {b.plan.s11_projects} projects in the ledger")
+    template = accounting.record("u-0", "stamp", {}, 1, now - 70, now - 60,
+                                 Usage(1.5, 0.5, 50 << 20, 4096, 8192, 0, 0, 1.0, 10.0, "cgroup"))
+    ledger = accounting.Ledger(spool, 400 * 86400)
+    ledger.pending = [msgspec.structs.replace(template, sid=f"u-{i:06d}", project=f"proj-{i % b.plan.s11_projects:02d}",
+                                              username=f"user-{i % 200}", finished_at=now - 60 - i * 10)
+                      for i in range(n)]  # ten seconds apart: 100,000 span 12 days, in one or two month files
+    ledger.flush()
+    command = [sys.executable, "-m", "jobctl", "--env-file", str(env.path), "usage", "--since", "400d", "--json"]
+    times, cpu = [], []
+    for _ in range(USAGE_CALLS):
+        before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        answer = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(time.monotonic() - started)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    counted = sum(g["attempt_count"] for g in json.loads(answer)["groups"])
+    if counted != n:
+        raise RuntimeError(f"S11: jobctl usage counted {counted} attempts of {n}")
+    b.report.add(Figure("S11", f"jobctl usage over {n:,} attempts, cold", "s",
+                        Value(times[0], times[0], times[0], "the first call", 1),
+                        value_of_runs(times[1:], what="calls"), "the calls after it", "{:.2f}"))
+    b.report.notes.append(f"S11: jobctl usage over {n:,} attempts: CPU {', '.join(f'{t:.2f}' for t in cpu)} s "
+                          f"(user + system of each process, the first cold)")
+    b.report.target(Target("S11", f"jobctl usage over {n:,} finished attempts, cold", times[0], 1, "<=", "s",
+                           f"a whole process, its first call; then {', '.join(f'{t:.2f}' for t in times[1:])} s"))
