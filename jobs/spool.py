@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+import msgspec
+
 from .errors import SpecError
 from .runfiles import RUNS, RunFiles
 
@@ -244,8 +246,23 @@ def read_json(path: Path | str, limit: int = MAX_JSON_BYTES) -> Any:
         raise SpecError(f"{Path(path).name}: not valid JSON ({e})") from None
 
 
+def _plain(obj: Any) -> Any:
+    """What msgspec cannot encode itself: str subclasses (ServiceId) as their text."""
+    if isinstance(obj, str):
+        return str(obj)
+    raise TypeError(f"cannot be written to the spool as JSON: {type(obj).__name__}")
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted", enc_hook=_plain)
+
+
 def dump_json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+    """The spool's JSON: sorted keys, one space of indent, UTF-8 (msgspec: a tenth of json.dumps' cost
+    with indent, which falls back to its pure-Python encoder; every start and state save pays it)."""
+    try:
+        return msgspec.json.format(_ENCODER.encode(obj), indent=1) + b"\n"
+    except msgspec.EncodeError as e:
+        raise TypeError(str(e)) from None
 
 
 class Spool:
