@@ -52,6 +52,8 @@ _ENVELOPE = f"{{{_SOAP_ENV}}}Envelope"
 _BODY = f"{{{_SOAP_ENV}}}Body"
 _HEADERS_OK = [("Content-Type", "text/xml; charset=utf-8")]
 LOG_EVERY = 1000  # fallbacks of one reason between two fast_path_fallback events
+MAX_PARSED = 4096  # bodies of plain polls already parsed and validated: a poller sends the same bytes each time
+MAX_PARSED_BYTES = 4096  # ... each at most this long (a poll is ~400 bytes)
 WARM_SECONDS = 60.0  # a job polled here this recently has its files in the page cache: answered on the loop
 MAX_WARM = 65536
 # values the start-up check sends through both paths: markup, entities, CR, non-ASCII, quotes
@@ -118,6 +120,7 @@ class StatusFastPath:
         self.fallbacks: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self._warm: dict[str, float] = {}  # serviceID -> when this worker last answered a poll of it
+        self._parsed: dict[bytes, tuple[str, str]] = {}  # body -> (serviceID, token) of a plain, valid poll
         if not enabled:
             log.info("fast_path_off", path=path, reason="FACADE_FAST_PATH=false")
             return
@@ -202,6 +205,9 @@ class StatusFastPath:
             return None
         if self.template is None:
             return "off"
+        known = self._parsed.get(body)
+        if known is not None:  # the same bytes parse and validate the same way: no need to do it again
+            return known
         try:
             root = etree.fromstring(body, self._parser())
         except etree.XMLSyntaxError:
@@ -224,7 +230,12 @@ class StatusFastPath:
             with self.protocol._validation_lock:
                 if not schema.validate(op):
                     return "invalid"
-        return values[0], values[1]
+        args = (values[0], values[1])
+        if len(body) <= MAX_PARSED_BYTES:
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed = {}
+            self._parsed[body] = args
+        return args
 
     # -- start-up: the template, checked ----------------------------------------
     def _spyne_answer(self, values: tuple[str, ...]) -> tuple[str, list, bytes]:
