@@ -105,12 +105,10 @@ class WsgiOverRsgi:
     async def _read_body(self, scope, proto) -> bytes | None:
         """The whole body, or None once a refusal has been sent (too large, too slow)."""
         limit = self.max_body_bytes
-        namespace = service_namespace(getattr(self.app, "namespaces", {}), unquote(scope.path, encoding="latin-1"))
-        too_big = (413, "Client.RequestTooLarge", f"request body larger than {limit} bytes (MAX_BODY_BYTES)",
-                   namespace)
+        too_big = (413, "Client.RequestTooLarge", f"request body larger than {limit} bytes (MAX_BODY_BYTES)")
         declared = (scope.headers.get("content-length") or "").strip()
         if declared.isdigit() and int(declared) > limit:
-            _fault_response(proto, *too_big)
+            self._refuse(scope, proto, *too_big)
             return None
         parts, size = [], 0
         try:
@@ -120,15 +118,19 @@ class WsgiOverRsgi:
                 async for chunk in proto:  # chunked: counted as it comes
                     size += len(chunk)
                     if size > limit:
-                        _fault_response(proto, *too_big)
+                        self._refuse(scope, proto, *too_big)
                         return None
                     parts.append(chunk)
         except TimeoutError:
             log.warning("request_too_slow", path=scope.path, received=size, client=scope.client)
-            _fault_response(proto, 408, "Client.RequestTimeout",
-                            f"the request body did not arrive within {self.read_timeout:g} s", namespace)
+            self._refuse(scope, proto, 408, "Client.RequestTimeout",
+                         f"the request body did not arrive within {self.read_timeout:g} s")
             return None
         return b"".join(parts)
+
+    def _refuse(self, scope, proto, status: int, code: str, message: str) -> None:
+        path = unquote(scope.path, encoding="latin-1")
+        _fault_response(proto, status, code, message, service_namespace(getattr(self.app, "namespaces", {}), path))
 
     def _environ(self, scope, body: bytes) -> dict:
         server_host, _, server_port = scope.server.rpartition(":")
