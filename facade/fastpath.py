@@ -17,6 +17,12 @@ descriptors), ~0.35 ms against ~0.1 ms for reading the job's files. So
   path), then checked against spyne on awkward values; if anything differs
   the fast path stays off and says so in the log.
 
+A body met before is not parsed again (a poller sends the same bytes every
+time, and the same bytes parse and validate the same way). On the worker's
+event loop (facade.bridge, facade.inline) only a plain poll of a job this
+worker answered in the last WARM_SECONDS goes ahead; anything else raises
+WouldWait before it is counted, and runs in a thread.
+
 `FACADE_FAST_PATH=false` turns it off (bench S2 measures what it is worth).
 Polls it hands to spyne are counted per reason (`off`, `unparsable`,
 `not_plain`, `invalid`, `fault`, `answer`) and logged as `fast_path_fallback`
@@ -53,7 +59,7 @@ _BODY = f"{{{_SOAP_ENV}}}Body"
 _HEADERS_OK = [("Content-Type", "text/xml; charset=utf-8")]
 LOG_EVERY = 1000  # fallbacks of one reason between two fast_path_fallback events
 MAX_PARSED = 4096  # bodies of plain polls already parsed and validated: a poller sends the same bytes each time
-MAX_PARSED_BYTES = 4096  # ... each at most this long (a poll is ~400 bytes)
+MAX_PARSED_BYTES = 2048  # ... each at most this long (a poll is ~400 bytes): a few MiB at most
 WARM_SECONDS = 60.0  # a job polled here this recently has its files in the page cache: answered on the loop
 MAX_WARM = 65536
 # values the start-up check sends through both paths: markup, entities, CR, non-ASCII, quotes
