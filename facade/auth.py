@@ -32,12 +32,14 @@ from jobs.authclient import AuthManagerClient, AuthRefused, AuthUnavailable
 from jobs.errors import ConfigError
 
 from .errors import AuthManagerUnavailable, FacadeError, InvalidRequest, TokenValidationFailed
+from .inline import must_not_wait
 
 MAX_EXTRA_PARAMETERS = 16 * 1024
 MAX_URL = 2048
 MAX_TOKEN = 4096
 MAX_CACHED_TOKENS = 10000
 MAX_CACHED_CLIENTS = 32
+MAX_CACHED_VERDICTS = 256  # allow-list verdicts by URL: a poll's auth URL is one of a few, every time
 _OWNER_MAX = 256
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)  # '.', '/', '\\' in disguise
@@ -147,10 +149,17 @@ class AuthManagers:
             self._entries.append(parsed)
         # entries with a query are whole WSDL URLs: they can be asked without a job naming them
         self.urls = tuple(dict.fromkeys(e for e, p in zip(entries, self._entries) if p.query))
+        self._verdicts: dict[str, bool] = {}  # the list never changes: each URL is parsed once
 
     def allows(self, url: str) -> bool:
-        u = _parsed(url)
-        return u is not None and any(_admits(e, u) for e in self._entries)
+        verdict = self._verdicts.get(url)
+        if verdict is None:
+            u = _parsed(url)
+            verdict = u is not None and any(_admits(e, u) for e in self._entries)
+            if len(self._verdicts) >= MAX_CACHED_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[url] = verdict
+        return verdict
 
     def check(self, url: str) -> str:
         """The URL, or InvalidRequest naming it: it is not one the façade may ask."""
@@ -218,6 +227,7 @@ class Authenticator:
         hit = self._valid.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        must_not_wait("the authentication manager must validate the token")
         try:
             ident = self._ask(self._client(auth_url), token)
         except AuthUnavailable as e:

@@ -7,7 +7,10 @@ interface reads the body on a blocking thread too). Here the request line and
 headers are read by granian under its header timeout, which also ends idle
 keep-alive connections, and the body on the worker's event loop under
 FACADE_READ_TIMEOUT_SECONDS and MAX_BODY_BYTES. Only a complete request
-reaches one of FACADE_THREADS threads, where spyne runs as before.
+reaches the app: a POST to a service is first run on the event loop, where
+a plain poll of a warm job with a cached token is answered without a thread
+(facade.inline); anything that would wait there, and every other request,
+runs in one of FACADE_THREADS threads, where spyne runs as before.
 
 A worker dies with its master (a parent-death KILL), so a façade restarted
 after its master was killed binds the port at once instead of meeting
@@ -30,6 +33,7 @@ from urllib.parse import unquote
 import structlog
 
 from .guard import service_namespace, soap_fault
+from .inline import WouldWait, on_loop
 from jobs.proxies import TrustedProxies, forwarded_scheme
 
 PR_SET_PDEATHSIG = 1
@@ -65,6 +69,7 @@ class WsgiOverRsgi:
         self.threads = threads
         self.parent_pid = parent_pid
         self.pool: ThreadPoolExecutor | None = None
+        self.inline_paths = frozenset(getattr(app, "inline_paths", ()))  # the services' paths (facade.app)
 
     # -- RSGI life cycle (called by granian in each worker) -------------------
     def __rsgi_init__(self, loop) -> None:
@@ -82,6 +87,15 @@ class WsgiOverRsgi:
         body = await self._read_body(scope, proto)
         if body is None:
             return
+        if scope.method == "POST" and unquote(scope.path, encoding="latin-1") in self.inline_paths:
+            try:
+                with on_loop():
+                    status, headers, data = self._call(self._environ(scope, body))
+            except WouldWait:  # nothing was recorded: the thread runs the request from the start
+                pass
+            else:
+                proto.response_bytes(status, headers, data)
+                return
         environ = self._environ(scope, body)
         loop = asyncio.get_running_loop()
         status, headers, data = await loop.run_in_executor(self.pool, self._call, environ)
@@ -91,12 +105,10 @@ class WsgiOverRsgi:
     async def _read_body(self, scope, proto) -> bytes | None:
         """The whole body, or None once a refusal has been sent (too large, too slow)."""
         limit = self.max_body_bytes
-        namespace = service_namespace(getattr(self.app, "namespaces", {}), unquote(scope.path, encoding="latin-1"))
-        too_big = (413, "Client.RequestTooLarge", f"request body larger than {limit} bytes (MAX_BODY_BYTES)",
-                   namespace)
+        too_big = (413, "Client.RequestTooLarge", f"request body larger than {limit} bytes (MAX_BODY_BYTES)")
         declared = (scope.headers.get("content-length") or "").strip()
         if declared.isdigit() and int(declared) > limit:
-            _fault_response(proto, *too_big)
+            self._refuse(scope, proto, *too_big)
             return None
         parts, size = [], 0
         try:
@@ -106,22 +118,27 @@ class WsgiOverRsgi:
                 async for chunk in proto:  # chunked: counted as it comes
                     size += len(chunk)
                     if size > limit:
-                        _fault_response(proto, *too_big)
+                        self._refuse(scope, proto, *too_big)
                         return None
                     parts.append(chunk)
         except TimeoutError:
             log.warning("request_too_slow", path=scope.path, received=size, client=scope.client)
-            _fault_response(proto, 408, "Client.RequestTimeout",
-                            f"the request body did not arrive within {self.read_timeout:g} s", namespace)
+            self._refuse(scope, proto, 408, "Client.RequestTimeout",
+                         f"the request body did not arrive within {self.read_timeout:g} s")
             return None
         return b"".join(parts)
+
+    def _refuse(self, scope, proto, status: int, code: str, message: str) -> None:
+        path = unquote(scope.path, encoding="latin-1")
+        _fault_response(proto, status, code, message, service_namespace(getattr(self.app, "namespaces", {}), path))
 
     def _environ(self, scope, body: bytes) -> dict:
         server_host, _, server_port = scope.server.rpartition(":")
         client = scope.client.rpartition(":")[0].strip("[]")
         scheme = scope.scheme
-        if self.trusted_proxies.trusts(client):  # X-Forwarded-Host/-Port: facade.app (the WSDL's address)
-            scheme = forwarded_scheme(scope.headers.get("x-forwarded-proto")) or scheme
+        forwarded = scope.headers.get("x-forwarded-proto")
+        if forwarded is not None and self.trusted_proxies.trusts(client):  # -Host/-Port: facade.app (the WSDL)
+            scheme = forwarded_scheme(forwarded) or scheme
         environ = {
             "REQUEST_METHOD": scope.method,
             "SCRIPT_NAME": "",

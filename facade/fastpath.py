@@ -17,6 +17,12 @@ descriptors), ~0.35 ms against ~0.1 ms for reading the job's files. So
   path), then checked against spyne on awkward values; if anything differs
   the fast path stays off and says so in the log.
 
+A body met before is not parsed again (a poller sends the same bytes every
+time, and the same bytes parse and validate the same way). On the worker's
+event loop (facade.bridge, facade.inline) only a plain poll of a job this
+worker answered in the last WARM_SECONDS goes ahead; anything else raises
+WouldWait before it is counted, and runs in a thread.
+
 `FACADE_FAST_PATH=false` turns it off (bench S2 measures what it is worth).
 Polls it hands to spyne are counted per reason (`off`, `unparsable`,
 `not_plain`, `invalid`, `fault`, `answer`) and logged as `fast_path_fallback`
@@ -32,12 +38,14 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import structlog
 from lxml import etree
 
+from .inline import must_not_wait, running_on_loop
 from .metrics import note
 from .protocol import soap_action
 
@@ -50,6 +58,10 @@ _ENVELOPE = f"{{{_SOAP_ENV}}}Envelope"
 _BODY = f"{{{_SOAP_ENV}}}Body"
 _HEADERS_OK = [("Content-Type", "text/xml; charset=utf-8")]
 LOG_EVERY = 1000  # fallbacks of one reason between two fast_path_fallback events
+MAX_PARSED = 4096  # bodies of plain polls already parsed and validated: a poller sends the same bytes each time
+MAX_PARSED_BYTES = 2048  # ... each at most this long (a poll is ~400 bytes): a few MiB at most
+WARM_SECONDS = 60.0  # a job polled here this recently has its files in the page cache: answered on the loop
+MAX_WARM = 65536
 # values the start-up check sends through both paths: markup, entities, CR, non-ASCII, quotes
 _AWKWARD = ("plain", "a & b < c > d", "line\r\nnext\ttab", "quotes \" and ' ]]> end", "ünïcødé ✓ 𝄞",
             "  spaced  ", "&amp; already", "")
@@ -113,6 +125,8 @@ class StatusFastPath:
         self.template: Template | None = None
         self.fallbacks: dict[str, int] = {}
         self._count_lock = threading.Lock()
+        self._warm: dict[str, float] = {}  # serviceID -> when this worker last answered a poll of it
+        self._parsed: dict[bytes, tuple[str, str]] = {}  # body -> (serviceID, token) of a plain, valid poll
         if not enabled:
             log.info("fast_path_off", path=path, reason="FACADE_FAST_PATH=false")
             return
@@ -129,10 +143,13 @@ class StatusFastPath:
         except Exception:  # noqa: BLE001 - nothing has run yet: spyne decides
             args = "not_plain"
         if not isinstance(args, tuple):
+            must_not_wait("spyne answers it")  # on the loop: nothing counted yet, the thread does it all
             if args is not None:  # None: not a poll at all (a WSDL, another operation)
                 self._fell_back(args)
             return self.spyne_app(environ, start_response)
         sid, token = args
+        if running_on_loop() and time.monotonic() - self._warm.get(sid, float("-inf")) > WARM_SECONDS:
+            must_not_wait("the job's files may not be in memory")  # a cold read would stall every connection
         structlog.contextvars.bind_contextvars(service_id=sid[:140], operation=OPERATION)
         try:
             answer = self.status(sid, token)
@@ -146,6 +163,7 @@ class StatusFastPath:
             self._fell_back("answer")
             environ[PRECOMPUTED] = Outcome(OPERATION, args, value=answer)
             return self.spyne_app(environ, start_response)
+        self._warmed(sid)
         body = self.template.render(values)
         note(environ, OPERATION)
         start_response("200 OK", _HEADERS_OK + [("Content-Length", str(len(body)))])
@@ -156,6 +174,15 @@ class StatusFastPath:
         if parser is None:  # lxml parsers are not thread-safe: one per thread
             parser = self._local.parser = etree.XMLParser(**self.protocol.parser_kwargs)
         return parser
+
+    def _warmed(self, sid: str) -> None:
+        """Remember that this worker just read the job's files (sid is checked: the operation accepted it)."""
+        now = time.monotonic()
+        if len(self._warm) >= MAX_WARM and sid not in self._warm:
+            self._warm = {k: t for k, t in self._warm.items() if now - t <= WARM_SECONDS}
+            if len(self._warm) >= MAX_WARM:
+                self._warm = {}
+        self._warm[sid] = now
 
     def _fell_back(self, reason: str) -> None:
         """Count a poll handed to spyne; log the counts now and then (per worker process)."""
@@ -184,6 +211,9 @@ class StatusFastPath:
             return None
         if self.template is None:
             return "off"
+        known = self._parsed.get(body)
+        if known is not None:  # the same bytes parse and validate the same way: no need to do it again
+            return known
         try:
             root = etree.fromstring(body, self._parser())
         except etree.XMLSyntaxError:
@@ -206,7 +236,12 @@ class StatusFastPath:
             with self.protocol._validation_lock:
                 if not schema.validate(op):
                     return "invalid"
-        return values[0], values[1]
+        args = (values[0], values[1])
+        if len(body) <= MAX_PARSED_BYTES:
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed = {}
+            self._parsed[body] = args
+        return args
 
     # -- start-up: the template, checked ----------------------------------------
     def _spyne_answer(self, values: tuple[str, ...]) -> tuple[str, list, bytes]:
