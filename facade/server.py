@@ -10,6 +10,7 @@ definition stops start-up with its message), and each worker inherits it.
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -40,6 +41,9 @@ def worker_app() -> WsgiOverRsgi:
         cfg = config_mod.load()
         logs.configure(cfg.log_level)
         _app = rsgi_app(cfg, make_app(cfg), parent_pid=os.getppid())
+    # the app's ~50,000 long-lived objects (spyne's schema, the definitions) leave the collector's
+    # view: a full collection no longer walks them while every thread of the worker waits
+    gc.freeze()
     return _app
 
 
