@@ -71,6 +71,7 @@ class RunState:
     retries_used: int = 0  # automatic retries since the last start or operator restart
     usage: Usage | None = None  # what the current (or last) attempt used, once it ended
     isolation: str | None = None  # how the attempt is confined, or "not isolated: <why>"
+    cgroup: str | None = None  # the attempt's cgroup name (supervisor/cgroups.py), saved before the program starts
     history: list[Attempt] = field(default_factory=list)
 
     def move(self, new: JobState, reason: str, now: float) -> None:

@@ -275,6 +275,7 @@ class Supervisor:
         rs.move(JobState.QUEUED, reason, now)
         rs.attempt += 1
         rs.pid = rs.create_time = rs.executor_id = rs.exit_code = rs.signal = rs.finished_at = rs.started_at = None
+        rs.cgroup = None
         rs.stop_target = rs.stop_reason = rs.kill_at = None
         rs.killed = False
         rs.queued_at, rs.not_before = now, (now + delay if delay else None)
@@ -406,6 +407,7 @@ class Supervisor:
         rs = job.rs
         rs.pid = seen.pid if seen.pid is not None else rs.pid
         rs.isolation = seen.isolation or rs.isolation
+        rs.cgroup = seen.cgroup or rs.cgroup
         rs.create_time = seen.create_time if seen.create_time is not None else rs.create_time
         rs.executor_id = seen.executor_id or rs.executor_id
         shown = (rs.started_at, rs.reason)
@@ -504,6 +506,7 @@ class Supervisor:
         queued = dataclasses.replace(rs)
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
+        rs.cgroup = None
         files, attempt = job.files, job.attempt
         argv = d.render_argv(job.spec.inputs, sid, rs.attempt)
         env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": ".",
@@ -534,8 +537,8 @@ class Supervisor:
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             self.counters.spawn_failed(rs.job)
             return
-        if not warm or rs.isolation != queued.isolation:
-            self.save(job)  # the pid of the shim just spawned, or how its attempt is confined
+        if not warm:
+            self.save(job)  # the pid of the shim just spawned (a spare's pid and confinement were in the first save)
         self.counters.started(rs)
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
@@ -645,7 +648,7 @@ class Supervisor:
             if seen is None:
                 # RUNNING -> QUEUED: the daemon died between writing RUNNING and the spawn; nothing ran
                 rs.move(JobState.QUEUED, "requeued: the supervisor stopped before the program started", now)
-                rs.started_at = rs.pid = rs.create_time = rs.executor_id = None
+                rs.started_at = rs.pid = rs.create_time = rs.executor_id = rs.cgroup = None
                 self.save(job)
                 log.warning("job_requeued", reason=rs.reason)
                 return job
@@ -683,7 +686,7 @@ class Supervisor:
             if SERVICE_ID_RE.fullmatch(name):
                 self.load_run(name, now)
         if self.isolation is not None and not self.isolation.layout.unavailable:
-            sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
+            sweep(self.isolation.layout, {j.rs.cgroup or attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
         self.start_accounting(now)
         self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
@@ -758,6 +761,8 @@ class Daemon:
             os.unlink(self.sup.spool.supervisor_file)
         except OSError:
             pass
+        for ex in self.sup.executors.values():
+            ex.close()  # the spare shim and its cgroup
         if self.sup.isolation is not None:
             self.sup.isolation.close()
         log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))

@@ -83,13 +83,29 @@ class Isolation:
         name = confine.user_name_for(project or "", self.cfg.job_user, self.cfg.project_users)
         return None if self.user_problem or not name else self.users.get(name)
 
-    def confine(self, job) -> Confined:
-        """Make the attempt's cgroup (with its limits) and the shim's options; never raises for the machine."""
+    def spare_cgroup(self) -> cgroups.Attempt | None:
+        """A cgroup without limits for a spare shim, under a fresh name; None where there are none (or refused:
+        the next job then gets its own cgroup the slow way, and says so if that fails too)."""
+        if self.layout.unavailable:
+            return None
+        try:
+            return self.layout.create(cgroups.fresh_name())
+        except cgroups.CgroupError:
+            return None
+
+    def confine(self, job, spare: cgroups.Attempt | None = None) -> Confined:
+        """Make the attempt's cgroup (with its limits) and the shim's options; never raises for the machine,
+        except for `spare`: a cgroup made ahead of need that the shim is in already, which takes the attempt's
+        limits (the shim counts as one more process); CgroupError if refused (the caller then starts cold)."""
         limits = job_limits(job.definition, self.cfg)
         user = self.user_for(job.spec.owner.get("project"))
         problems = [] if user is not None else [self.user_problem or "not isolated: the project has no job user"]
         attempt, unenforced = None, []
-        if self.layout.unavailable:
+        if spare is not None:
+            spare.limit(cgroups.Limits(limits.memory_bytes, limits.cpus,
+                                       None if limits.processes is None else limits.processes + 1))
+            attempt, unenforced = spare, list(spare.unenforced)
+        elif self.layout.unavailable:
             problems.append(self.layout.unavailable)
         else:
             try:
