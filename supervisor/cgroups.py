@@ -26,8 +26,9 @@ pid written from outside after the spawn (`Attempt.add`) leaves a window in
 which a child could be born outside. Moving a process between cgroups costs
 a kernel RCU grace period per hierarchy (4.5-30 ms each here), so the local
 executor makes a cgroup under a fresh name (`fresh_name`) for its spare shim
-ahead of need; the spare enters it while it waits, and the program, forked
-inside, inherits it for free (supervisor/runner.py).
+ahead of need and moves the spare in (`Attempt.add`, from a thread, while
+the spare's interpreter starts: the spare forks nothing before it gets a
+job); the program, forked inside, inherits it for free (supervisor/runner.py).
 
 Every failure of the machine is a `CgroupError` (an OSError) or a returned
 reason, in words; nothing here fails silently.
@@ -360,7 +361,7 @@ class Attempt:
         return [os.path.join(self.dir(h), "cgroup.procs") for h in self.layout.hierarchies]
 
     def add(self, pid: int) -> None:
-        """Put a running process in (adoption, tests); a process it already forked stays outside."""
+        """Put a running process in (a spare shim, tests); a process it already forked stays outside."""
         for path in self.procs_files():
             _write(path, str(pid))
 

@@ -93,10 +93,11 @@ class Isolation:
         except cgroups.CgroupError:
             return None
 
-    def confine(self, job, spare: cgroups.Attempt | None = None) -> Confined:
+    def confine(self, job, spare: cgroups.Attempt | None = None, oom_score_adj: int | None = None) -> Confined:
         """Make the attempt's cgroup (with its limits) and the shim's options; never raises for the machine,
         except for `spare`: a cgroup made ahead of need that the shim is in already, which takes the attempt's
-        limits (the shim counts as one more process); CgroupError if refused (the caller then starts cold)."""
+        limits (the shim counts as one more process; the program, born inside, gets back `oom_score_adj`
+        from a shim kept from the OOM killer); CgroupError if refused (the caller then starts cold)."""
         limits = job_limits(job.definition, self.cfg)
         user = self.user_for(job.spec.owner.get("project"))
         problems = [] if user is not None else [self.user_problem or "not isolated: the project has no job user"]
@@ -118,9 +119,9 @@ class Isolation:
             if user is not None:
                 nproc = limits.processes  # RLIMIT_NPROC: counts all of the user's processes
                 unenforced = [u for u in unenforced if "process" not in u and "pids" not in u]
-        plan = confine.Plan(cgroup_procs=attempt.procs_files() if attempt else (),
+        plan = confine.Plan(cgroup_procs=attempt.procs_files() if attempt and spare is None else (),
                             uid=user.uid if user else None, gid=user.gid if user else None,
-                            nproc=nproc, no_new_privs=user is not None)
+                            nproc=nproc, no_new_privs=user is not None, oom_score_adj=oom_score_adj)
         options = plan.to_fields() + ([f"log_bytes={limits.log_bytes}"] if limits.log_bytes else [])
         return Confined(options, attempt, self._note(user, attempt, limits, problems, unenforced), limits)
 

@@ -13,13 +13,13 @@ the attempt directory, no process) so the job is requeued, not failed.
 
 With an Isolation (supervisor/isolation.py) each attempt gets its own cgroup.
 Moving a process into a cgroup costs a kernel RCU grace period per hierarchy
-(4.5-30 ms each), so the spare gets a cgroup of its own under a fresh name
-and enters it while it waits; `reserve` writes the job's limits into it and
+(4.5-30 ms each), so the spare gets a cgroup of its own under a fresh name,
+and a thread moves it in while its interpreter starts; `reserve` writes the job's limits into it and
 names it in the RUNNING state written before the hand-over, so kill, abort,
 restart and a restarted supervisor find it; the program, forked by the shim
 inside it, is there from its start without paying the move. (The shim is in
-the attempt's cgroup then: it counts as one more process there, and keeps
-itself out of the OOM killer's choice.) A job started cold gets its cgroup
+the attempt's cgroup then: it counts as one more process there, and is kept
+out of the OOM killer's choice where the supervisor may do that.) A job started cold gets its cgroup
 here before the shim starts, and the program enters it before exec.
 Ending the attempt ends the cgroup (every process, however it forked); its
 counts are read for the attempt's usage, and the cgroup is removed only
@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -65,14 +66,46 @@ NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to e
 
 @dataclass
 class Spare:
-    """A shim started ahead of need, waiting for a job on the pipe whose writing end is `fd`, in its cgroup."""
+    """A shim started ahead of need, waiting for a job on the pipe whose writing end is `fd`, and the cgroup
+    a thread moves it into meanwhile (`move_in`: the kernel's grace period overlaps the interpreter's start)."""
     handle: Handle
     fd: int
     cgroup: cgroups.Attempt | None = None
-    confined: Confined | None = None  # the job's confinement, once reserved
+    mover: threading.Thread | None = None
+    inside: bool = False                # moved into every hierarchy of its cgroup
+    oom_score_adj: int | None = None    # its own before it was kept from the OOM killer: its program's
+    confined: Confined | None = None    # the job's confinement, once reserved
+
+    def move_in(self) -> None:
+        """In the mover thread: put the spare in its cgroup, then keep it from the OOM killer (a v2
+        memory.oom.group kill would take the shim, and the exit record, with the program); a failure of
+        the first leaves `inside` False (the job then starts cold), of the second only the protection."""
+        try:
+            self.cgroup.add(self.handle.pid)
+        except cgroups.CgroupError as e:
+            log.warning("spare_cgroup_refused", cgroup=self.cgroup.name, problem=str(e))
+            return
+        self.inside = True
+        adj = f"/proc/{self.handle.pid}/oom_score_adj"
+        try:
+            with open(adj, "rb") as f:
+                before = int(f.read())
+            with open(adj, "wb", buffering=0) as f:
+                f.write(b"-1000")
+            self.oom_score_adj = before
+        except (OSError, ValueError):
+            pass  # not allowed here (no CAP_SYS_RESOURCE): the shim may be chosen like any process
+
+    def ready(self) -> bool:
+        """Wait for the mover: True if the spare may take a job (in its cgroup, or none was wanted)."""
+        if self.mover is not None:
+            self.mover.join()
+        return self.cgroup is None or self.inside
 
     def let_go(self) -> None:
-        """It will get no job: it exits at end of file; its cgroup (it is in it) ends and goes."""
+        """It will get no job: it exits at end of file; its cgroup (it may be in it) ends and goes."""
+        if self.mover is not None:
+            self.mover.join()
         os.close(self.fd)
         if self.cgroup is not None:
             problem = self.cgroup.kill() or self.cgroup.remove()
@@ -96,16 +129,14 @@ class LocalExecutor(Executor):
 
     # -- the spare shim ------------------------------------------------------
     def prepare(self) -> None:
-        """Start a spare shim, in a cgroup of its own, if there is none (a failure only means the next job
-        starts cold)."""
+        """Start a spare shim if there is none, and a thread that moves it into a cgroup of its own (a failure
+        only means the next job starts cold)."""
         if not self.spares or self.spare is not None:
             return
-        cg = self.isolation.spare_cgroup() if self.isolation is not None else None
-        argv = SPARE_ARGV + ([f"cgroup={p}" for p in cg.procs_files()] if cg is not None else [])
         r, w = os.pipe2(os.O_CLOEXEC)
-        spare = Spare(Handle(0, 0.0, True), w, cg)
+        spare = Spare(Handle(0, 0.0, True), w, self.isolation.spare_cgroup() if self.isolation else None)
         try:
-            pid = os.posix_spawn(sys.executable, argv, os.environ, setsid=True, setsigdef=_SIGDEF,
+            pid = os.posix_spawn(sys.executable, SPARE_ARGV, os.environ, setsid=True, setsigdef=_SIGDEF,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)] + [
                                      (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
             spare.handle = Handle(pid, psutil.Process(pid).create_time(), True)
@@ -114,11 +145,14 @@ class LocalExecutor(Executor):
             return
         finally:
             os.close(r)
+        if spare.cgroup is not None:
+            spare.mover = threading.Thread(target=spare.move_in, name="spare-cgroup", daemon=True)
+            spare.mover.start()
         self.spare = spare
 
     def reserve(self, job: Job) -> Seen | None:
         """The spare's identity for the job, with its confinement (its cgroup then holds the job's limits), before
-        the job's RUNNING state is written; None: none ready (or its cgroup refused the limits: start cold)."""
+        the job's RUNNING state is written; None: none ready (or its cgroup failed it: the job starts cold)."""
         spare, self.spare = self.spare, None
         if spare is None:
             return None
@@ -126,10 +160,11 @@ class LocalExecutor(Executor):
             gone = os.waitpid(spare.handle.pid, os.WNOHANG)[0] != 0
         except ChildProcessError:
             gone = True
+        gone = not spare.ready() or gone
         note = None
         if not gone and self.isolation is not None:
             try:
-                spare.confined = self.isolation.confine(job, spare.cgroup)
+                spare.confined = self.isolation.confine(job, spare.cgroup, spare.oom_score_adj)
             except cgroups.CgroupError as e:
                 log.warning("spare_cgroup_refused", service_id=job.sid, problem=str(e))
                 gone = True

@@ -13,13 +13,9 @@ ignores SIGTERM/SIGINT itself (the program gets them from the group signal)
 so it lives to record the exit; a SIGKILL of the group ends it too, which
 the daemon accounts for.
 
-Spare mode (local executor):  python -S shim.py --spare [cgroup=PROCS_FILE...]
+Spare mode (local executor):  python -S shim.py --spare
 The daemon keeps one shim started ahead of need, so a job does not wait for
-an interpreter to start. A spare given cgroups enters them while it waits
-(each move costs the kernel an RCU grace period: here, not on the job's
-path); the program it forks is then inside from its start, and the shim
-keeps itself out of the OOM killer's choice (a v2 memory.oom.group kill
-would take the shim, and the exit record, with the program). A spare reads one job from stdin (a pipe from the
+an interpreter to start. A spare reads one job from stdin (a pipe from the
 daemon), sent only once the job's RUNNING state, with this spare's pid, is
 durable; it runs it from the daemon's end-of-file. If the pipe closes before
 a whole job arrived (the daemon stopped or died), the spare exits at once
@@ -270,8 +266,6 @@ def run(where, options, program, env):
     pumps = []
     try:
         plan, log_bytes = split_options(options)
-        plan.cgroup_procs = tuple(p for p in plan.cgroup_procs if p not in ENTERED)  # inherited at fork
-        plan.oom_score_adj = _oom_adj_before
         open_work(work, plan)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         notes = os.open(notifications, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -308,41 +302,10 @@ def run(where, options, program, env):
     return code if code >= 0 else 128 - code
 
 
-ENTERED = set()  # the cgroup.procs files this spare shim entered: its program is born inside them
-OOM_ADJ = "/proc/self/oom_score_adj"
-_oom_adj_before = None  # the value the program gets back, where the shim protected itself
-
-
-def enter_cgroups(options):
-    """Spare mode: enter the attempt cgroups made for this spare (a failure leaves the move to the program,
-    which then fails with the reason if it cannot either); then keep the shim out of the OOM killer's choice."""
-    global _oom_adj_before
-    for option in options:
-        path = option[7:] if option.startswith("cgroup=") else None
-        if path is None:
-            continue
-        try:
-            confine.enter_cgroup(path)
-        except OSError:
-            continue
-        ENTERED.add(path)
-    if not ENTERED:
-        return
-    try:
-        with open(OOM_ADJ, "rb") as f:
-            before = int(f.read())
-        with open(OOM_ADJ, "wb", buffering=0) as f:
-            f.write(b"-1000")
-        _oom_adj_before = before
-    except (OSError, ValueError):
-        pass  # not allowed (no CAP_SYS_RESOURCE): the shim may be chosen like any process
-
-
 def main(argv):
     _ignore_stop_signals()
-    if argv[:1] == ["--spare"]:
+    if argv == ["--spare"]:
         confine.preload()  # ctypes, ahead of need
-        enter_cgroups(argv[1:])
         job = read_job(0)
         if job is None:
             return 0  # the daemon stopped before handing over a job: nothing was started
