@@ -94,6 +94,8 @@ class RunState:
     def to_json(self) -> bytes:
         d = asdict(self)
         d["state"] = self.state.value
+        if d["cgroup"] is None:
+            del d["cgroup"]  # written only where an attempt has one: the records of before read the same
         for k in _TIME_FIELDS:
             d[k] = iso(d[k])
         for h in d["history"]:
