@@ -123,8 +123,8 @@ class Supervisor:
             self.reconcile(now)
         self.check_active(now, full)
         self.start_queued(now)
-        self.make_durable()
         self.publish_queue()
+        self.make_durable()
         self.write("counters", None, self.counters.save, self.spool)
 
     def reconcile(self, now: float) -> None:

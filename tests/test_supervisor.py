@@ -241,7 +241,8 @@ def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
     stack.submit("q-wait", secondsToWait=5)
     stack.wait_state("q-run", "RUNNING")
     stack.wait_state("q-wait", "QUEUED")
-    assert json.loads(stack.spool.queue_file.read_text())["queued"] == ["q-wait"]
+    queued = lambda: json.loads(stack.spool.queue_file.read_text())["queued"]  # noqa: E731
+    assert wait_for(lambda: queued() == ["q-wait"], 5, what="queue.json, written at the end of the pass")
     stack.spool.send_command("q-wait", "kill", origin="operator")
     st = stack.wait_state("q-wait", "ABORTED")
     assert st["pid"] is None and not stack.attempt_dir("q-wait").exists()
