@@ -7,6 +7,7 @@ import time
 from jobs.spec import JobSpec
 from jobs.spool import Spool
 from jobs.wait import wait_for
+from supervisor.daemon import USAGE_HINT_SECONDS
 
 from ..measure import Sampler
 from ..report import Figure, Target, Value, value_of
@@ -59,7 +60,11 @@ def s4_confinement(b: Bench) -> None:
 
 def fleet_cpu(b: Bench, pid: int, env) -> tuple[float, float]:
     """Start plan.jobs light jobs on this side supervisor (specs dropped into its spool), wait until all run,
-    sample its CPU over a window; then its jobs are killed. (% of a core, window seconds)."""
+    sample its CPU over a window; then its jobs are killed. (% of a core, window seconds).
+
+    The window is USAGE_HINT_SECONDS long (full run): with confinement each running attempt's usage hint is
+    written once per that period, so each window holds one round of them, whatever its phase.
+    """
     n, spool = b.plan.jobs, Spool(env.spool)
     log(f"  S6 confinement: {n} light jobs on the {env.path.parent.name} supervisor")
     sids = [f"fleet-{i:04d}" for i in range(n)]
@@ -69,6 +74,6 @@ def fleet_cpu(b: Bench, pid: int, env) -> tuple[float, float]:
     wait_for(lambda: all(p.exists() for p in status), max(120, n * 0.3), 0.25, f"{n} jobs running")
     time.sleep(2)  # the last starts' writes settle
     with Sampler(pid) as sup:
-        time.sleep(b.plan.idle_seconds * 2)
+        time.sleep(b.plan.idle_seconds * 2 if b.plan.quick else USAGE_HINT_SECONDS)
     b.stack.kill_jobs(str(env.path.parent))
     return sup.share * 100, sup.elapsed
