@@ -548,9 +548,11 @@ class Supervisor:
         """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn.
 
         With a spare shim (supervisor.runner) the state written first already
-        names the process that will run the job, and no second write is needed.
-        If the storage refuses that write, nothing is started: the job stays
-        QUEUED and is launched once its state can be written again.
+        names the process that will run the job, its cgroup and how it is
+        confined, and no second write is needed. That state is visible before
+        the hand-over and fsynced just after it (make_durable). If the storage
+        refuses that write, nothing is started: the job stays QUEUED and is
+        launched once its state can be written again.
         """
         rs, d, sid = job.rs, job.definition, job.sid
         queued = dataclasses.replace(rs)
@@ -588,7 +590,7 @@ class Supervisor:
             self.counters.spawn_failed(rs.job)
             return
         if not warm:
-            self.save(job, durable=False)  # the pid of the shim just spawned (a spare's pid and confinement were in the first save)
+            self.save(job, durable=False)  # the cold shim's pid (a spare's came with the first save)
         self.counters.started(rs)
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)

@@ -12,15 +12,16 @@ exits without touching anything; `adopt` tells that case (no output files in
 the attempt directory, no process) so the job is requeued, not failed.
 
 With an Isolation (supervisor/isolation.py) each attempt gets its own cgroup.
-Moving a process into a cgroup costs a kernel RCU grace period per hierarchy
-(4.5-30 ms each), so the spare gets a cgroup of its own under a fresh name,
-and a thread moves it in while its interpreter starts; `reserve` writes the job's limits into it and
-names it in the RUNNING state written before the hand-over, so kill, abort,
-restart and a restarted supervisor find it; the program, forked by the shim
-inside it, is there from its start without paying the move. (The shim is in
-the attempt's cgroup then: it counts as one more process there, and is kept
-out of the OOM killer's choice where the supervisor may do that.) A job started cold gets its cgroup
-here before the shim starts, and the program enters it before exec.
+Moving a process into a cgroup costs a kernel RCU grace period (4.5-30 ms),
+so the spare gets a cgroup of its own under a fresh name, and a thread moves
+it in while its interpreter starts; `reserve` writes the job's limits into it
+and names it in the RUNNING state written before the hand-over, so kill,
+abort, restart and a restarted supervisor find it; the program, forked by the
+shim inside it, is there from its start without paying the move. (The shim
+is in the attempt's cgroup then: it counts as one more process there, and is
+kept out of the OOM killer's choice where the supervisor may do that.) A job
+started cold gets its cgroup here before the shim starts, and the program
+enters it before exec.
 Ending the attempt ends the cgroup (every process, however it forked); its
 counts are read for the attempt's usage, and the cgroup is removed only
 once the daemon has saved them (`cleanup`).
