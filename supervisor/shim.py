@@ -332,4 +332,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # the exit record is on disk: no interpreter teardown (~2-4 ms) before the daemon hears of it
