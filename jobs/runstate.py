@@ -71,6 +71,7 @@ class RunState:
     retries_used: int = 0  # automatic retries since the last start or operator restart
     usage: Usage | None = None  # what the current (or last) attempt used, once it ended
     isolation: str | None = None  # how the attempt is confined, or "not isolated: <why>"
+    cgroup: str | None = None  # the attempt's cgroup name (supervisor/cgroups.py), saved before the program starts
     history: list[Attempt] = field(default_factory=list)
 
     def move(self, new: JobState, reason: str, now: float) -> None:
@@ -93,6 +94,8 @@ class RunState:
     def to_json(self) -> bytes:
         d = asdict(self)
         d["state"] = self.state.value
+        if d["cgroup"] is None:
+            del d["cgroup"]  # written only where an attempt has one: the records of before read the same
         for k in _TIME_FIELDS:
             d[k] = iso(d[k])
         for h in d["history"]:

@@ -344,9 +344,11 @@ class Spool:
         if durable:
             fsync_dir(os.path.dirname(dest))
 
-    def publish_dir(self, dest: Path | str, files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> None:
+    def publish_dir(self, dest: Path | str, files: dict[str, bytes], dirs: tuple[str, ...] = (),
+                    durable: bool = True) -> None:
         """Build a directory in tmp/ (files and dirs given by their final paths under dest), fsync it
-        all, rename it to dest: readers see all of it or nothing. Nothing is left in tmp/ on failure."""
+        all, rename it to dest: readers see all of it or nothing. Nothing is left in tmp/ on failure.
+        durable=False skips the fsyncs: the caller fsyncs the published paths later (supervisor's claim)."""
         dest = os.fspath(dest)
         stage = os.fspath(self.tmp / f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(4)}.d")
         os.mkdir(stage)
@@ -358,16 +360,19 @@ class Spool:
                 fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 try:
                     _write_all(fd, data)
-                    os.fsync(fd)
+                    if durable:
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
                 _verify_staged(Path(staged), data)
-            fsync_dir(stage)
+            if durable:
+                fsync_dir(stage)
             os.rename(stage, dest)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-        fsync_dir(os.path.dirname(dest))
+        if durable:
+            fsync_dir(os.path.dirname(dest))
 
     def write_hint(self, dest: Path | str, data: bytes) -> None:
         """Replace a small hint file (the façade's last-page digest) at the least cost.

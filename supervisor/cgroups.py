@@ -23,7 +23,12 @@ a configured parent path), never at a hierarchy's root. The program enters
 its cgroups itself, between fork and exec (supervisor/confine.py writes "0"
 to each of `Attempt.procs_files()`), so it is inside before it can fork; a
 pid written from outside after the spawn (`Attempt.add`) leaves a window in
-which a child could be born outside.
+which a child could be born outside. Moving a process between cgroups costs
+a kernel RCU grace period per hierarchy (4.5-30 ms each here), so the local
+executor makes a cgroup under a fresh name (`fresh_name`) for its spare shim
+ahead of need and moves the spare in (`Attempt.add`, from a thread, while
+the spare's interpreter starts: the spare forks nothing before it gets a
+job); the program, forked inside, inherits it for free (supervisor/runner.py).
 
 Every failure of the machine is a `CgroupError` (an OSError) or a returned
 reason, in words; nothing here fails silently.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -184,7 +190,7 @@ class Layout:
                 path = attempt.dir(h)
                 _call(os.mkdir, path, 0o755, what=f"cannot create cgroup {path}")
                 made.append(path)
-            unenforced = attempt._limit(limits)
+            attempt.limit(limits)
         except CgroupError:
             for path in reversed(made):
                 try:
@@ -192,7 +198,6 @@ class Layout:
                 except OSError:
                     pass
             raise
-        attempt.unenforced = tuple(unenforced)
         return attempt
 
     def attempt(self, name: str) -> Attempt:
@@ -213,6 +218,11 @@ class Layout:
 def attempt_name(service_id: str, attempt: int) -> str:
     """The cgroup name of one attempt; '@' never occurs in a controller's file names, so no clash."""
     return _checked_name(f"{service_id}@{attempt}")
+
+
+def fresh_name() -> str:
+    """A name for a cgroup made before its attempt is known (a spare shim's); the attempt's record names it."""
+    return f"attempt-{secrets.token_hex(8)}"
 
 
 def _checked_name(name: str) -> str:
@@ -351,11 +361,13 @@ class Attempt:
         return [os.path.join(self.dir(h), "cgroup.procs") for h in self.layout.hierarchies]
 
     def add(self, pid: int) -> None:
-        """Put a running process in (adoption, tests); a process it already forked stays outside."""
+        """Put a running process in (a spare shim, tests); a process it already forked stays outside."""
         for path in self.procs_files():
             _write(path, str(pid))
 
-    def _limit(self, limits: Limits) -> list[str]:
+    def limit(self, limits: Limits) -> None:
+        """Write the limits (a spare's cgroup gets them when a job takes it); CgroupError if refused.
+        A limit no hierarchy here can enforce goes to `unenforced`, for the job's record."""
         unenforced = []
         for role, value in (("memory", limits.memory_bytes), ("cpu", limits.cpus), ("pids", limits.pids)):
             if value is None:
@@ -381,7 +393,7 @@ class Attempt:
                     _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
             else:
                 _write(os.path.join(d, "pids.max"), str(value))
-        return unenforced
+        self.unenforced = tuple(unenforced)
 
     def pids(self) -> set[int]:
         """The processes in the attempt's cgroups (zombies leave at exit); the ones that cannot be read count as none."""

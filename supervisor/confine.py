@@ -3,8 +3,11 @@
 The shim (python -S, standard library only) imports this module and starts
 the program with `spawn`: fork, then in the child, before exec and in this
 order: enter the attempt's cgroups (as the supervisor's user: the job's user
-may not move processes), open the working directory (the supervisor may reach
-it, the job's user may not traverse its parents), RLIMIT_CORE 0 and
+may not move processes; none where the supervisor moved a spare shim in
+already: the program is born inside), take back the shim's oom_score_adj (a
+spare shim in the attempt's cgroup is kept from the OOM killer, not the program), open
+the working directory (the supervisor may reach it, the job's user may not
+traverse its parents), RLIMIT_CORE 0 and
 RLIMIT_NPROC (where no pids cgroup limits processes), umask, no_new_privs
 (setuid programs cannot give privileges back), drop supplementary groups and
 switch group and user for good, fchdir into the working directory as the
@@ -86,17 +89,18 @@ class Plan:
     directory; umask (027: other users, other projects' among them, cannot
     read what the job writes); nproc: RLIMIT_NPROC (counts every process of the
     user, all its jobs together: a fallback where no pids cgroup exists);
-    no_new_privs.
+    no_new_privs; oom_score_adj: the program's, where its shim's was lowered.
     """
-    __slots__ = ("cgroup_procs", "uid", "gid", "workdir", "umask", "nproc", "no_new_privs")
-    _INTS = ("uid", "gid", "umask", "nproc")
+    __slots__ = ("cgroup_procs", "uid", "gid", "workdir", "umask", "nproc", "no_new_privs", "oom_score_adj")
+    _INTS = ("uid", "gid", "umask", "nproc", "oom_score_adj")
 
     def __init__(self, cgroup_procs=(), uid=None, gid=None, workdir=None, umask=0o027, nproc=None,
-                 no_new_privs=True):
+                 no_new_privs=True, oom_score_adj=None):
         if (uid is None) != (gid is None):
             raise ValueError("a job's user needs both uid and gid")
         self.cgroup_procs, self.uid, self.gid, self.workdir = tuple(cgroup_procs), uid, gid, workdir
         self.umask, self.nproc, self.no_new_privs = umask, nproc, no_new_privs
+        self.oom_score_adj = oom_score_adj
 
     def to_fields(self):
         """key=value strings (a cgroup= per file) for the shim's argv or job message."""
@@ -149,6 +153,14 @@ def _enter_cgroup(path):
         os.close(fd)
 
 
+def _write_oom_score_adj(value):
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
 def _no_new_privs():
     preload()
     prctl, get_errno = _libc
@@ -188,6 +200,8 @@ def prepare_child(plan):
     """In the forked child, just before exec: apply the plan, in the module docstring's order."""
     for path in plan.cgroup_procs:
         _step(f"cannot enter cgroup {os.path.dirname(path)}", _enter_cgroup, path)
+    if plan.oom_score_adj is not None:
+        _step("cannot reset oom_score_adj", _write_oom_score_adj, plan.oom_score_adj)
     dirfd = None
     if plan.workdir is not None:
         dirfd = _step(f"cannot open working directory {plan.workdir}", os.open, plan.workdir,

@@ -79,6 +79,9 @@ class Supervisor:
         self.jobs: dict[str, Job] = {}
         self.finished: dict[str, float] = {}  # terminal runs: sid -> finished_at (for retention)
         self.unsaved: dict[str, Job] = {}  # state.json the storage refused: written again every pass
+        # sid -> (job, claimed this pass): written and visible, fsynced at the pass's end (make_durable)
+        self.deferred: dict[str, tuple[Job, bool]] = {}
+        self.defer_sync = False  # saves made now are fsynced at the pass's end (the exit path: see on_exit)
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
@@ -127,6 +130,7 @@ class Supervisor:
         self.check_active(now, full)
         self.start_queued(now)
         self.publish_queue()
+        self.make_durable()
         self.write("counters", None, self.counters.save, self.spool)
 
     def reconcile(self, now: float) -> None:
@@ -155,6 +159,8 @@ class Supervisor:
         """incoming/<sid>.json -> runs/<sid>/ (spec.json + QUEUED state.json) by one rename."""
         path = self.spool.incoming / name
         sid = name[:-5] if name.endswith(".json") else ""
+        if sid in self.deferred:
+            return  # claimed this pass: its spec leaves incoming/ once the run is durable (make_durable)
         log = self.log.bind(service_id=sid or None, file=name)
         try:
             check_regular(path)  # a FIFO, symlink, directory ... is moved aside unopened
@@ -168,7 +174,7 @@ class Supervisor:
             self.reject(path, str(e), log)
             return
         files = RunFiles(self.spool, sid)
-        if os.path.exists(files.run):
+        if os.path.exists(files.run) and not self.torn(files, log):
             try:
                 same = read_bytes(files.spec) == raw
             except (OSError, SpecError):
@@ -181,13 +187,53 @@ class Supervisor:
         definition = self.defs[spec.job]
         rs = RunState(sid, spec.job, queued_at=now, updated_at=now,
                       executor=definition.executor or self.cfg.executor)
+        # visible now, durable at the pass's end (after this pass's hand-overs); the spec stays in
+        # incoming/ until then, so a power cut loses nothing (see make_durable)
         if not self.write("claim", sid, self.spool.publish_dir, files.run,
-                          {files.spec: raw, files.state: rs.to_json()}, (files.attempts,)):
+                          {files.spec: raw, files.state: rs.to_json()}, (files.attempts,), durable=False):
             return  # the spec stays in incoming/: claimed on a later pass
-        path.unlink(missing_ok=True)
         self.jobs[sid] = Job(spec, definition, rs, files)
+        self.deferred[sid] = (self.jobs[sid], True)
         self.counters.seen_project(project_of(spec.owner))  # its usage series exist from now on
         log.info("job_queued", job=spec.job, executor=rs.executor)
+
+    def torn(self, files: RunFiles, log) -> bool:
+        """A run directory whose state cannot be read, from a claim a power cut caught before its fsyncs:
+        moved aside (tmp/, swept) so that the spec still in incoming/ is claimed again. False: a whole run."""
+        sid = files.sid
+        if sid in self.jobs:
+            return False
+        try:
+            RunState.from_bytes(read_bytes(files.state))
+            return False
+        except (OSError, SpecError):
+            pass
+        if not self.write("claim", sid, os.rename, files.run, self.spool.tmp / f"torn-{sid}-{secrets.token_hex(4)}"):
+            return False
+        self.finished.pop(sid, None)
+        log.warning("torn_claim_replaced", reason="its state.json is unreadable; claimed again from incoming/")
+        return True
+
+    def make_durable(self) -> None:
+        """The fsyncs put off past this pass's hand-overs, then the claimed specs leave incoming/.
+
+        A start writes the run's files without fsync (visible at once, which is
+        all a supervisor killed with kill -9 needs: the page cache keeps them),
+        hands the job over, and fsyncs here. A power cut in between loses at
+        most what the cut program had started: the spec is still in incoming/
+        (claimed again; a torn run is moved aside) or the last durable state is
+        QUEUED (started again as the same attempt). An exit's state is rebuilt
+        from the shim's exit record, durable before the shim exits.
+        """
+        for sid, (job, claimed) in list(self.deferred.items()):
+            files = job.files
+            paths = (files.spec, files.state, files.attempts, files.run, self.spool.runs) if claimed else \
+                (files.state, files.run)
+            if not self.write("state", sid, _fsync_all, paths):
+                continue  # again next pass; a claim's spec stays in incoming/ meanwhile
+            del self.deferred[sid]
+            if claimed:
+                self.write("claim", sid, Path(files.incoming).unlink, missing_ok=True)
 
     def reject(self, path: Path, reason: str, log) -> None:
         """Move a bad file aside with a reason file; the daemon carries on."""
@@ -281,6 +327,7 @@ class Supervisor:
         rs.move(JobState.QUEUED, reason, now)
         rs.attempt += 1
         rs.pid = rs.create_time = rs.executor_id = rs.exit_code = rs.signal = rs.finished_at = rs.started_at = None
+        rs.cgroup = None
         rs.stop_target = rs.stop_reason = rs.kill_at = None
         rs.killed = False
         rs.queued_at, rs.not_before = now, (now + delay if delay else None)
@@ -320,7 +367,11 @@ class Supervisor:
         ex = self.executor(job)
         ex.forget(job)
         usage = self.measured(job, ex.usage(job, rec), now)
-        self.settle(job, rec, usage, now)
+        self.defer_sync = True  # fsynced at the pass's end: a power cut before finds the exit record again
+        try:
+            self.settle(job, rec, usage, now)
+        finally:
+            self.defer_sync = False
         if job.sid not in self.unsaved:
             ex.cleanup(job)
 
@@ -413,6 +464,7 @@ class Supervisor:
         rs = job.rs
         rs.pid = seen.pid if seen.pid is not None else rs.pid
         rs.isolation = seen.isolation or rs.isolation
+        rs.cgroup = seen.cgroup or rs.cgroup
         rs.create_time = seen.create_time if seen.create_time is not None else rs.create_time
         rs.executor_id = seen.executor_id or rs.executor_id
         shown = (rs.started_at, rs.reason)
@@ -528,14 +580,17 @@ class Supervisor:
         """QUEUED -> RUNNING: state first (so a crash right after spawn is found), then spawn.
 
         With a spare shim (supervisor.runner) the state written first already
-        names the process that will run the job, and no second write is needed.
-        If the storage refuses that write, nothing is started: the job stays
-        QUEUED and is launched once its state can be written again.
+        names the process that will run the job, its cgroup and how it is
+        confined, and no second write is needed. That state is visible before
+        the hand-over and fsynced just after it (make_durable). If the storage
+        refuses that write, nothing is started: the job stays QUEUED and is
+        launched once its state can be written again.
         """
         rs, d, sid = job.rs, job.definition, job.sid
         queued = dataclasses.replace(rs)
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
+        rs.cgroup = None
         files, attempt = job.files, job.attempt
         argv = d.render_argv(job.spec.inputs, sid, rs.attempt)
         env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": ".",
@@ -550,7 +605,7 @@ class Supervisor:
             warm = reserved is not None
             if warm:
                 self.apply(job, reserved, now)
-            if not (ready and self.save(job)):
+            if not (ready and self.save(job, durable=False)):  # fsynced after the hand-over (make_durable)
                 if warm:
                     ex.release(job)
                 job.rs = queued
@@ -566,8 +621,8 @@ class Supervisor:
             self.log.error("spawn_failed", service_id=sid, error=str(e))
             self.counters.spawn_failed(rs.job)
             return
-        if not warm or rs.isolation != queued.isolation:
-            self.save(job)  # the pid of the shim just spawned, or how its attempt is confined
+        if not warm:
+            self.save(job, durable=False)  # the cold shim's pid (a spare's came with the first save)
         self.counters.started(rs)
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
@@ -605,12 +660,16 @@ class Supervisor:
             self.log.info("write_recovered", what=what, service_id=sid)
         return True
 
-    def save(self, job: Job) -> bool:
-        """Write state.json; the state in memory stays the authority if it cannot be written yet."""
+    def save(self, job: Job, durable: bool = True) -> bool:
+        """Write state.json; the state in memory stays the authority if it cannot be written yet.
+        durable=False (or defer_sync): visible now, fsynced at the pass's end (make_durable)."""
         sid = job.rs.service_id
         self.saves += 1
-        if self.write("state", sid, self.spool.write_atomic, job.files.state, job.rs.to_json()):
+        durable = durable and not self.defer_sync
+        if self.write("state", sid, self.spool.write_atomic, job.files.state, job.rs.to_json(), durable):
             self.unsaved.pop(sid, None)
+            if not durable:
+                self.deferred.setdefault(sid, (job, False))
             return True
         self.unsaved[sid] = job
         return False
@@ -678,7 +737,7 @@ class Supervisor:
             if seen is None:
                 # RUNNING -> QUEUED: the daemon died between writing RUNNING and the spawn; nothing ran
                 rs.move(JobState.QUEUED, "requeued: the supervisor stopped before the program started", now)
-                rs.started_at = rs.pid = rs.create_time = rs.executor_id = None
+                rs.started_at = rs.pid = rs.create_time = rs.executor_id = rs.cgroup = None
                 self.save(job)
                 log.warning("job_requeued", reason=rs.reason)
                 return job
@@ -722,12 +781,25 @@ class Supervisor:
         if backfill is not None:
             self.write("accounting", None, self.ledger.backfill, backfill, now)
         if self.isolation is not None and not self.isolation.layout.unavailable:
-            sweep(self.isolation.layout, {attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
+            sweep(self.isolation.layout, {j.rs.cgroup or attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
         self.start_accounting(now)
         self.log.info("recovered", active=sum(1 for j in self.jobs.values() if j.rs.state in ACTIVE),
                       queued=sum(1 for j in self.jobs.values() if j.rs.state == JobState.QUEUED),
                       finished=len(self.finished))
+
+
+def _fsync_all(paths) -> None:
+    """fsync each file or directory that is there (a run moved away meanwhile has nothing left to keep)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class Daemon:
@@ -763,6 +835,7 @@ class Daemon:
         if self.cfg.supervisor_watch:
             self.start_observer()
         self.sup.recover(time.time())
+        self.sup.prepare()  # a spare shim for the first job too
         log = self.sup.log
         iso = self.sup.isolation
         isolation = iso.describe() if iso is not None else None
@@ -797,6 +870,8 @@ class Daemon:
             os.unlink(self.sup.spool.supervisor_file)
         except OSError:
             pass
+        for ex in self.sup.executors.values():
+            ex.close()  # the spare shim and its cgroup
         if self.sup.isolation is not None:
             self.sup.isolation.close()
         log.info("supervisor_stopped", running_jobs_left=sum(1 for j in self.sup.jobs.values() if j.rs.state in ACTIVE))

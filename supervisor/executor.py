@@ -65,6 +65,7 @@ class Seen:
     started_at: float | None = None  # it started then (Slurm's StartTime), learnt after the hand-over
     reason: str | None = None        # what it is doing, for people ("pending in Slurm as job 7 (Resources)")
     isolation: str | None = None     # how the attempt is confined, or "not isolated: <why>" (RunState.isolation)
+    cgroup: str | None = None        # the attempt's cgroup name (RunState.cgroup), known before it starts
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class Executor(ABC):
 
     def release(self, job: Job) -> None:
         """A reservation whose job will not be started after all."""
+
+    def close(self) -> None:
+        """At the daemon's stop: let go of what was made ahead of need (running jobs are left alone)."""
 
     @abstractmethod
     def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:

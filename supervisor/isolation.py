@@ -83,13 +83,30 @@ class Isolation:
         name = confine.user_name_for(project or "", self.cfg.job_user, self.cfg.project_users)
         return None if self.user_problem or not name else self.users.get(name)
 
-    def confine(self, job) -> Confined:
-        """Make the attempt's cgroup (with its limits) and the shim's options; never raises for the machine."""
+    def spare_cgroup(self) -> cgroups.Attempt | None:
+        """A cgroup without limits for a spare shim, under a fresh name; None where there are none (or refused:
+        the next job then gets its own cgroup the slow way, and says so if that fails too)."""
+        if self.layout.unavailable:
+            return None
+        try:
+            return self.layout.create(cgroups.fresh_name())
+        except cgroups.CgroupError:
+            return None
+
+    def confine(self, job, spare: cgroups.Attempt | None = None, oom_score_adj: int | None = None) -> Confined:
+        """Make the attempt's cgroup (with its limits) and the shim's options; never raises for the machine,
+        except for `spare`: a cgroup made ahead of need that the shim is in already, which takes the attempt's
+        limits (the shim counts as one more process; the program, born inside, gets back `oom_score_adj`
+        from a shim kept from the OOM killer); CgroupError if refused (the caller then starts cold)."""
         limits = job_limits(job.definition, self.cfg)
         user = self.user_for(job.spec.owner.get("project"))
         problems = [] if user is not None else [self.user_problem or "not isolated: the project has no job user"]
         attempt, unenforced = None, []
-        if self.layout.unavailable:
+        if spare is not None:
+            spare.limit(cgroups.Limits(limits.memory_bytes, limits.cpus,
+                                       None if limits.processes is None else limits.processes + 1))
+            attempt, unenforced = spare, list(spare.unenforced)
+        elif self.layout.unavailable:
             problems.append(self.layout.unavailable)
         else:
             try:
@@ -102,9 +119,9 @@ class Isolation:
             if user is not None:
                 nproc = limits.processes  # RLIMIT_NPROC: counts all of the user's processes
                 unenforced = [u for u in unenforced if "process" not in u and "pids" not in u]
-        plan = confine.Plan(cgroup_procs=attempt.procs_files() if attempt else (),
+        plan = confine.Plan(cgroup_procs=attempt.procs_files() if attempt and spare is None else (),
                             uid=user.uid if user else None, gid=user.gid if user else None,
-                            nproc=nproc, no_new_privs=user is not None)
+                            nproc=nproc, no_new_privs=user is not None, oom_score_adj=oom_score_adj)
         options = plan.to_fields() + ([f"log_bytes={limits.log_bytes}"] if limits.log_bytes else [])
         return Confined(options, attempt, self._note(user, attempt, limits, problems, unenforced), limits)
 

@@ -11,8 +11,17 @@ anything runs. A spare that never got its job (the daemon died in between)
 exits without touching anything; `adopt` tells that case (no output files in
 the attempt directory, no process) so the job is requeued, not failed.
 
-With an Isolation (supervisor/isolation.py) each attempt gets its own cgroup,
-made here before the shim gets the job; the program enters it before exec.
+With an Isolation (supervisor/isolation.py) each attempt gets its own cgroup.
+Moving a process into a cgroup costs a kernel RCU grace period (4.5-30 ms),
+so the spare gets a cgroup of its own under a fresh name, and a thread moves
+it in while its interpreter starts; `reserve` writes the job's limits into it
+and names it in the RUNNING state written before the hand-over, so kill,
+abort, restart and a restarted supervisor find it; the program, forked by the
+shim inside it, is there from its start without paying the move. (The shim
+is in the attempt's cgroup then: it counts as one more process there, and is
+kept out of the OOM killer's choice where the supervisor may do that.) A job
+started cold gets its cgroup here before the shim starts, and the program
+enters it before exec.
 Ending the attempt ends the cgroup (every process, however it forked); its
 counts are read for the attempt's usage, and the cgroup is removed only
 once the daemon has saved them (`cleanup`).
@@ -22,6 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -36,7 +46,7 @@ from jobs.usage import Usage
 
 from . import cgroups
 from .executor import SHIM, Executor, ExitRecord, Job, Seen, read_exit, shim_args, shim_argv
-from .isolation import Isolation
+from .isolation import Confined, Isolation
 from .shim import EXIT_RECORD_BYTES, encode_job
 from .shim import _reserved_name as staged_exit_name
 
@@ -55,11 +65,53 @@ _SIGDEF = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to exit
 
 
-@dataclass(frozen=True)
+@dataclass
 class Spare:
-    """A shim started ahead of need, waiting for a job on the pipe whose writing end is `fd`."""
+    """A shim started ahead of need, waiting for a job on the pipe whose writing end is `fd`, and the cgroup
+    a thread moves it into meanwhile (`move_in`: the kernel's grace period overlaps the interpreter's start)."""
     handle: Handle
     fd: int
+    cgroup: cgroups.Attempt | None = None
+    mover: threading.Thread | None = None
+    inside: bool = False                # moved into every hierarchy of its cgroup
+    oom_score_adj: int | None = None    # its own before it was kept from the OOM killer: its program's
+    confined: Confined | None = None    # the job's confinement, once reserved
+
+    def move_in(self) -> None:
+        """In the mover thread: put the spare in its cgroup, then keep it from the OOM killer (a v2
+        memory.oom.group kill would take the shim, and the exit record, with the program); a failure of
+        the first leaves `inside` False (the job then starts cold), of the second only the protection."""
+        try:
+            self.cgroup.add(self.handle.pid)
+        except cgroups.CgroupError as e:
+            log.warning("spare_cgroup_refused", cgroup=self.cgroup.name, problem=str(e))
+            return
+        self.inside = True
+        adj = f"/proc/{self.handle.pid}/oom_score_adj"
+        try:
+            with open(adj, "rb") as f:
+                before = int(f.read())
+            with open(adj, "wb", buffering=0) as f:
+                f.write(b"-1000")
+            self.oom_score_adj = before
+        except (OSError, ValueError):
+            pass  # not allowed here (no CAP_SYS_RESOURCE): the shim may be chosen like any process
+
+    def ready(self) -> bool:
+        """Wait for the mover: True if the spare may take a job (in its cgroup, or none was wanted)."""
+        if self.mover is not None:
+            self.mover.join()
+        return self.cgroup is None or self.inside
+
+    def let_go(self) -> None:
+        """It will get no job: it exits at end of file; its cgroup (it may be in it) ends and goes."""
+        if self.mover is not None:
+            self.mover.join()
+        os.close(self.fd)
+        if self.cgroup is not None:
+            problem = self.cgroup.kill() or self.cgroup.remove()
+            if problem:
+                log.warning("cgroup_not_removed", cgroup=self.cgroup.name, problem=problem)
 
 
 class LocalExecutor(Executor):
@@ -78,28 +130,30 @@ class LocalExecutor(Executor):
 
     # -- the spare shim ------------------------------------------------------
     def prepare(self) -> None:
-        """Start a spare shim if there is none (a failure only means the next job starts cold)."""
+        """Start a spare shim if there is none, and a thread that moves it into a cgroup of its own (a failure
+        only means the next job starts cold)."""
         if not self.spares or self.spare is not None:
             return
         r, w = os.pipe2(os.O_CLOEXEC)
+        spare = Spare(Handle(0, 0.0, True), w, self.isolation.spare_cgroup() if self.isolation else None)
         try:
             pid = os.posix_spawn(sys.executable, SPARE_ARGV, os.environ, setsid=True, setsigdef=_SIGDEF,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)] + [
                                      (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
-        except OSError:
-            os.close(w)
+            spare.handle = Handle(pid, psutil.Process(pid).create_time(), True)
+        except (OSError, psutil.NoSuchProcess):
+            spare.let_go()
             return
         finally:
             os.close(r)
-        try:
-            create_time = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
-            os.close(w)
-            return
-        self.spare = Spare(Handle(pid, create_time, True), w)
+        if spare.cgroup is not None:
+            spare.mover = threading.Thread(target=spare.move_in, name="spare-cgroup", daemon=True)
+            spare.mover.start()
+        self.spare = spare
 
     def reserve(self, job: Job) -> Seen | None:
-        """The spare's identity for the job (before its RUNNING state is written); None: none ready."""
+        """The spare's identity for the job, with its confinement (its cgroup then holds the job's limits), before
+        the job's RUNNING state is written; None: none ready (or its cgroup failed it: the job starts cold)."""
         spare, self.spare = self.spare, None
         if spare is None:
             return None
@@ -107,49 +161,65 @@ class LocalExecutor(Executor):
             gone = os.waitpid(spare.handle.pid, os.WNOHANG)[0] != 0
         except ChildProcessError:
             gone = True
+        gone = not spare.ready() or gone
+        note = None
+        if not gone and self.isolation is not None:
+            try:
+                spare.confined = self.isolation.confine(job, spare.cgroup, spare.oom_score_adj)
+            except cgroups.CgroupError as e:
+                log.warning("spare_cgroup_refused", service_id=job.sid, problem=str(e))
+                gone = True
+            else:
+                note = spare.confined.note
         if gone:
-            os.close(spare.fd)
+            spare.let_go()
             return None
         self.reserved[job.sid] = spare
-        return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
+        return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time, isolation=note,
+                    cgroup=spare.cgroup.name if spare.cgroup is not None else None)
 
     def release(self, job: Job) -> None:
         """A reserved spare that will not get its job: it exits on end of file."""
         spare = self.reserved.pop(job.sid, None)
         if spare is not None:
-            os.close(spare.fd)
+            spare.let_go()
 
     def close(self) -> None:
         if self.spare is not None:
-            os.close(self.spare.fd)
+            self.spare.let_go()
             self.spare = None
 
     # -- the executor --------------------------------------------------------
     def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:
-        options, note = [], None
-        if self.isolation is not None:
+        spare = self.reserved.pop(job.sid, None)
+        confined = spare.confined if spare is not None else None
+        if confined is None and self.isolation is not None:
             confined = self.isolation.confine(job)
-            options, note = confined.options, confined.note
-            if confined.cgroup is not None:
-                self.cgroups[job.sid] = confined.cgroup
+        if confined is not None and confined.cgroup is not None:
+            self.cgroups[job.sid] = confined.cgroup
+        options = confined.options if confined is not None else []
         try:
-            seen = self._start(job, argv, env, options)
+            seen = self._hand_over(job, spare, argv, env, options) if spare is not None else \
+                self._spawn(job, argv, env, options)
         except OSError:
             self._drop_cgroup(job)
             raise
-        return Seen(pid=seen.pid, create_time=seen.create_time, isolation=note)
+        return Seen(pid=seen.pid, create_time=seen.create_time, isolation=confined.note if confined else None,
+                    cgroup=confined.cgroup.name if confined and confined.cgroup else None)
 
-    def _start(self, job: Job, argv: list[str], env: dict[str, str], options: list[str]) -> Seen:
-        spare = self.reserved.pop(job.sid, None)
-        if spare is not None:  # hand the job to the reserved spare: it runs it at our end of file
-            try:
-                view = memoryview(encode_job(shim_args(job), options, argv, env))
-                while view:
-                    view = view[os.write(spare.fd, view):]
-            finally:
-                os.close(spare.fd)
-            self.handles[job.sid] = spare.handle
-            return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
+    def _hand_over(self, job: Job, spare: Spare, argv: list[str], env: dict[str, str], options: list[str]) -> Seen:
+        """Send the job to the reserved spare: it runs it at our end of file."""
+        try:
+            view = memoryview(encode_job(shim_args(job), options, argv, env))
+            while view:
+                view = view[os.write(spare.fd, view):]
+        finally:
+            os.close(spare.fd)
+        self.handles[job.sid] = spare.handle
+        return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
+
+    def _spawn(self, job: Job, argv: list[str], env: dict[str, str], options: list[str]) -> Seen:
+        """A shim started cold (no spare ready); the program enters its cgroup before exec."""
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
         pid = os.posix_spawn(sys.executable, shim_argv(job, argv, options), env, setsid=True, file_actions=quiet,
                              setsigdef=_SIGDEF)
@@ -299,7 +369,7 @@ class LocalExecutor(Executor):
         """The attempt's cgroup made by an earlier supervisor, if it is there."""
         if self.isolation is None or self.isolation.layout.unavailable:
             return None
-        cg = self.isolation.layout.attempt(cgroups.attempt_name(job.sid, job.rs.attempt))
+        cg = self.isolation.layout.attempt(job.rs.cgroup or cgroups.attempt_name(job.sid, job.rs.attempt))
         return cg if any(os.path.isdir(cg.dir(h)) for h in cg.layout.hierarchies) else None
 
     # -- OS details ----------------------------------------------------------

@@ -82,7 +82,13 @@ def reserve_exit(exit_path):
 
 
 def write_exit(exit_path, record, fd=None):
-    """Fill the reserved file in place (no new space needed), fsync, rename it to exit_path."""
+    """Fill the reserved file in place (no new space needed), fdatasync, rename it to exit_path.
+
+    The reserved file was fsynced while the program ran (`run`): its blocks
+    are allocated and its size is on disk, so the data sync here writes one
+    block and commits no metadata (~2 ms less between the program's end and
+    the daemon's knowing it).
+    """
     tmp = _reserved_name(exit_path)
     data = (_to_json(record) + "\n").encode()
     data += b" " * (EXIT_RECORD_BYTES - len(data))
@@ -90,7 +96,7 @@ def write_exit(exit_path, record, fd=None):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.pwrite(fd, data, 0)
-        os.fsync(fd)
+        os.fdatasync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, exit_path)
@@ -289,6 +295,11 @@ def run(where, options, program, env):
         return 127
     for fd in {*fds, *given} - {out, err}:
         os.close(fd)  # the program holds its own copies (the pipes' writing ends among them)
+    if reserved is not None:
+        try:
+            os.fsync(reserved)  # now, while the program runs, rather than on the way to its exit record
+        except OSError:
+            pass  # write_exit's own sync says it, if the disk refuses
     if pumps:
         status, ru = pump_until_exit(pid, pumps)
     else:
@@ -321,4 +332,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # the exit record is on disk: no interpreter teardown (~2-4 ms) before the daemon hears of it

@@ -272,3 +272,50 @@ def test_where_isolation_is_unavailable_the_supervisor_says_so_plainly(place, en
     finally:
         stack.stop()
         _remove_cgroups(stack)
+
+
+def _cgroup_of(pid: int, layout: cgroups.Layout) -> set[str]:
+    """The last part of pid's cgroup path in each hierarchy the layout uses."""
+    text = Path(f"/proc/{pid}/cgroup").read_text()
+    own = cgroups.read_own(text)
+    found = set()
+    for h in layout.hierarchies:
+        key = 2 if h.version == 2 else next(k for k in own if k != 2 and k & h.controllers)
+        found.add(own[key].rsplit("/", 1)[-1])
+    return found
+
+
+def test_a_spare_shims_cgroup_is_the_attempts_named_before_it_starts_and_ended_after_kill_9(confined):
+    """The spare shim waits in a cgroup of its own; the job that takes it is born inside (no move on its path),
+    its record names that cgroup, the shim stays out of the OOM killer's choice and the program does not;
+    after kill -9 of the supervisor the new one sweeps the old spare's cgroup and ends the whole job's."""
+    stack = confined
+    stack.start()
+    layout = cgroups.setup(parent=cgroup_parent(stack.cfg))
+    wait_for(lambda: len(layout.leftovers()) == 1, 10, what="the spare's cgroup")
+    submit(stack, "victim-1", "victim")
+    pid_file = work(stack, "victim-1") / "pid.txt"
+    wait_for(pid_file.exists, 15, what="victim started")
+    program = int(pid_file.read_text())
+    state = stack.state("victim-1")
+    name = state["cgroup"]
+    assert name.startswith("attempt-") and f"in cgroup {name};" in state["isolation"]
+    assert _cgroup_of(program, layout) == {name} == _cgroup_of(state["pid"], layout)
+    ours = Path("/proc/self/oom_score_adj").read_text().strip()
+    caps = next(int(line.split()[1], 16) for line in open("/proc/self/status") if line.startswith("CapEff:"))
+    shim_adj = "-1000" if caps & 1 << 24 else ours  # lowering it takes CAP_SYS_RESOURCE (not in every sandbox)
+    assert Path(f"/proc/{state['pid']}/oom_score_adj").read_text().strip() == shim_adj
+    assert Path(f"/proc/{program}/oom_score_adj").read_text().strip() == ours
+    wait_for(lambda: len(layout.leftovers()) == 2, 10, what="the next spare's cgroup")
+    old_spare = (set(layout.leftovers()) - {name}).pop()
+
+    stack.daemon.stop(signal.SIGKILL)
+    stack.start()
+    wait_for(lambda: old_spare not in layout.leftovers(), 10, what="the old spare's cgroup swept")
+    assert name in layout.leftovers()
+    stack.spool.send_command("victim-1", "kill", origin="test")
+    stack.wait_state("victim-1", "ABORTED", timeout=15)
+    wait_for(lambda: name not in layout.leftovers(), 10, what="the attempt's cgroup removed")
+    assert not psutil.pid_exists(program) or psutil.Process(program).status() == psutil.STATUS_ZOMBIE
+    stack.stop()
+    assert layout.leftovers() == []  # the spare's cgroup goes with the supervisor

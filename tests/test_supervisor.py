@@ -202,6 +202,8 @@ def test_abort_of_a_waiter_records_its_result(stack):
     stack.start()
     stack.submit("ab-1", secondsToWait=30)
     stack.wait_state("ab-1", "RUNNING")
+    result = stack.attempt_dir("ab-1") / "work" / "result.txt"
+    wait_for(result.exists, 10, what="the waiter's UNSET result (written once its TERM handler is set)")
     time.sleep(1.2)
     stack.spool.send_command("ab-1", "kill", origin="operator")
     stack.wait_state("ab-1", "ABORTED")
@@ -239,7 +241,8 @@ def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
     stack.submit("q-wait", secondsToWait=5)
     stack.wait_state("q-run", "RUNNING")
     stack.wait_state("q-wait", "QUEUED")
-    assert json.loads(stack.spool.queue_file.read_text())["queued"] == ["q-wait"]
+    queued = lambda: json.loads(stack.spool.queue_file.read_text())["queued"]  # noqa: E731
+    assert wait_for(lambda: queued() == ["q-wait"], 5, what="queue.json, written at the end of the pass")
     stack.spool.send_command("q-wait", "kill", origin="operator")
     st = stack.wait_state("q-wait", "ABORTED")
     assert st["pid"] is None and not stack.attempt_dir("q-wait").exists()
@@ -259,7 +262,8 @@ def test_restart_runs_a_new_attempt_and_keeps_old_logs(stack):
     stack.start()
     stack.submit("re-1", secondsToWait=30)
     stack.wait_state("re-1", "RUNNING")
-    wait_for(lambda: (stack.attempt_dir("re-1") / "stdout.log").read_text().strip(), 5, what="output")
+    out = stack.attempt_dir("re-1") / "stdout.log"  # opened by the shim just after RUNNING is saved
+    wait_for(lambda: out.exists() and out.read_text().strip(), 5, what="output")
     stack.spool.send_command("re-1", "restart", origin="operator")
     wait_for(lambda: stack.state("re-1").get("attempt") == 2 and stack.state("re-1")["state"] == "RUNNING",
              15, what="attempt 2 running")
@@ -379,11 +383,28 @@ def test_second_spec_for_a_known_service_id_starts_nothing(stack):
     stack.start()
     stack.submit("dup-1", secondsToWait=1)
     stack.wait_state("dup-1", "RUNNING", "SUCCEEDED")
+    incoming = stack.spool.incoming_path("dup-1")  # removed once the claim is durable, just after the start
+    wait_for(lambda: not incoming.exists(), 5, what="the claimed spec out of incoming/")
     other = JobSpec("dup-1", "waiter", {"secondsToWait": 7}).to_json()
     assert stack.spool.create_atomic(stack.spool.incoming_path("dup-1"), other)
     wait_for(lambda: list(stack.spool.rejected.glob("*.reason")), 10, what="duplicate rejected")
     assert "duplicate" in next(stack.spool.rejected.glob("*.reason")).read_text()
     assert stack.wait_state("dup-1", "SUCCEEDED")["attempt"] == 1
+
+
+def test_a_claim_torn_by_a_power_cut_is_claimed_again(stack):
+    """The claim is fsynced just after the start: a power cut before that may leave the run directory with
+    empty files while the spec is still in incoming/. The spec is claimed again; nothing is rejected."""
+    run = stack.spool.runs / "torn-1"
+    (run / "attempts").mkdir(parents=True)
+    (run / "spec.json").write_bytes(b"")
+    (run / "state.json").write_bytes(b"")
+    spec = JobSpec("torn-1", "waiter", {"secondsToWait": 0}).to_json()
+    assert stack.spool.create_atomic(stack.spool.incoming_path("torn-1"), spec)  # as the façade had dropped it
+    stack.start()
+    assert stack.wait_state("torn-1", "SUCCEEDED")["attempt"] == 1
+    assert not list(stack.spool.rejected.iterdir())
+    assert len([p for p in stack.spool.tmp.iterdir() if p.name.startswith("torn-torn-1-")]) == 1  # swept later
 
 
 def test_spec_dropped_without_observer_is_found_by_reconcile(tmp_path):
