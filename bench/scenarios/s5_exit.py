@@ -47,6 +47,8 @@ def s5_exit_to_completed(b: Bench) -> None:
     s, f = summary(lat), summary(b.floor_exit)
     b.report.add(Figure("S5", "program exit → COMPLETED visible, p50", "ms", value_of(s, scale=MS),
                         value_of(f, scale=MS), "parent's waitpid", "{:.1f}"))
+    b.report.target(Target("S5", "exit→COMPLETED p50, seen through polls (issue 20)", s["median"] * MS, 8, "<=", "ms",
+                           f"waitpid floor {f['median'] * MS:.1f} ms"))
     b.report.target(Target("S5", "exit→COMPLETED (worst of the samples)", s["max"] * MS, 200, "<=", "ms",
                            f"p50 {s['median'] * MS:.1f} ms; poll period {statistics.median(periods) * MS:.1f} ms"
                            if periods else ""))
