@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--only S1,S4] [--out DIR] [--keep]`: run the benchmark, print and save the figures.
 
 `./bench/run` is the same with the project's virtual environment. The full
-run takes about 5 minutes on 2 cores; --quick (the smoke test) under one.
+run takes about 18 minutes on 2 cores; --quick (the smoke test) under one.
 Results: DIR/<timestamp>.json, DIR/latest.json and DIR/latest.md (the table
 for the README). Exit status 0 when every scenario ran (whatever the targets
 say; --strict: 1 when a target fails), 1 when a scenario broke.
