@@ -21,6 +21,7 @@ from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
+from .readcache import ReadCache
 from .errors import (FacadeError, InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable,
                      TokenValidationFailed, WrongProject)
 from .status_page import encode, render
@@ -29,6 +30,7 @@ COMPLETED = "COMPLETED"
 UNCHANGED = "UNCHANGED"
 MAX_MESSAGE = 64 * 1024
 ABORT_POLL_SECONDS = 0.05
+MAX_RUN_FILES = 16384  # RunFiles remembered per worker (~1 KiB each); all forgotten at once when full
 
 log = structlog.get_logger("facade")  # lazy: configured later, by the entry point
 
@@ -53,6 +55,8 @@ class Operations:
         self.clock = clock
         self.sleep = sleep
         self.specs = jobview.SpecCache()
+        self.reads = ReadCache()  # the run files a poll reads, reused while unchanged
+        self._files: dict[str, RunFiles] = {}  # serviceID -> its RunFiles: a poll's ~14 path joins done once
 
     # -- start ---------------------------------------------------------------
     def start(self, d: Definition, service_id: object, token: object, extra: object,
@@ -97,19 +101,19 @@ class Operations:
         page was this one (jobview.SentPages).
         """
         sid = files.sid
-        run = jobview.read_run(files)
+        run = jobview.read_run(files, self.reads)
         if run is not None and run.state is JobState.SUCCEEDED:
             return (COMPLETED,) + jobview.outputs(files, d, run)
         if run is None or run.state is JobState.QUEUED:
             view = jobview.queued_view(self.spool, d, sid, run)
         elif run.state in (JobState.RUNNING, JobState.STOPPING):
-            view = jobview.running_view(files, d, run)
+            view = jobview.running_view(files, d, run, self.reads)
         else:
-            view = jobview.ended_view(files, d, run)
+            view = jobview.ended_view(files, d, run, self.reads)
         rest = jobview.placeholders(d)
         if record and run is not None:
             digest = view.digest()
-            sent = jobview.SentPages.read(files)
+            sent = jobview.SentPages.read(files, self.reads)
             if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
                     log.info("job_failed_fault", state=view.state, reason=view.detail)
@@ -187,13 +191,23 @@ class Operations:
         the serviceID exists or not (an unknown or unreadable job is only
         named once the token is valid somewhere).
         """
-        files = self.spool.files(checked_service_id(service_id))
+        files = self._run_files(service_id)
         try:
             spec = jobview.load_spec(files, self.definitions, d, self.specs)
         except FacadeError:
             self.auth.identify(token, None)
             raise
         self._check_project(spec, files.sid, self._identify(spec, token))
+        return files
+
+    def _run_files(self, service_id: object) -> RunFiles:
+        """The RunFiles of a checked serviceID, built once per worker (only checked ones are remembered)."""
+        files = self._files.get(service_id) if type(service_id) is str else None
+        if files is None:
+            files = self.spool.files(checked_service_id(service_id))
+            if len(self._files) >= MAX_RUN_FILES:
+                self._files = {}
+            self._files[str(service_id)] = files
         return files
 
     def _identify(self, spec: JobSpec, token: object) -> Identity:
