@@ -21,6 +21,8 @@ from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
+from .hintwriter import HintWriter
+from .inline import running_on_loop
 from .readcache import ReadCache
 from .errors import (FacadeError, InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable,
                      TokenValidationFailed, WrongProject)
@@ -56,6 +58,7 @@ class Operations:
         self.sleep = sleep
         self.specs = jobview.SpecCache()
         self.reads = ReadCache()  # the run files a poll reads, reused while unchanged
+        self.hints = HintWriter(spool)  # facade.json: from the loop, written by a thread
         self._files: dict[str, RunFiles] = {}  # serviceID -> its RunFiles: a poll's ~14 path joins done once
 
     # -- start ---------------------------------------------------------------
@@ -113,7 +116,8 @@ class Operations:
         rest = jobview.placeholders(d)
         if record and run is not None:
             digest = view.digest()
-            sent = jobview.SentPages.read(files, self.reads)
+            pending = self.hints.pending(files)  # this worker's own record, not written yet
+            sent = jobview.SentPages.read(files, self.reads) if pending is None else jobview.SentPages.parse(pending)
             if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
                     log.info("job_failed_fault", state=view.state, reason=view.detail)
@@ -122,7 +126,11 @@ class Operations:
                 return (UNCHANGED,) + rest
             now = self.clock()
             page = encode(render(view, now))
-            jobview.remember_page(self.spool, files, sent.record(poller, digest, now))
+            record = sent.record(poller, digest, now)
+            if running_on_loop():
+                self.hints.later(files, record)
+            else:
+                self.hints.now(files, record)
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
 
