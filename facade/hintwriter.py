@@ -46,6 +46,7 @@ class HintWriter:
         self._wake = threading.Condition(self._lock)
         self._io = threading.Lock()  # held while writing (never taken on the loop)
         self._pid: int | None = None  # the process the thread runs in (the app is built before the fork)
+        self._idle = False  # the thread waits for work (set and read under _lock)
 
     def pending(self, files: RunFiles) -> bytes | None:
         """This worker's record for the job that is not on disk yet, if any."""
@@ -63,7 +64,9 @@ class HintWriter:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="facade-hints", daemon=True).start()
-            self._wake.notify()
+            if self._idle:  # a busy thread finds it when done: a wake-up costs the loop a GIL hand-over
+                self._idle = False
+                self._wake.notify()
 
     def now(self, files: RunFiles, record: bytes) -> None:
         """Write the record in this thread (not the loop's), over any older one still pending."""
@@ -76,7 +79,9 @@ class HintWriter:
         while True:
             with self._wake:
                 while not self._order:
+                    self._idle = True
                     self._wake.wait()
+                self._idle = False
                 files = self._order.popleft()
             with self._io:
                 record = self._pending.get(files.facade_hint)

@@ -35,6 +35,7 @@ from .readcache import ReadCache
 from .status_page import PageView
 
 TAIL_LINES = 10
+MAX_VIEWS = 16384  # running_view's memo: views remembered per worker, all forgotten at once when full
 _HEX = re.compile("[0-9a-f]{1,64}")  # a poller or page digest in facade.json
 _decode_json = msgspec.json.Decoder().decode  # facade.json, every poll: a quarter of json.loads on its padded 1 KiB
 
@@ -147,21 +148,38 @@ def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | 
     )
 
 
-def running_view(files: RunFiles, definition: Definition, run: RunState, cache: ReadCache) -> PageView:
+def running_view(files: RunFiles, definition: Definition, run: RunState, cache: ReadCache,
+                 memo: dict[str, tuple] | None = None) -> PageView:
+    """The page of a running (or stopping) job; with `memo` (serviceID -> the last view and what it was made
+    of), the same view object while the cache hands back the same state, percentage and lines."""
     attempt = files.attempt(run.attempt)
     percent = None
     if definition.progress_file:
         percent = cache.read(attempt.progress(definition), read_percent)
+    lines = cache.read(attempt.stdout, log_tail)
+    last = memo.get(files.sid) if memo is not None else None
+    if last is not None and last[0] is run and last[1] is definition and last[2] == percent and last[3] is lines:
+        return last[4]
+    view = _running_view(files.sid, definition, run, percent, lines)
+    if memo is not None:
+        if len(memo) >= MAX_VIEWS and files.sid not in memo:
+            memo.clear()
+        memo[files.sid] = (run, definition, percent, lines, view)
+    return view
+
+
+def _running_view(sid: str, definition: Definition, run: RunState, percent: float | None,
+                  lines: tuple[str, ...]) -> PageView:
     stopping = run.state is JobState.STOPPING
     return PageView(
-        state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
+        state="stopping" if stopping else "running", title=definition.service, service_id=sid,
         headline=under_way(run.stop_reason or run.reason) if stopping
         else (f"Running, {percent:.0f} % done" if percent is not None else "Running"),
         # a job handed to a cluster but not started there yet: say why it waits
         detail=run.reason if run.started_at is None and not stopping else "",
         percent=percent, started_at=run.started_at, attempt=run.attempt,
         log_title="Latest output",
-        log_lines=cache.read(attempt.stdout, log_tail),
+        log_lines=lines,
         usage=used(run), queue_wait_s=None if run.started_at is None or run.queued_at is None
         else max(0.0, run.started_at - run.queued_at),
     )

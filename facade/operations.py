@@ -59,6 +59,8 @@ class Operations:
         self.specs = jobview.SpecCache()
         self.reads = ReadCache()  # the run files a poll reads, reused while unchanged
         self.hints = HintWriter(spool)  # facade.json: from the loop, written by a thread
+        self._views: dict[str, tuple] = {}  # jobview.running_view's memo: an unchanged job's page built once
+        self._digests: dict[str, tuple] = {}  # serviceID -> (its last view, that view's digest)
         self._files: dict[str, RunFiles] = {}  # serviceID -> its RunFiles: a poll's ~14 path joins done once
 
     # -- start ---------------------------------------------------------------
@@ -110,12 +112,12 @@ class Operations:
         if run is None or run.state is JobState.QUEUED:
             view = jobview.queued_view(self.spool, d, sid, run)
         elif run.state in (JobState.RUNNING, JobState.STOPPING):
-            view = jobview.running_view(files, d, run, self.reads)
+            view = jobview.running_view(files, d, run, self.reads, self._views)
         else:
             view = jobview.ended_view(files, d, run, self.reads)
         rest = jobview.placeholders(d)
         if record and run is not None:
-            digest = view.digest()
+            digest = self._digest(sid, view)
             pending = self.hints.pending(files)  # this worker's own record, not written yet
             sent = jobview.SentPages.read(files, self.reads) if pending is None else jobview.SentPages.parse(pending)
             if sent.last(poller) == digest:
@@ -133,6 +135,17 @@ class Operations:
                 self.hints.now(files, record)
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
+
+    def _digest(self, sid: str, view) -> str:
+        """view.digest(), computed once for a view running_view hands back to several polls."""
+        known = self._digests.get(sid)
+        if known is not None and known[0] is view:
+            return known[1]
+        digest = view.digest()
+        if len(self._digests) >= jobview.MAX_VIEWS and sid not in self._digests:
+            self._digests = {}
+        self._digests[sid] = (view, digest)
+        return digest
 
     # -- abortService ---------------------------------------------------------
     def abort(self, d: Definition, service_id: object, token: object) -> bool:
