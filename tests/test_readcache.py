@@ -126,3 +126,20 @@ def test_a_finished_job_is_never_answered_running(tmp_path):
     (run / "new").write_bytes(RunState("job-1", "waiter", state=JobState.SUCCEEDED).to_json())
     os.replace(run / "new", run / "state.json")
     assert jobview.read_run(files, cache).state is JobState.SUCCEEDED
+
+
+def test_a_running_view_is_rebuilt_when_its_progress_changes(tmp_path):
+    """The memo hands back the same view only while state, percentage and output are the ones it was built from."""
+    from jobs.spool import Spool
+    from test_facade_app import DEFS, claim
+    spool = Spool(tmp_path / "spool").ensure()
+    work = claim(spool, "job-1", JobState.RUNNING)
+    (work / "status.txt").write_text("10\n")
+    time.sleep(0.06)
+    files, d, cache, memo = spool.files("job-1"), DEFS["waiter"], ReadCache(granularity_s=0.05), {}
+    run = jobview.read_run(files, cache)
+    first = jobview.running_view(files, d, run, cache, memo)
+    assert jobview.running_view(files, d, jobview.read_run(files, cache), cache, memo) is first
+    (work / "status.txt").write_text("20\n")
+    second = jobview.running_view(files, d, jobview.read_run(files, cache), cache, memo)
+    assert (first.percent, second.percent) == (10.0, 20.0)
