@@ -5,7 +5,9 @@ state.json, then either queue.json (queued), the progress file and a tail of
 stdout.log (running), the output files (succeeded) or a tail of stderr.log
 (failed). Nothing here writes except `remember_page`, which keeps the digest
 of the last page sent to each poller in runs/<sid>/facade.json (`SentPages`;
-the façade is its only writer).
+the façade is its only writer). The poll path passes a facade.readcache
+ReadCache: a file whose identity has not changed since the last read is not
+read again.
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ from jobs.usage import Usage
 from jobs.usagereport import spent, total
 
 from .errors import InternalError, UnknownServiceID
+from .readcache import ReadCache
 from .status_page import PageView
 
 TAIL_LINES = 10
+MAX_VIEWS = 16384  # running_view's memo: views remembered per worker, all forgotten at once when full
 _HEX = re.compile("[0-9a-f]{1,64}")  # a poller or page digest in facade.json
 _decode_json = msgspec.json.Decoder().decode  # facade.json, every poll: a quarter of json.loads on its padded 1 KiB
 
@@ -80,25 +84,36 @@ def load_spec(files: RunFiles, definitions: dict[str, Definition], definition: D
         "(call the start method first) or it has been removed after its retention period")
 
 
-def read_run(files: RunFiles) -> RunState | None:
+def read_run(files: RunFiles, cache: ReadCache | None = None) -> RunState | None:
     """The supervisor's state of the run, or None while the spec waits in incoming/.
 
     Decoded straight from the bytes (the poll path's read); a file that does
     not decode so is read again through the json module, which also takes
     NaN and Infinity and names what is wrong in the words it always did.
+    The RunState may be shared with other polls (the cache): never change it.
     """
     try:
-        return RunState.from_bytes(read_bytes(files.state))
+        return _decode_state(files.state) if cache is None else cache.read(files.state, _decode_state)
+    except SpecError as e:
+        raise InternalError(f"the state file of job {files.sid} is unreadable or invalid ({e})") from None
+
+
+def _decode_state(path: str) -> RunState | None:
+    try:
+        return RunState.from_bytes(read_bytes(path))
     except FileNotFoundError:
         return None
     except SpecError:
         pass
     try:
-        return RunState.from_dict(read_json(files.state))
+        return RunState.from_dict(read_json(path))
     except FileNotFoundError:
         return None
-    except SpecError as e:
-        raise InternalError(f"the state file of job {files.sid} is unreadable or invalid ({e})") from None
+
+
+def log_tail(path: str) -> tuple[str, ...]:
+    """The last TAIL_LINES lines of a log, each xml_safe (none when it is missing or odd)."""
+    return safe_lines(tail_lines(path, TAIL_LINES))
 
 
 def safe_lines(lines: list[str]) -> tuple[str, ...]:
@@ -133,32 +148,49 @@ def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | 
     )
 
 
-def running_view(files: RunFiles, definition: Definition, run: RunState) -> PageView:
+def running_view(files: RunFiles, definition: Definition, run: RunState, cache: ReadCache,
+                 memo: dict[str, tuple] | None = None) -> PageView:
+    """The page of a running (or stopping) job; with `memo` (serviceID -> the last view and what it was made
+    of), the same view object while the cache hands back the same state, percentage and lines."""
     attempt = files.attempt(run.attempt)
     percent = None
     if definition.progress_file:
-        percent = read_percent(attempt.progress(definition))
+        percent = cache.read(attempt.progress(definition), read_percent)
+    lines = cache.read(attempt.stdout, log_tail)
+    last = memo.get(files.sid) if memo is not None else None
+    if last is not None and last[0] is run and last[1] is definition and last[2] == percent and last[3] is lines:
+        return last[4]
+    view = _running_view(files.sid, definition, run, percent, lines)
+    if memo is not None:
+        if len(memo) >= MAX_VIEWS and files.sid not in memo:
+            memo.clear()
+        memo[files.sid] = (run, definition, percent, lines, view)
+    return view
+
+
+def _running_view(sid: str, definition: Definition, run: RunState, percent: float | None,
+                  lines: tuple[str, ...]) -> PageView:
     stopping = run.state is JobState.STOPPING
     return PageView(
-        state="stopping" if stopping else "running", title=definition.service, service_id=files.sid,
+        state="stopping" if stopping else "running", title=definition.service, service_id=sid,
         headline=under_way(run.stop_reason or run.reason) if stopping
         else (f"Running, {percent:.0f} % done" if percent is not None else "Running"),
         # a job handed to a cluster but not started there yet: say why it waits
         detail=run.reason if run.started_at is None and not stopping else "",
         percent=percent, started_at=run.started_at, attempt=run.attempt,
         log_title="Latest output",
-        log_lines=safe_lines(tail_lines(attempt.stdout, TAIL_LINES)),
+        log_lines=lines,
         usage=used(run), queue_wait_s=None if run.started_at is None or run.queued_at is None
         else max(0.0, run.started_at - run.queued_at),
     )
 
 
-def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageView:
+def ended_view(files: RunFiles, definition: Definition, run: RunState, cache: ReadCache) -> PageView:
     attempt = files.attempt(run.attempt)
-    lines = tail_lines(attempt.stderr, TAIL_LINES)
+    lines = cache.read(attempt.stderr, log_tail)
     title = "Last lines of the error output"
     if not lines:
-        lines = tail_lines(attempt.stdout, TAIL_LINES)
+        lines = cache.read(attempt.stdout, log_tail)
         title = "Last lines of the output"
     aborted = run.state is JobState.ABORTED
     return PageView(
@@ -168,7 +200,7 @@ def ended_view(files: RunFiles, definition: Definition, run: RunState) -> PageVi
         finished_at=run.finished_at if run.started_at is not None else None,
         attempt=run.attempt, exit_code=run.exit_code, signal=run.signal,
         stopped=run.stopped_how(definition.abort_grace_s) or "",
-        log_title=title, log_lines=safe_lines(lines), usage=used(run),
+        log_title=title, log_lines=lines, usage=used(run),
     )
 
 
@@ -215,12 +247,18 @@ class SentPages:
         self.entries = entries or []  # [poller, page digest, sent_at] as read, the most recent first; unchecked
 
     @classmethod
-    def read(cls, files: RunFiles) -> SentPages:
-        """What facade.json says; nothing (every page sent whole) when it is missing, odd or from an older façade."""
+    def read(cls, files: RunFiles, cache: ReadCache | None = None) -> SentPages:
+        """What facade.json says; nothing (every page sent whole) when it is missing, odd or from an older façade.
+
+        The SentPages may be shared with other polls (the cache): never change it."""
+        return _read_sent(files.facade_hint) if cache is None else cache.read(files.facade_hint, _read_sent)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SentPages:
+        """A record's entries (unchecked); none when it is odd or from an older façade."""
         try:
-            with open_regular(files.facade_hint) as f:
-                sent = _decode_json(f.read(cls.HINT_BYTES)).get("sent")
-        except (FileNotFoundError, NotRegularFile, msgspec.DecodeError, AttributeError):
+            sent = _decode_json(data).get("sent")
+        except (msgspec.DecodeError, AttributeError):
             return cls()
         return cls(sent[: cls.MAX_POLLERS] if isinstance(sent, list) else None)
 
@@ -243,6 +281,14 @@ class SentPages:
             if len(data) < self.HINT_BYTES or len(kept) == 1:
                 return data.ljust(self.HINT_BYTES - 1) + b"\n"
             kept.pop()
+
+
+def _read_sent(path: str) -> SentPages:
+    try:
+        with open_regular(path) as f:
+            return SentPages.parse(f.read(SentPages.HINT_BYTES))
+    except (FileNotFoundError, NotRegularFile):
+        return SentPages()
 
 
 def _sent_entry(entry: object) -> bool:

@@ -21,6 +21,9 @@ from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
+from .hintwriter import HintWriter
+from .inline import running_on_loop
+from .readcache import ReadCache
 from .errors import (FacadeError, InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable,
                      TokenValidationFailed, WrongProject)
 from .status_page import encode, render
@@ -29,6 +32,7 @@ COMPLETED = "COMPLETED"
 UNCHANGED = "UNCHANGED"
 MAX_MESSAGE = 64 * 1024
 ABORT_POLL_SECONDS = 0.05
+MAX_RUN_FILES = 16384  # RunFiles remembered per worker (~1 KiB each); all forgotten at once when full
 
 log = structlog.get_logger("facade")  # lazy: configured later, by the entry point
 
@@ -53,6 +57,11 @@ class Operations:
         self.clock = clock
         self.sleep = sleep
         self.specs = jobview.SpecCache()
+        self.reads = ReadCache()  # the run files a poll reads, reused while unchanged
+        self.hints = HintWriter(spool)  # facade.json: from the loop, written by a thread
+        self._views: dict[str, tuple] = {}  # jobview.running_view's memo: an unchanged job's page built once
+        self._digests: dict[str, tuple] = {}  # serviceID -> (its last view, that view's digest)
+        self._files: dict[str, RunFiles] = {}  # serviceID -> its RunFiles: a poll's ~14 path joins done once
 
     # -- start ---------------------------------------------------------------
     def start(self, d: Definition, service_id: object, token: object, extra: object,
@@ -97,19 +106,20 @@ class Operations:
         page was this one (jobview.SentPages).
         """
         sid = files.sid
-        run = jobview.read_run(files)
+        run = jobview.read_run(files, self.reads)
         if run is not None and run.state is JobState.SUCCEEDED:
             return (COMPLETED,) + jobview.outputs(files, d, run)
         if run is None or run.state is JobState.QUEUED:
             view = jobview.queued_view(self.spool, d, sid, run)
         elif run.state in (JobState.RUNNING, JobState.STOPPING):
-            view = jobview.running_view(files, d, run)
+            view = jobview.running_view(files, d, run, self.reads, self._views)
         else:
-            view = jobview.ended_view(files, d, run)
+            view = jobview.ended_view(files, d, run, self.reads)
         rest = jobview.placeholders(d)
         if record and run is not None:
-            digest = view.digest()
-            sent = jobview.SentPages.read(files)
+            digest = self._digest(sid, view)
+            pending = self.hints.pending(files)  # this worker's own record, not written yet
+            sent = jobview.SentPages.read(files, self.reads) if pending is None else jobview.SentPages.parse(pending)
             if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
                     log.info("job_failed_fault", state=view.state, reason=view.detail)
@@ -118,9 +128,24 @@ class Operations:
                 return (UNCHANGED,) + rest
             now = self.clock()
             page = encode(render(view, now))
-            jobview.remember_page(self.spool, files, sent.record(poller, digest, now))
+            record = sent.record(poller, digest, now)
+            if running_on_loop():
+                self.hints.later(files, record)
+            else:
+                self.hints.now(files, record)
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
+
+    def _digest(self, sid: str, view) -> str:
+        """view.digest(), computed once for a view running_view hands back to several polls."""
+        known = self._digests.get(sid)
+        if known is not None and known[0] is view:
+            return known[1]
+        digest = view.digest()
+        if len(self._digests) >= jobview.MAX_VIEWS and sid not in self._digests:
+            self._digests = {}
+        self._digests[sid] = (view, digest)
+        return digest
 
     # -- abortService ---------------------------------------------------------
     def abort(self, d: Definition, service_id: object, token: object) -> bool:
@@ -187,13 +212,23 @@ class Operations:
         the serviceID exists or not (an unknown or unreadable job is only
         named once the token is valid somewhere).
         """
-        files = self.spool.files(checked_service_id(service_id))
+        files = self._run_files(service_id)
         try:
             spec = jobview.load_spec(files, self.definitions, d, self.specs)
         except FacadeError:
             self.auth.identify(token, None)
             raise
         self._check_project(spec, files.sid, self._identify(spec, token))
+        return files
+
+    def _run_files(self, service_id: object) -> RunFiles:
+        """The RunFiles of a checked serviceID, built once per worker (only checked ones are remembered)."""
+        files = self._files.get(service_id) if type(service_id) is str else None
+        if files is None:
+            files = self.spool.files(checked_service_id(service_id))
+            if len(self._files) >= MAX_RUN_FILES:
+                self._files = {}
+            self._files[str(service_id)] = files
         return files
 
     def _identify(self, spec: JobSpec, token: object) -> Identity:

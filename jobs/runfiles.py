@@ -71,7 +71,7 @@ class AttemptFiles:
 
 class RunFiles:
     """The files of one run. `spool` is a jobs.spool.Spool (or anything with `runs` and `incoming`)."""
-    __slots__ = ("sid", "run", "spec", "state", "notifications", "facade_hint", "attempts", "incoming")
+    __slots__ = ("sid", "run", "spec", "state", "notifications", "facade_hint", "attempts", "incoming", "_attempt")
 
     def __init__(self, spool, sid: str):
         self.sid = sid
@@ -82,6 +82,12 @@ class RunFiles:
         self.facade_hint = os.path.join(self.run, FACADE_HINT)
         self.attempts = os.path.join(self.run, ATTEMPTS)
         self.incoming = os.path.join(spool.incoming, sid + ".json")  # the spec until the supervisor claims it
+        self._attempt: AttemptFiles | None = None
 
     def attempt(self, number: int) -> AttemptFiles:
-        return AttemptFiles(self.attempts, number)
+        """The files of attempt `number` (the last one asked for is kept: a poller asks for the same one each time)."""
+        last = self._attempt
+        if last is not None and last.number == number:
+            return last
+        self._attempt = last = AttemptFiles(self.attempts, number)
+        return last
