@@ -100,12 +100,13 @@ def schedule(bodies: list[bytes], seconds: float, seed: int) -> list[tuple[float
     return out
 
 
-def poll_load(b: Bench, n: int, seconds: float, baseline: bool) -> httpload.Result:
+def poll_load(b: Bench, n: int, seconds: float, baseline: bool, floor: bool = False) -> httpload.Result:
+    """N pollers every 6 s over the fleet: ours, the tutorial baseline, or (floor) our requests to the HTTP floor."""
     sids = b.fleet[:n]
     if baseline:
         bodies = [b.base(soap.status_body(BASE_NS, sid, b.token(i))) for i, sid in enumerate(sids)]
         port, check = b.base_port, soap.not_fault
     else:
         bodies = [b.ours(LIGHT, soap.status_body(LIGHT[0], sid, b.token(i))) for i, sid in enumerate(sids)]
-        port, check = b.env.port, soap.status_kind
+        port, check = (b.floor_port, None) if floor else (b.env.port, soap.status_kind)
     return httpload.open_loop(HOST, port, schedule(bodies, seconds, n), check)
