@@ -1,10 +1,10 @@
 """A request in the plain shape, read into exactly the arguments spyne would pass to its operation.
 
 The plain shape: Envelope > Body > one operation element > its parameters,
-each with no attribute, child, comment or processing instruction; the
-protocol's global parameters (serviceID, sessionToken, extraParameters) with
-text. Read with the SOAP protocol's own parser settings (no entities, no
-network, no DTD), its rule for empty optional inputs (facade.service
+each with no attribute or child; the protocol's global parameters
+(serviceID, sessionToken, extraParameters) with text. Read with the SOAP
+protocol's own parser settings (no entities, no network, no DTD; comments
+and processing instructions dropped, CDATA read as text), its rule for empty optional inputs (facade.service
 DefinitionSoap11.dropped), its schema and lock, and spyne's own conversion
 of each value (`from_element`): so the arguments are the ones spyne's
 wrapper would be given (facade.guard, in front, has refused any charset
