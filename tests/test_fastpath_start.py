@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 
 from facade.app import Router, service_app
-from facade.auth import Identity
-from facade.errors import TokenValidationFailed
 from facade.fastpath import OPERATION, FastPath
 from facade.guard import RequestGuard
 from facade.inline import WouldWait, on_loop
@@ -26,6 +24,7 @@ from harness import ROOT
 from jobs.config import load
 from jobs.definitions import load_definitions
 from jobs.spool import Spool
+from test_bench import StubAuth as CountingAuth  # 'good' is alice of project demo; counts the calls
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 pytestmark = pytest.mark.fast  # in-process, no process started (tests/conftest.py)
@@ -61,19 +60,6 @@ file = "out"
 file = "out"
 placeholder = "<none> & \\"so\\""
 """
-
-
-class CountingAuth:
-    """'good' is alice of project demo for any manager; any other token is refused. Counts the calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def identify(self, token, auth_url):
-        self.calls += 1
-        if token != "good":
-            raise TokenValidationFailed("the token is unknown or expired")
-        return Identity("alice", "demo")
 
 
 class CountingOperations(Operations):
