@@ -89,7 +89,8 @@ def s3_start_latency(b: Bench) -> None:
     per_start, per_request = start_cpu.seconds / (n_conc * bursts), floor_cpu.seconds / n_conc
     b.report.add(Figure("S3", "façade CPU (user + system, all its processes) per start, supervisor paused", "ms",
                         value_of_runs([per_start * MS]), value_of_runs([per_request * MS]),
-                        "no-op WSGI app, same server, per request", "{:.3f}", ratio=per_start / per_request))
+                        "no-op WSGI app, same server, per request", "{:.3f}",
+                        ratio=per_start / per_request if per_request else None))  # --quick: below the clock tick
     b.report.notes.append(
         f"S3: {plan.start_clients} clients each send {plan.start_each} starts back to back ({n_conc} jobs, each "
         f"spawned by the supervisor meanwhile; {bursts} bursts, then {bursts} with the supervisor paused): "
