@@ -21,13 +21,13 @@ from jobs.config import Config
 from jobs.definitions import Definition, load_definitions
 
 from .auth import Authenticator, AuthManagers
-from .fastpath import StatusFastPath
+from .fastpath import OPERATION, FastPath
 from .guard import RequestGuard, service_namespace, soap_fault
 from .metrics import HEALTH_PATHS, CountingSpool, FacadeMetrics
 from .operations import Operations
 from .protocol import TypedSoap11
 from jobs.proxies import TrustedProxies, forwarded_port, last_value
-from .service import THROWS, DefinitionSoap11, build_service, status_operation
+from .service import THROWS, DefinitionSoap11, build_service, start_operation, status_operation
 
 
 log = structlog.get_logger("facade.app")
@@ -147,14 +147,14 @@ def request_series(definitions: dict[str, Definition]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(series))
 
 
-def service_app(d: Definition, ops: Operations, config: Config) -> StatusFastPath:
-    """One definition's SOAP service as WSGI: spyne with the fast path in front (no guard, no routing)."""
+def service_app(d: Definition, ops: Operations, config: Config) -> FastPath:
+    """One definition's SOAP service as WSGI: spyne with the fast path (polls, starts) in front (no guard, no routing)."""
     soap_app = Application([build_service(d, ops)], tns=d.namespace,
                            in_protocol=DefinitionSoap11(d), out_protocol=TypedSoap11())
     spyne_app = HostAwareWsgiApplication(soap_app, max_content_length=config.max_body_bytes,
                                          trusted_proxies=TrustedProxies(config.forwarded_allow_ips))
-    return StatusFastPath(spyne_app, status_operation(d, ops), f"{config.context_root}/{d.service}",
-                          enabled=config.facade_fast_path)
+    return FastPath(spyne_app, {OPERATION: status_operation(d, ops), d.start_method: start_operation(d, ops)},
+                    f"{config.context_root}/{d.service}", enabled=config.facade_fast_path)
 
 
 def make_app(config: Config, definitions: dict[str, Definition] | None = None) -> Callable:

@@ -170,6 +170,16 @@ def status_operation(d: Definition, ops: Operations) -> Callable[[Any, Any], Any
     return lambda service_id, token: ops.status(d, service_id, token)[0]
 
 
+def start_operation(d: Definition, ops: Operations) -> Callable[..., Any]:
+    """The start method as spyne calls it (inputs in the definition's order) and is given it (as above)."""
+    input_names = tuple(i.name for i in d.inputs)
+    shape = (lambda answer: answer) if d.outputs else (lambda answer: answer[0])
+
+    def start(service_id, token, extra, *inputs):
+        return shape(ops.start(d, service_id, token, extra, dict(zip(input_names, inputs))))
+    return start
+
+
 def build_service(d: Definition, ops: Operations) -> type[ServiceBase]:
     """The ServiceBase subclass for one definition."""
     faults = make_faults(d.namespace)
@@ -182,13 +192,7 @@ def build_service(d: Definition, ops: Operations) -> type[ServiceBase]:
     def throws(op: str) -> list[type[Fault]]:
         return [faults[e] for e in THROWS[op]]
 
-    # spyne wants a bare value, not a 1-tuple, when status_base64 is the only output
-    shape = (lambda answer: answer[0]) if len(out_names) == 1 else (lambda answer: answer)
-
-    def start(service_id, token, extra, *inputs):
-        return shape(ops.start(d, service_id, token, extra, dict(zip(input_names, inputs))))
-
-    status = status_operation(d, ops)
+    start, status = start_operation(d, ops), status_operation(d, ops)
 
     def abort(service_id, token):
         return ops.abort(d, service_id, token)
@@ -233,11 +237,15 @@ class DefinitionSoap11(SafeSoap11):
         self.start_tag = f"{{{d.namespace}}}{d.start_method}"
         self.optional = frozenset(f"{{{d.namespace}}}{i.name}" for i in d.inputs if not i.required)
 
+    def dropped(self, op: etree._Element, child: etree._Element) -> bool:
+        """Whether `child` of the request element `op` is an empty optional input (facade.plain asks too)."""
+        return op.tag == self.start_tag and child.tag in self.optional and not len(child) and not child.attrib \
+            and not (child.text or "").strip()
+
     def validate_body(self, ctx, message):
         body = ctx.in_body_doc
-        if message is self.REQUEST and body is not None and body.tag == self.start_tag:
+        if message is self.REQUEST and body is not None:
             for child in list(body):
-                if child.tag in self.optional and not len(child) and not child.attrib \
-                        and not (child.text or "").strip():
+                if self.dropped(body, child):
                     body.remove(child)
         return super().validate_body(ctx, message)

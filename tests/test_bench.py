@@ -14,7 +14,7 @@ from spyne.protocol.soap import Soap11
 from facade.app import HostAwareWsgiApplication, Router
 from facade.auth import Identity
 from facade.errors import TokenValidationFailed
-from facade.fastpath import StatusFastPath
+from facade.fastpath import FastPath
 from facade.guard import RequestGuard
 from facade.operations import Operations
 from facade.protocol import SafeSoap11
@@ -110,8 +110,8 @@ def paths(tmp_path):
     ops = Operations(spool, defs, auth, abort_wait_seconds=0, clock=lambda: NOW)
     soap_app = Application([build_service(d, ops)], tns=d.namespace, in_protocol=SafeSoap11(), out_protocol=Soap11())
     spyne_app = HostAwareWsgiApplication(soap_app)
-    fast = StatusFastPath(spyne_app, status_operation(d, ops), "/w/Waiter")
-    assert fast.template is not None
+    fast = FastPath(spyne_app, {"getServiceStatus": status_operation(d, ops)}, "/w/Waiter")
+    assert fast.templates["getServiceStatus"] is not None
     _run(spool, SID, JobState.RUNNING, {"status.txt": "42", "stdout.log": "tick & <b>1</b>\r\nünï ✓\n"})
     _run(spool, DONE, JobState.SUCCEEDED, {"status.txt": "100", "result.txt": "a & b <c> ]]> \"q\"\r\nünï 𝄞\n"},
          reason="exit code 0")

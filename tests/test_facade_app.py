@@ -72,7 +72,7 @@ def facade(request, tmp_path):
     spool = Spool(config.spool_dir).ensure()
     ops = Operations(spool, DEFS, StubAuth(), abort_wait_seconds=0, clock=lambda: NOW)
     fast = service_app(DEFS["waiter"], ops, config)
-    assert (fast.template is not None) is request.param
+    assert [request.param] * 2 == [t is not None for t in fast.templates.values()]
     namespaces = {PATH: TNS}
     return RequestGuard(Router({PATH: fast}, namespaces=namespaces), config.max_body_bytes, namespaces), spool
 
