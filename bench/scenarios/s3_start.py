@@ -100,9 +100,8 @@ def s3_start_latency(b: Bench) -> None:
         f"p50 ≈ {plan.start_clients} / throughput (Little's law)")
     b.report.target(Target("S3", "start p50, sequential (auth cached)", s["median"] * MS, 5, "<=", "ms",
                            f"p99 {s['p99'] * MS:.1f} ms"))
-    b.report.target(Target("S3", f"start p50, {plan.start_clients} concurrent clients (auth cached)",
-                           c["median"] * MS, 5, "<=", "ms",
-                           f"p99 {c['p99'] * MS:.1f} ms, {rate:.0f} starts/s"))
+    # No p50 target at 50 clients: with 50 in flight p50 ≈ 50 / rate (Little's law), so the old "<= 5 ms" asked
+    # for 10,000 starts/s, which the no-op floor itself does not reach; issue 20's rates below are the targets.
     b.report.target(Target("S3", f"starts/s, {plan.start_clients} concurrent clients, supervisor paused",
                            alone_rate, PAUSED_RATE, ">=", "starts/s",
                            f"median of {bursts} bursts of {n_conc}; p50 {al['median'] * MS:.1f} ms"))
