@@ -92,16 +92,18 @@ class RequestGuard:
             environ[BODY] = body  # checked: facade.fastpath may parse it without reading wsgi.input
         return self.app(environ, start_response)
 
+    def _too_big(self) -> Refused:
+        return Refused("413 Request Entity Too Large", "Client.RequestTooLarge",
+                       f"request body larger than {self.max_body_bytes} bytes (MAX_BODY_BYTES)")
+
     def _checked_body(self, environ: dict) -> bytes:
         limit = self.max_body_bytes
-        too_big = Refused("413 Request Entity Too Large", "Client.RequestTooLarge",
-                          f"request body larger than {limit} bytes (MAX_BODY_BYTES)")
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
         if raw_length:
             if not raw_length.isdigit():
                 raise Refused("400 Bad Request", "Client.BadRequest", "invalid Content-Length header")
             if int(raw_length) > limit:
-                raise too_big
+                raise self._too_big()
         encoding = (environ.get("HTTP_CONTENT_ENCODING") or "").strip()
         if any(e.strip().lower() not in ("", "identity") for e in encoding.split(",")):
             raise Refused("500 Internal Server Error", "Client.UnsupportedContentEncoding",
@@ -112,7 +114,7 @@ class RequestGuard:
                           f"Content-Type charset {match.group(1)[:40]!r} is not supported; send UTF-8")
         body = _read_capped(environ["wsgi.input"], limit + 1)
         if len(body) > limit:
-            raise too_big
+            raise self._too_big()
         if not body.strip():
             raise Refused("500 Internal Server Error", "Client.EmptyRequest",
                           "empty request body: POST a SOAP 1.1 envelope (the WSDL is at ?wsdl)")

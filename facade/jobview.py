@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 
 import msgspec
 
@@ -133,8 +134,10 @@ def used(run: RunState | None) -> Usage | None:
 
 
 def queued_view(spool: Spool, definition: Definition, sid: str, run: RunState | None,
-                headline: str | None = None) -> PageView:
-    queue = spool.read_queue()
+                headline: str | None = None, queue: Sequence[str] | None = None) -> PageView:
+    """The page of a job not running yet; `queue` is queue.json's list when the caller has it at hand."""
+    if queue is None:
+        queue = spool.read_queue()
     ahead = queue.index(sid) if sid in queue else len(queue)
     if run is None:
         detail = "The job has been accepted and is being handed to the scheduler."

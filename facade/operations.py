@@ -61,6 +61,7 @@ class Operations:
         self.hints = HintWriter(spool)  # facade.json: from the loop, written by a thread
         self._views: dict[str, tuple] = {}  # jobview.running_view's memo: an unchanged job's page built once
         self._digests: dict[str, tuple] = {}  # serviceID -> (its last view, that view's digest)
+        self._read_queue = lambda _path: tuple(spool.read_queue())  # one object: ReadCache keys on the reader
         self._files: dict[str, RunFiles] = {}  # serviceID -> its RunFiles: a poll's ~14 path joins done once
 
     # -- start ---------------------------------------------------------------
@@ -83,7 +84,7 @@ class Operations:
             return self._retried_start(d, self.spool.files(sid), done.spec, token, ident, auth_url)
         log.info("job_submitted", job=d.name, inputs=done.spec.inputs, username=ident.username,
                  project=ident.project)
-        view = jobview.queued_view(self.spool, d, sid, None, headline="Job accepted")
+        view = jobview.queued_view(self.spool, d, sid, None, headline="Job accepted", queue=self._queue())
         return (encode(render(view, self.clock())),) + jobview.placeholders(d)
 
     def _retried_start(self, d: Definition, files: RunFiles, spec: JobSpec, token: object, ident: Identity,
@@ -110,7 +111,7 @@ class Operations:
         if run is not None and run.state is JobState.SUCCEEDED:
             return (COMPLETED,) + jobview.outputs(files, d, run)
         if run is None or run.state is JobState.QUEUED:
-            view = jobview.queued_view(self.spool, d, sid, run)
+            view = jobview.queued_view(self.spool, d, sid, run, queue=self._queue())
         elif run.state in (JobState.RUNNING, JobState.STOPPING):
             view = jobview.running_view(files, d, run, self.reads, self._views)
         else:
@@ -135,6 +136,10 @@ class Operations:
                 self.hints.now(files, record)
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
+
+    def _queue(self) -> tuple[str, ...]:
+        """queue.json's list, parsed again only when the file changed (it may hold 10,000s of serviceIDs)."""
+        return self.reads.read(self.spool.queue_file, self._read_queue)
 
     def _digest(self, sid: str, view) -> str:
         """view.digest(), computed once for a view running_view hands back to several polls."""

@@ -416,6 +416,17 @@ def test_unclaimed_job_is_reported_as_queued(ops):
     assert "Waiting for a free slot, 2 ahead" in html(ops.status(WAITER, "s-2", "tok"))  # no run dir: no UNCHANGED
 
 
+def test_the_queue_is_read_again_once_it_changed(ops):
+    """queue.json is parsed once while it stays as it was (ReadCache), and the supervisor's next version is seen."""
+    queue = ops.spool.queue_file
+    ops.spool.write_atomic(queue, json.dumps({"queued": ["a", "b", "c"]}).encode())
+    os.utime(queue, (time.time() - 10, time.time() - 10))  # settled: the façade may keep what it parsed
+    assert "ahead</dt><dd>3</dd>" in html(ops.start(WAITER, "s-q", "tok", f"auth={AUTH},", {}))
+    assert "Waiting for a free slot, 3 ahead" in html(ops.status(WAITER, "s-q", "tok"))
+    ops.spool.write_atomic(queue, json.dumps({"queued": ["b", "s-q"]}).encode())
+    assert "Waiting for a free slot, 1 ahead" in html(ops.status(WAITER, "s-q", "tok"))
+
+
 def test_unchanged_only_while_the_content_is_the_same(ops):
     """Polls repeat UNCHANGED until percent or output change; the next page is sent once, then UNCHANGED again."""
     adir = claim(ops, "s-3", JobState.RUNNING, started_at=1_789_999_990.0)
