@@ -85,7 +85,8 @@ class Supervisor:
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
-        self.ledger = accounting.Ledger(self.spool, cfg.accounting_retention_days * 86400)  # what attempts used
+        # what attempts used: appended before the save that ends an attempt, fsynced at the pass's end (make_durable)
+        self.ledger = accounting.Ledger(self.spool, cfg.accounting_retention_days * 86400, durable=False)
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -223,8 +224,12 @@ class Supervisor:
         most what the cut program had started: the spec is still in incoming/
         (claimed again; a torn run is moved aside) or the last durable state is
         QUEUED (started again as the same attempt). An exit's state is rebuilt
-        from the shim's exit record, durable before the shim exits.
+        from the shim's exit record, durable before the shim exits; its ledger
+        record, written before that state and fsynced here first, is appended
+        again at the next start if the cut took it (accounting.Ledger.catch_up).
         """
+        if self.ledger.unsynced or self.ledger.dir_unsynced:
+            self.write("accounting", None, self.ledger.sync)
         for sid, (job, claimed) in list(self.deferred.items()):
             files = job.files
             paths = (files.spec, files.state, files.attempts, files.run, self.spool.runs) if claimed else \
@@ -546,7 +551,8 @@ class Supervisor:
         return active
 
     def account(self, job: Job, ended: Attempt) -> None:
-        """Append an ended attempt's usage to the accounting ledger, fsynced (jobs/accounting.py: the crash rules)."""
+        """Append an ended attempt's usage to the accounting ledger, fsynced at the pass's end (make_durable;
+        jobs/accounting.py: the crash rules)."""
         self.ledger.add(accounting.record(job.sid, job.rs.job, job.spec.owner, ended.attempt, ended.started_at,
                                           ended.finished_at, ended.usage))
         self.write("accounting", job.sid, self.ledger.flush)
@@ -772,14 +778,14 @@ class Supervisor:
         """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue; end the cgroups
         of attempts that are over (an active job keeps its own: its counts are read when it ends)."""
         self.write("accounting", None, self.ledger.start, now)
-        backfill = None if self.ledger.backfilled() else []
+        since = self.ledger.since(now)  # attempts that ended before are in the ledger
+        ended: list[accounting.Record] = []
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
                 job = self.load_run(name, now)
-                if job is not None and backfill is not None:
-                    backfill.extend(accounting.records_of(job.rs, job.spec.owner))
-        if backfill is not None:
-            self.write("accounting", None, self.ledger.backfill, backfill, now)
+                if job is not None and any((a.finished_at or 0.0) > since for a in job.rs.history):
+                    ended.extend(accounting.records_of(job.rs, job.spec.owner))
+        self.write("accounting", None, self.ledger.catch_up, ended, since, now)
         if self.isolation is not None and not self.isolation.layout.unavailable:
             sweep(self.isolation.layout, {j.rs.cgroup or attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
