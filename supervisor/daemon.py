@@ -633,12 +633,13 @@ class Supervisor:
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
 
-    def prepare(self) -> None:
-        """Between passes: let executors get ready for the next job (the local one's spare shim)."""
+    def prepare(self) -> float | None:
+        """Between passes: let executors get ready for the next job (the local one's spare shims); how many
+        seconds until one wants to be asked again (None: not before something happens)."""
         if not self.uses_local:
-            return
-        for ex in self.executors.values():
-            ex.prepare()
+            return None
+        waits = [w for w in (ex.prepare() for ex in self.executors.values()) if w is not None]
+        return min(waits, default=None)
 
     # -- persistence -----------------------------------------------------
     def write(self, what: str, sid: str | None, fn, *args, **kwargs) -> bool:
@@ -861,9 +862,10 @@ class Daemon:
             self.sup.step(time.time())
             if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
                 break
+            wait = None
             if not draining and not select.select([self.wake_r], [], [], 0)[0]:
-                self.sup.prepare()  # only when nothing is waiting: work first, then get ready
-            if select.select([self.wake_r], [], [], tick)[0]:
+                wait = self.sup.prepare()  # only when nothing is waiting: work first, then get ready
+            if select.select([self.wake_r], [], [], tick if wait is None else min(tick, wait))[0]:
                 try:
                     while os.read(self.wake_r, 4096):
                         pass

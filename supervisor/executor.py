@@ -132,8 +132,10 @@ class Executor(ABC):
     def check(self) -> None:
         """At start-up, when it is the configured executor: raise ConfigError if it cannot work here."""
 
-    def prepare(self) -> None:
-        """Between passes, when the loop has nothing else to do: get ready for the next job."""
+    def prepare(self) -> float | None:
+        """Between passes, when the loop has nothing else to do: get ready for the next job. How many seconds
+        until it wants to be asked again (None: not before something happens)."""
+        return None
 
     def reserve(self, job: Job) -> Seen | None:
         """Before job's RUNNING state is written: what will run it, if that is known already; None if not."""
