@@ -2,7 +2,7 @@
 
 The spool is the only source of truth. Each pass claims new specs, applies
 operator commands, notices ended jobs from the shims' exit files, enforces
-limits and starts queued jobs. watchdog and SIGCHLD only wake the loop; a
+limits and starts queued jobs. inotify (supervisor/wakeup.py) and SIGCHLD only wake the loop; a
 periodic reconcile re-checks everything, so a lost event costs latency, never
 a job. The daemon can be killed at any moment: jobs run in their own sessions
 and the shims record their exits, so a restart adopts or finalises them.
@@ -47,6 +47,7 @@ from .fairshare import Plan, Policy, Running, plan
 from .isolation import Isolation, sweep
 from .runner import LocalExecutor
 from .slurm import SlurmExecutor
+from .wakeup import Watch
 
 TMP_MAX_AGE = 3600.0
 USAGE_HINT_SECONDS = 30.0  # how often a running attempt's usage-so-far hint is refreshed (jobs/runfiles.py USAGE_HINT)
@@ -810,13 +811,14 @@ def _fsync_all(paths) -> None:
 
 
 class Daemon:
-    """The process around the Supervisor: lock, signals, watchdog wake-ups, the loop."""
+    """The process around the Supervisor: lock, signals, inotify wake-ups, the loop."""
 
     def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition]):
         self.sup = Supervisor(cfg, definitions)
         self.cfg = cfg
         self.stopping = 0  # the signal that asked the daemon to stop
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watch: Watch | None = None  # new files in incoming/ and commands/ (or watchdog's observer)
         self.observer = None
 
     def wake(self) -> None:
@@ -840,7 +842,7 @@ class Daemon:
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd carries it
         if self.cfg.supervisor_watch:
-            self.start_observer()
+            self.start_watch()
         self.sup.recover(time.time())
         self.sup.prepare()  # a spare shim for the first job too
         log = self.sup.log
@@ -862,15 +864,21 @@ class Daemon:
             self.sup.step(time.time())
             if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
                 break
+            fds = [self.wake_r] if self.watch is None else [self.wake_r, self.watch.fd]
             wait = None
-            if not draining and not select.select([self.wake_r], [], [], 0)[0]:
+            if not draining and not select.select(fds, [], [], 0)[0]:
                 wait = self.sup.prepare()  # only when nothing is waiting: work first, then get ready
-            if select.select([self.wake_r], [], [], tick if wait is None else min(tick, wait))[0]:
+            ready = select.select(fds, [], [], tick if wait is None else min(tick, wait))[0]
+            if self.wake_r in ready:
                 try:
                     while os.read(self.wake_r, 4096):
                         pass
                 except BlockingIOError:
                     pass
+            if self.watch is not None and self.watch.fd in ready:
+                self.watch.drain()
+        if self.watch is not None:
+            self.watch.close()
         if self.observer:
             self.observer.stop()
             self.observer.join(5)
@@ -887,6 +895,15 @@ class Daemon:
     def _on_stop_signal(self, signum, frame) -> None:
         """Recorded only; the loop acts on it. SIGHUP always leaves jobs running (a restart in place)."""
         self.stopping = self.stopping or signum
+
+    def start_watch(self) -> None:
+        """Wake the loop when a file arrives in incoming/ or commands/: an inotify descriptor it selects on
+        (supervisor/wakeup.py), else watchdog's observer threads."""
+        try:
+            self.watch = Watch([str(self.sup.spool.incoming), str(self.sup.spool.commands)])
+        except (OSError, AttributeError) as e:  # AttributeError: a libc without inotify
+            self.sup.log.warning("inotify_unavailable", error=str(e), fallback="watchdog")
+            self.start_observer()
 
     def start_observer(self) -> None:
         from watchdog.events import (DirCreatedEvent, DirModifiedEvent, DirMovedEvent, FileCreatedEvent,
