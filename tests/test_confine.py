@@ -170,6 +170,28 @@ def test_only_the_three_given_fds_reach_the_program(tmp_path, python):
     assert (code, out) == (0, "['0', '1', '2', '3']\n")  # 3: the listdir itself
 
 
+def test_a_plan_without_steps_in_the_child_is_spawned_alike(tmp_path, python):
+    """posix_spawn's path (nothing to do between fork and exec): the same working directory, umask, core limit
+    and descriptors as the fork's, and the spawning process keeps its own directory and umask."""
+    leak = os.open(tmp_path, os.O_RDONLY)
+    os.set_inheritable(leak, True)
+    work = tmp_path / "work"
+    work.mkdir()
+    cwd, umask = os.getcwd(), os.umask(0o022)
+    try:
+        code, out = run([python, "-S", "-c", "import os, resource; print(os.getcwd(), oct(os.umask(0)), "
+                         "resource.getrlimit(resource.RLIMIT_CORE), sorted(os.listdir('/proc/self/fd')))"],
+                        confine.Plan(workdir=str(work), no_new_privs=False), tmp_path)
+        assert (cwd, 0o022) == (os.getcwd(), os.umask(0o022))
+    finally:
+        os.close(leak)
+        os.umask(umask)
+    assert (code, out) == (0, f"{work} 0o27 (0, 0) ['0', '1', '2', '3']\n")
+    with pytest.raises(confine.SpawnError) as e:
+        run(["/no/such/program"], confine.Plan(no_new_privs=False), tmp_path)
+    assert (str(e.value), e.value.errno) == ("cannot start /no/such/program: No such file or directory", 2)
+
+
 def test_the_plan_travels_as_fields():
     """to_fields / from_fields round trip; an unknown field is refused by name."""
     plan = confine.Plan(["/a/cgroup.procs", "/b/cgroup.procs"], 999, 995, "/w d", 0o027, 20, True)

@@ -104,11 +104,11 @@ def test_an_exit_record_whose_rename_a_power_cut_took_is_taken_from_its_reserved
     power cut that took the rename, the next daemon puts the filled record in place (not "vanished")."""
     stack.start()
     stack.submit("cut-1", "exit_with", seconds=1, code=3)
-    wait_for(lambda: stack.state("cut-1").get("pid"), 10, what="cut-1 spawned")
+    a = stack.attempt_dir("cut-1")
+    wait_for(lambda: (a / "stdout.log").exists(), 10, what="cut-1's shim at work")  # it got its job
     shim = psutil.Process(stack.state("cut-1")["pid"])
     stack.daemon.stop(signal.SIGKILL)
     wait_for(lambda: not shim.is_running() or shim.status() == psutil.STATUS_ZOMBIE, 10, what="the shim's end")
-    a = stack.attempt_dir("cut-1")
     os.rename(a / "exit.json", a / ".exit.json.tmp")  # the rename the cut took
     stack.start()
     failed = stack.wait_state("cut-1", "FAILED")
