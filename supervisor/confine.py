@@ -236,8 +236,8 @@ def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.
     """
     if len(stdio) < 3 or min(stdio) < len(stdio):
         raise ValueError(f"stdio {stdio!r}: three descriptors or more, each at least {len(stdio)}")
-    if (not plan.cgroup_procs and plan.uid is None and plan.oom_score_adj is None and plan.nproc is None
-            and not plan.no_new_privs and os.path.isabs(argv[0])):
+    if (not plan.cgroup_procs and plan.uid is None and plan.nproc is None and not plan.no_new_privs
+            and os.path.isabs(argv[0])):
         return _spawn_plain(argv, env, stdio, plan, sigdef)
     r, w = os.pipe2(os.O_CLOEXEC)
     if w < len(stdio):  # clear of the descriptors the program gets
@@ -277,13 +277,19 @@ def spawn(argv, env, stdio, plan, sigdef=(signal.SIGTERM, signal.SIGINT, signal.
 
 def _spawn_plain(argv, env, stdio, plan, sigdef):
     """spawn() by posix_spawn (vfork: no page of the caller copied, no Python in the child) for a plan whose
-    steps the child can inherit: the working directory and umask (the caller's, set around the call) and
-    RLIMIT_CORE 0 (lowered in the caller for good: the shim never wants a core dump)."""
+    steps the child can inherit: the working directory, umask and oom_score_adj (the caller's, set around
+    the call: a spare shim kept from the OOM killer takes its protection back after, as it may: it got it
+    from a supervisor allowed to give it) and RLIMIT_CORE 0 (lowered in the caller for good: the shim never
+    wants a core dump)."""
     _step("cannot set RLIMIT_CORE", resource.setrlimit, resource.RLIMIT_CORE, (0, 0))
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited(len(stdio))]
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     umask = os.umask(plan.umask) if plan.umask is not None else None
+    kept_from_oom = None
+    if plan.oom_score_adj is not None:
+        kept_from_oom = _read_oom_score_adj()
+        _step("cannot reset oom_score_adj", _write_oom_score_adj, plan.oom_score_adj)
     try:
         if plan.workdir is not None:
             _step(f"cannot open working directory {plan.workdir}", os.chdir, plan.workdir)
@@ -294,6 +300,16 @@ def _spawn_plain(argv, env, stdio, plan, sigdef):
             os.umask(umask)
         os.fchdir(here)
         os.close(here)
+        if kept_from_oom is not None:
+            try:
+                _write_oom_score_adj(kept_from_oom)
+            except OSError:
+                pass  # the shim may be chosen like any process then; its program is as it should be
+
+
+def _read_oom_score_adj():
+    with open("/proc/self/oom_score_adj", "rb") as f:
+        return int(f.read())
 
 
 def _inherited(first):

@@ -149,13 +149,17 @@ def test_a_cgroup_that_cannot_be_entered_stops_the_start(tmp_path):
         run(["/bin/true"], confine.Plan(cgroup_procs=[str(tmp_path / "gone" / "cgroup.procs")]), tmp_path)
 
 
-def test_the_program_gets_the_oom_score_adj_the_shim_gives_back(tmp_path, python):
-    """A spare shim in the attempt's cgroup keeps itself from the OOM killer; its program must not inherit that."""
+@pytest.mark.parametrize("privs", ["no_new_privs=1", "no_new_privs=0"])  # fork's path, posix_spawn's
+def test_the_program_gets_the_oom_score_adj_the_shim_gives_back(tmp_path, python, privs):
+    """A spare shim in the attempt's cgroup keeps itself from the OOM killer; its program must not inherit that,
+    and the shim keeps its own."""
     mine = int(Path("/proc/self/oom_score_adj").read_text())
     back = min(mine + 100, 1000)  # raising it needs no privilege: a test that cannot pass by doing nothing
-    plan = confine.Plan.from_fields([f"oom_score_adj={back}"])  # as the shim gets it in the job message
+    plan = confine.Plan.from_fields([f"oom_score_adj={back}", privs])  # as the shim gets it in the job message
     code, out = run([python, "-S", "-c", "print(open('/proc/self/oom_score_adj').read().strip())"], plan, tmp_path)
     assert (code, out) == (0, f"{back}\n")
+    if os.geteuid() == 0:  # lowering it back takes CAP_SYS_RESOURCE, as the spare shim's supervisor had
+        assert mine == int(Path("/proc/self/oom_score_adj").read_text())
 
 
 def test_only_the_three_given_fds_reach_the_program(tmp_path, python):
