@@ -854,6 +854,7 @@ class Daemon:
         if isolation and isolation.startswith("not isolated"):
             log.warning("jobs_not_isolated", reason=isolation)
         tick = min(1.0, self.cfg.reconcile_seconds)
+        woken_by = [ex.wake_fd for ex in self.sup.executors.values() if ex.wake_fd is not None]
         draining = False
         while True:
             if self.stopping:
@@ -864,7 +865,7 @@ class Daemon:
             self.sup.step(time.time())
             if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
                 break
-            fds = [self.wake_r] if self.watch is None else [self.wake_r, self.watch.fd]
+            fds = [self.wake_r] + [w.fd for w in (self.watch,) if w is not None] + woken_by
             wait = None
             if not draining and not select.select(fds, [], [], 0)[0]:
                 wait = self.sup.prepare()  # only when nothing is waiting: work first, then get ready
@@ -877,6 +878,9 @@ class Daemon:
                     pass
             if self.watch is not None and self.watch.fd in ready:
                 self.watch.drain()
+            for ex in self.sup.executors.values():
+                if ex.wake_fd is not None and ex.wake_fd in ready:
+                    ex.woken()
         if self.watch is not None:
             self.watch.close()
         if self.observer:

@@ -70,6 +70,7 @@ _SIGDEF = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to exit
 SPARES = 2  # spare shims kept ready
 SPARE_DELAY = 0.03  # seconds after a hand-over before a replacement starts, while another spare is ready
+DONE_FD = 3  # in a shim: the writing end of the executor's pipe, where it says its exit record is in place
 
 
 @dataclass
@@ -134,6 +135,9 @@ class LocalExecutor(Executor):
         self.pool: list[Spare] = []  # the spares, oldest (likeliest ready) first
         self.handed_at = -math.inf  # time.monotonic() of the last hand-over to a spare
         self.reserved: dict[str, Spare] = {}
+        # the shims' word that their exit record is in place (shim.say_done), ahead of their SIGCHLD
+        self.wake_fd, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.said_done: set[int] = set()
         self.staged: set[str] = set()  # shims that ended with their exit record staged, not yet in place
 
     # -- the spare shim ------------------------------------------------------
@@ -150,8 +154,8 @@ class LocalExecutor(Executor):
         spare = Spare(Handle(0, 0.0, True), w, self.isolation.spare_cgroup() if self.isolation else None)
         try:
             pid = os.posix_spawn(sys.executable, SPARE_ARGV, os.environ, setsid=True, setsigdef=_SIGDEF,
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)] + [
-                                     (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, self.done_w, DONE_FD)]
+                                 + [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
             spare.handle = Handle(pid, psutil.Process(pid).create_time(), True)
         except (OSError, psutil.NoSuchProcess):
             spare.let_go()
@@ -212,7 +216,7 @@ class LocalExecutor(Executor):
             confined = self.isolation.confine(job)
         if confined is not None and confined.cgroup is not None:
             self.cgroups[job.sid] = confined.cgroup
-        options = confined.options if confined is not None else []
+        options = (confined.options if confined is not None else []) + [f"done_fd={DONE_FD}"]
         try:
             seen = self._hand_over(job, spare, argv, env, options) if spare is not None else \
                 self._spawn(job, argv, env, options)
@@ -237,8 +241,8 @@ class LocalExecutor(Executor):
     def _spawn(self, job: Job, argv: list[str], env: dict[str, str], options: list[str]) -> Seen:
         """A shim started cold (no spare ready); the program enters its cgroup before exec."""
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-        pid = os.posix_spawn(sys.executable, shim_argv(job, argv, options), env, setsid=True, file_actions=quiet,
-                             setsigdef=_SIGDEF)
+        pid = os.posix_spawn(sys.executable, shim_argv(job, argv, options), env, setsid=True,
+                             file_actions=quiet + [(os.POSIX_SPAWN_DUP2, self.done_w, DONE_FD)], setsigdef=_SIGDEF)
         try:
             create_time = psutil.Process(pid).create_time()
         except psutil.NoSuchProcess:  # already gone: its exit file (or the lack of one) tells
@@ -280,8 +284,17 @@ class LocalExecutor(Executor):
             time.sleep(0.01)
         return True
 
+    def woken(self) -> None:
+        """Take the pids of the shims that said their exit record is in place."""
+        try:
+            while data := os.read(self.wake_fd, 65536):
+                self.said_done.update(int(p) for p in data.split() if p.isdigit())
+        except BlockingIOError:
+            pass
+
     def ended(self, jobs: list[Job], full: bool) -> list[tuple[Job, ExitRecord | None]]:
-        reaped = set(self._reap())
+        reaped = set(self._reap()) | self.said_done  # a shim that said so is as good as ended (its record is there)
+        self.said_done = set()
         for spare in [sp for sp in self.pool if sp.handle.pid in reaped]:
             self.pool.remove(spare)  # it died (killed): prepare() starts another
             spare.let_go()
