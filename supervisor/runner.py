@@ -293,8 +293,13 @@ class LocalExecutor(Executor):
             pass
 
     def ended(self, jobs: list[Job], full: bool) -> list[tuple[Job, ExitRecord | None]]:
-        reaped = set(self._reap()) | self.said_done  # a shim that said so is as good as ended (its record is there)
-        self.said_done = set()
+        said, self.said_done = self.said_done, set()
+        reaped = set(self._reap())
+        for job in jobs:
+            h = self.handles.get(job.sid)
+            if h is not None and h.own_child and h.pid in said and h.pid not in reaped:
+                self._wait(h.pid)  # its record is in place; its own end (~0.5 ms) overlapped our wake-up
+                reaped.add(h.pid)  # and its cgroup (forget) then holds only what the program left
         for spare in [sp for sp in self.pool if sp.handle.pid in reaped]:
             self.pool.remove(spare)  # it died (killed): prepare() starts another
             spare.let_go()
@@ -407,6 +412,14 @@ class LocalExecutor(Executor):
     def _alive(h: Handle) -> bool:
         """True if this exact process (not a reused pid) still runs and is not a zombie."""
         return identity.alive(h.pid, h.create_time)
+
+    @staticmethod
+    def _wait(pid: int) -> None:
+        """Reap a child that is ending (it said so: os._exit is all it has left to do)."""
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
     @staticmethod
     def _reap() -> list[int]:
