@@ -256,17 +256,22 @@ sys.exit(main())
 """
 
 
+def killed_while_it_ends(s: Stack, script: str, sid: str):
+    """Run a supervisor that kills itself (script) while a short waiter, sid, ends; the ledger's directory."""
+    m = Managed([sys.executable, "-c", script], s.tmp / "dying.log", {"ENV_FILE": str(s.env)})
+    s.submit(sid, secondsToWait=1)
+    wait_for(lambda: not m.alive(), 30, what="the supervisor's death")
+    assert -signal.SIGKILL == m.stop()
+    return s.spool.root / "accounting"
+
+
 def test_supervisor_killed_between_append_and_save_counts_the_attempt_once(tmp_path):
     """kill -9 right after the ledger append: state.json still says RUNNING; the next supervisor finishes the
     attempt and appends it again; the ledger's readers and `jobctl usage` count it once."""
     s = Stack(tmp_path)
     try:
-        m = Managed([sys.executable, "-c", DIE_AFTER_APPEND], tmp_path / "dying.log", {"ENV_FILE": str(s.env)})
-        s.submit("crash-1", secondsToWait=1)
-        wait_for(lambda: not m.alive(), 30, what="the supervisor's death after its append")
-        assert -signal.SIGKILL == m.stop()
+        month = killed_while_it_ends(s, DIE_AFTER_APPEND, "crash-1")
         assert "RUNNING" == s.state("crash-1")["state"]
-        month = s.spool.root / "accounting"
         assert ["crash-1"] == [x.sid for p in month.glob("*.log") for x in frames(p)]
         s.start()
         done = s.wait_state("crash-1", "SUCCEEDED")
@@ -299,12 +304,8 @@ def test_supervisor_killed_before_the_ledger_fsync_keeps_the_record_once(tmp_pat
     state is there (the page cache keeps it), and the next supervisor does not append it again."""
     s = Stack(tmp_path)
     try:
-        m = Managed([sys.executable, "-c", DIE_BEFORE_SYNC], tmp_path / "dying.log", {"ENV_FILE": str(s.env)})
-        s.submit("cut-1", secondsToWait=1)
-        wait_for(lambda: not m.alive(), 30, what="the supervisor's death before its fsync")
-        assert -signal.SIGKILL == m.stop()
+        month = killed_while_it_ends(s, DIE_BEFORE_SYNC, "cut-1")
         assert "SUCCEEDED" == s.state("cut-1")["state"]
-        month = s.spool.root / "accounting"
         assert ["cut-1"] == [x.sid for p in month.glob("*.log") for x in frames(p)]
         s.start()  # ready once it has recovered
         assert ["cut-1"] == [x.sid for p in month.glob("*.log") for x in frames(p)]
