@@ -298,8 +298,9 @@ class LocalExecutor(Executor):
         for job in jobs:
             h = self.handles.get(job.sid)
             if h is not None and h.own_child and h.pid in said and h.pid not in reaped:
-                self._wait(h.pid)  # its record is in place; its own end (~0.5 ms) overlapped our wake-up
-                reaped.add(h.pid)  # and its cgroup (forget) then holds only what the program left
+                reaped.add(h.pid)  # its record is in place: as good as ended
+                if job.sid in self.cgroups:  # reaped first, so the cgroup's kill (forget) finds only what the
+                    self._wait(h.pid)        # program left; its own end (~0.5 ms) overlapped our wake-up
         for spare in [sp for sp in self.pool if sp.handle.pid in reaped]:
             self.pool.remove(spare)  # it died (killed): prepare() starts another
             spare.let_go()
