@@ -1,16 +1,21 @@
 """The accounting ledger (SPOOL/accounting/<YYYY-MM>.log): what every ended attempt used, kept beyond its run.
 
 As Slurm's accounting storage does: when an attempt ends, the supervisor (the
-one writer) appends its record, fsynced, BEFORE the state.json save that ends
-the attempt. A file is a run of frames: a header (payload length and CRC-32 of
-the payload, little-endian uint32 each), then the record as a msgpack array.
+one writer) appends its record BEFORE the state.json save that ends the
+attempt, and fsyncs it at the end of that pass (after the state is visible:
+the fsync is off the path of an exit to COMPLETED). A file is a run of
+frames: a header (payload length and CRC-32 of the payload, little-endian
+uint32 each), then the record as a msgpack array.
 
 Crash rules. A supervisor killed mid-append leaves a torn tail: readers stop at
 the first frame that is short or fails its checksum, and the supervisor cuts
 that tail off before it appends to the file again. A supervisor killed between
 the append and the save finishes the attempt again on recovery and appends it
 again: readers keep the last record of each (serviceID, attempt), so nothing
-is lost or counted twice. A record goes to the file of the month (UTC) its
+is lost or counted twice. A power cut may take a record appended but not yet
+fsynced while its final state.json survives: at start-up the supervisor
+appends again what the runs say ended since the ledger's newest record and the
+ledger lacks (catch_up). A record goes to the file of the month (UTC) its
 attempt ended in; a re-append lands in that month or a later one, so a reader
 of a period also reads the month after it. Month files go when they are older
 than ACCOUNTING_RETENTION_DAYS, not with the runs retention removes.
@@ -30,14 +35,16 @@ from typing import Any, Iterable
 import msgspec
 import structlog
 
+from .errors import SpecError
 from .runstate import RunState
-from .spool import Spool, fsync_dir, open_regular, open_regular_for_write
+from .spool import Spool, fsync_dir, open_regular, open_regular_for_write, read_bytes
 from .usage import Usage
 from .usagereport import spent
 
 DIRNAME = "accounting"
 SUFFIX = ".log"
-BACKFILLED = ".backfilled"       # in the ledger's directory: the runs' attempts were copied in once
+BACKFILLED = ".backfilled"       # in the ledger's directory: the runs' attempts were copied in once, and when
+CLOCK_MARGIN_S = 600.0           # catch_up looks this far before the newest record (a clock set back meanwhile)
 OLD_SNAPSHOT = "usage-snapshot.msgpack"  # the cache the ledger replaced (jobs/index.py before it): removed
 HEADER = struct.Struct("<II")    # payload length, zlib.crc32(payload)
 MAX_RECORD_BYTES = 64 * 1024     # a longer length field is damage, not a record
@@ -92,7 +99,7 @@ def record(sid: str, job: str, owner: dict[str, Any], attempt: int, started_at: 
 
 
 def records_of(rs: RunState, owner: dict[str, Any]) -> list[Record]:
-    """Every ended attempt of a run that has a usage record (what a backfill copies in)."""
+    """Every ended attempt of a run that has a usage record (what catch_up copies in)."""
     started = {a.attempt: a.started_at for a in rs.history}
     return [record(rs.service_id, rs.job, owner, s.attempt, started.get(s.attempt), s.finished_at, s.usage)
             for s in spent(rs) if s.finished_at is not None]
@@ -207,14 +214,24 @@ class Reader:
 
 # -- the write side: the supervisor only ------------------------------------------------------------------
 class Ledger:
-    """The supervisor's end: appends records, fsynced, and keeps those the storage refused for the next flush."""
+    """The supervisor's end: appends records and keeps those the storage refused for the next flush.
 
-    def __init__(self, spool: Spool, retention_s: float):
+    durable=True: each flush fsyncs what it appended. durable=False (the
+    daemon): a flush only writes (the page cache keeps it through a kill -9),
+    and sync() makes it durable later; a record whose fsync fails is appended
+    again.
+    """
+
+    def __init__(self, spool: Spool, retention_s: float, durable: bool = True):
         self.spool = spool
         self.dir = ledger_dir(spool)
         self.retention_s = retention_s
+        self.durable = durable
         self.pending: list[Record] = []
+        self.unsynced: dict[str, list[Record]] = {}  # month file -> records written to it since its last fsync
+        self.dir_unsynced = False  # a month file was created since the directory's last fsync
         self.checked: set[str] = set()  # files whose tail was checked by this process
+        self.reader: Reader | None = None  # start-up's (since, catch_up), then let go
 
     def start(self, now: float) -> None:
         """Start-up: cut the torn tail a killed supervisor may have left, drop expired months and the old cache."""
@@ -232,12 +249,30 @@ class Ledger:
         self.pending.append(rec)
 
     def flush(self) -> None:
-        """Append every pending record to its month file and fsync; OSError leaves what was not written pending."""
+        """Append every pending record to its month file (fsynced if durable); OSError leaves what was not written
+        pending."""
         while self.pending:
             name = month_of(self.pending[0].finished_at)
             batch = [r for r in self.pending if month_of(r.finished_at) == name]
             self._append(name, b"".join(frame(r) for r in batch))
             self.pending = [r for r in self.pending if month_of(r.finished_at) != name]
+            if not self.durable:
+                self.unsynced.setdefault(name, []).extend(batch)
+
+    def sync(self) -> None:
+        """fsync what flush wrote without; OSError: what was not made durable is pending again (appended twice
+        if the first copy reached the disk after all: readers keep one)."""
+        for name in list(self.unsynced):
+            try:
+                _fsync_file(self.dir / name)
+            except OSError:
+                self.pending[:0] = self.unsynced.pop(name)
+                self.checked.discard(name)  # whatever the failed write-back left is cut before the next append
+                raise
+            del self.unsynced[name]
+        if self.dir_unsynced:
+            fsync_dir(self.dir)
+            self.dir_unsynced = False
 
     def _append(self, name: str, data: bytes) -> None:
         path = self.dir / name
@@ -252,7 +287,8 @@ class Ledger:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                os.fsync(fd)
+                if self.durable:
+                    os.fsync(fd)
             except OSError:
                 self.checked.discard(name)  # a part written: cut back (or at the next repair)
                 try:
@@ -263,7 +299,10 @@ class Ledger:
         finally:
             os.close(fd)
         if created:
-            fsync_dir(self.dir)
+            if self.durable:
+                fsync_dir(self.dir)
+            else:
+                self.dir_unsynced = True
             self.expire(time.time())  # a new month: the oldest may have expired meanwhile
 
     def repair(self, name: str) -> None:
@@ -296,17 +335,56 @@ class Ledger:
                 self.checked.discard(name)
                 log.info("accounting_month_expired", file=name)
 
-    def backfill(self, records: Iterable[Record], now: float) -> int:
-        """Append the ended attempts the runs record and the ledger lacks (records_of each run), once per spool: a
-        marker says it was done, e.g. by the first start after the upgrade that brought the ledger. How many."""
-        known = {(r.sid, r.attempt) for r in Reader(self.spool).records()}
-        horizon = now - self.retention_s
-        missing = [r for r in records if (r.sid, r.attempt) not in known and r.finished_at >= horizon]
+    def since(self, now: float) -> float:
+        """Start-up: after when an ended attempt may be missing from the ledger (catch_up looks at those only).
+
+        The supervisor appends in the order attempts end, so what a power cut
+        took before its fsync, or a kill -9 before its write (a full disk kept
+        it pending), ended after the newest record that is there (less
+        CLOCK_MARGIN_S); with no record, after the first start's copy of the
+        runs (the marker's time). Before that first copy, everything within
+        the retention.
+        """
+        self.reader = self.reader or Reader(self.spool)
+        try:
+            for name in reversed(_month_files(self.dir)):
+                records = self.reader._read(name)
+                if records:
+                    return max(r.finished_at for r in records) - CLOCK_MARGIN_S
+        except (OSError, SpecError) as e:
+            log.error("accounting_unreadable", error=str(e), reason="nothing is caught up at this start")
+            return math.inf
+        try:
+            return float(read_bytes(self.dir / BACKFILLED, 4096).split()[0])
+        except FileNotFoundError:
+            return now - self.retention_s
+        except (OSError, ValueError, IndexError, SpecError):
+            return now  # a marker of before this rule, and no record since: nothing to look at
+
+    def catch_up(self, ended: Iterable[Record], since: float, now: float) -> int:
+        """Append the ended attempts (records_of the runs) that ended after `since` and the ledger lacks, durably,
+        and mark the first start's copy; how many."""
+        if since == math.inf:
+            return 0
+        self.reader = self.reader or Reader(self.spool)
+        known = {(r.sid, r.attempt) for r in self.reader.records(since=since)}
+        horizon = max(since, now - self.retention_s)
+        missing = [r for r in ended if r.finished_at > horizon and (r.sid, r.attempt) not in known]
         self.pending.extend(sorted(missing, key=lambda r: r.finished_at))
         self.flush()
-        self.spool.write_atomic(self.dir / BACKFILLED, b"the runs' ended attempts were copied in\n")
-        log.info("accounting_backfilled", appended=len(missing), already=len(known))
+        self.sync()
+        first = not (self.dir / BACKFILLED).exists()
+        if first:
+            self.spool.write_atomic(self.dir / BACKFILLED, f"{now!r} the runs' ended attempts were copied in\n".encode())
+        if missing or first:
+            log.info("accounting_caught_up", appended=len(missing), since=since, first_start=first)
+        self.reader = None
         return len(missing)
 
-    def backfilled(self) -> bool:
-        return (self.dir / BACKFILLED).exists()
+
+def _fsync_file(path: Path) -> None:
+    fd = open_regular_for_write(path, os.O_APPEND)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -2,7 +2,7 @@
 
 The spool is the only source of truth. Each pass claims new specs, applies
 operator commands, notices ended jobs from the shims' exit files, enforces
-limits and starts queued jobs. watchdog and SIGCHLD only wake the loop; a
+limits and starts queued jobs. inotify (supervisor/wakeup.py) and SIGCHLD only wake the loop; a
 periodic reconcile re-checks everything, so a lost event costs latency, never
 a job. The daemon can be killed at any moment: jobs run in their own sessions
 and the shims record their exits, so a restart adopts or finalises them.
@@ -47,6 +47,7 @@ from .fairshare import Plan, Policy, Running, plan
 from .isolation import Isolation, sweep
 from .runner import LocalExecutor
 from .slurm import SlurmExecutor
+from .wakeup import Watch
 
 TMP_MAX_AGE = 3600.0
 USAGE_HINT_SECONDS = 30.0  # how often a running attempt's usage-so-far hint is refreshed (jobs/runfiles.py USAGE_HINT)
@@ -85,7 +86,8 @@ class Supervisor:
         self.refused: set[tuple[str, str | None]] = set()  # writes failing now (each logged once)
         self.hinted: dict[str, float] = {}  # sid -> when its usage hint was last written
         self.counters = SupervisorCounters.load(self.spool)  # what /metrics shows of the daemon (jobs.metrics)
-        self.ledger = accounting.Ledger(self.spool, cfg.accounting_retention_days * 86400)  # what attempts used
+        # what attempts used: appended before the save that ends an attempt, fsynced at the pass's end (make_durable)
+        self.ledger = accounting.Ledger(self.spool, cfg.accounting_retention_days * 86400, durable=False)
         self.next_reconcile = 0.0
         self.last_queue: list[str] | None = None
         self.started_at = time.time()
@@ -223,8 +225,12 @@ class Supervisor:
         most what the cut program had started: the spec is still in incoming/
         (claimed again; a torn run is moved aside) or the last durable state is
         QUEUED (started again as the same attempt). An exit's state is rebuilt
-        from the shim's exit record, durable before the shim exits.
+        from the shim's exit record, durable before the shim exits; its ledger
+        record, written before that state and fsynced here first, is appended
+        again at the next start if the cut took it (accounting.Ledger.catch_up).
         """
+        if self.ledger.unsynced or self.ledger.dir_unsynced:
+            self.write("accounting", None, self.ledger.sync)
         for sid, (job, claimed) in list(self.deferred.items()):
             files = job.files
             paths = (files.spec, files.state, files.attempts, files.run, self.spool.runs) if claimed else \
@@ -546,7 +552,8 @@ class Supervisor:
         return active
 
     def account(self, job: Job, ended: Attempt) -> None:
-        """Append an ended attempt's usage to the accounting ledger, fsynced (jobs/accounting.py: the crash rules)."""
+        """Append an ended attempt's usage to the accounting ledger, fsynced at the pass's end (make_durable;
+        jobs/accounting.py: the crash rules)."""
         self.ledger.add(accounting.record(job.sid, job.rs.job, job.spec.owner, ended.attempt, ended.started_at,
                                           ended.finished_at, ended.usage))
         self.write("accounting", job.sid, self.ledger.flush)
@@ -627,12 +634,13 @@ class Supervisor:
         self.log.info("job_started", service_id=sid, pid=rs.pid, executor_id=rs.executor_id,
                       attempt=rs.attempt, argv=argv)
 
-    def prepare(self) -> None:
-        """Between passes: let executors get ready for the next job (the local one's spare shim)."""
+    def prepare(self) -> float | None:
+        """Between passes: let executors get ready for the next job (the local one's spare shims); how many
+        seconds until one wants to be asked again (None: not before something happens)."""
         if not self.uses_local:
-            return
-        for ex in self.executors.values():
-            ex.prepare()
+            return None
+        waits = [w for w in (ex.prepare() for ex in self.executors.values()) if w is not None]
+        return min(waits, default=None)
 
     # -- persistence -----------------------------------------------------
     def write(self, what: str, sid: str | None, fn, *args, **kwargs) -> bool:
@@ -772,14 +780,14 @@ class Supervisor:
         """Start-up: read every run, adopt live jobs, finalise the ended, keep the queue; end the cgroups
         of attempts that are over (an active job keeps its own: its counts are read when it ends)."""
         self.write("accounting", None, self.ledger.start, now)
-        backfill = None if self.ledger.backfilled() else []
+        since = self.ledger.since(now)  # attempts that ended before are in the ledger
+        ended: list[accounting.Record] = []
         for name in sorted(os.listdir(self.spool.runs)):
             if SERVICE_ID_RE.fullmatch(name):
                 job = self.load_run(name, now)
-                if job is not None and backfill is not None:
-                    backfill.extend(accounting.records_of(job.rs, job.spec.owner))
-        if backfill is not None:
-            self.write("accounting", None, self.ledger.backfill, backfill, now)
+                if job is not None and any((a.finished_at or 0.0) > since for a in job.rs.history):
+                    ended.extend(accounting.records_of(job.rs, job.spec.owner))
+        self.write("accounting", None, self.ledger.catch_up, ended, since, now)
         if self.isolation is not None and not self.isolation.layout.unavailable:
             sweep(self.isolation.layout, {j.rs.cgroup or attempt_name(j.sid, j.rs.attempt) for j in self.jobs.values()
                                           if j.rs.state in ACTIVE and j.rs.executor == "local"}, self.log)
@@ -803,13 +811,14 @@ def _fsync_all(paths) -> None:
 
 
 class Daemon:
-    """The process around the Supervisor: lock, signals, watchdog wake-ups, the loop."""
+    """The process around the Supervisor: lock, signals, inotify wake-ups, the loop."""
 
     def __init__(self, cfg: config_mod.Config, definitions: dict[str, Definition]):
         self.sup = Supervisor(cfg, definitions)
         self.cfg = cfg
         self.stopping = 0  # the signal that asked the daemon to stop
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watch: Watch | None = None  # new files in incoming/ and commands/ (or watchdog's observer)
         self.observer = None
 
     def wake(self) -> None:
@@ -833,7 +842,7 @@ class Daemon:
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd carries it
         if self.cfg.supervisor_watch:
-            self.start_observer()
+            self.start_watch()
         self.sup.recover(time.time())
         self.sup.prepare()  # a spare shim for the first job too
         log = self.sup.log
@@ -845,6 +854,7 @@ class Daemon:
         if isolation and isolation.startswith("not isolated"):
             log.warning("jobs_not_isolated", reason=isolation)
         tick = min(1.0, self.cfg.reconcile_seconds)
+        woken_by = [ex.wake_fd for ex in self.sup.executors.values() if ex.wake_fd is not None]
         draining = False
         while True:
             if self.stopping:
@@ -855,14 +865,24 @@ class Daemon:
             self.sup.step(time.time())
             if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
                 break
-            if not draining and not select.select([self.wake_r], [], [], 0)[0]:
-                self.sup.prepare()  # only when nothing is waiting: work first, then get ready
-            if select.select([self.wake_r], [], [], tick)[0]:
+            fds = [self.wake_r] + [w.fd for w in (self.watch,) if w is not None] + woken_by
+            wait = None
+            if not draining and not select.select(fds, [], [], 0)[0]:
+                wait = self.sup.prepare()  # only when nothing is waiting: work first, then get ready
+            ready = select.select(fds, [], [], tick if wait is None else min(tick, wait))[0]
+            if self.wake_r in ready:
                 try:
                     while os.read(self.wake_r, 4096):
                         pass
                 except BlockingIOError:
                     pass
+            if self.watch is not None and self.watch.fd in ready:
+                self.watch.drain()
+            for ex in self.sup.executors.values():
+                if ex.wake_fd is not None and ex.wake_fd in ready:
+                    ex.woken()
+        if self.watch is not None:
+            self.watch.close()
         if self.observer:
             self.observer.stop()
             self.observer.join(5)
@@ -879,6 +899,15 @@ class Daemon:
     def _on_stop_signal(self, signum, frame) -> None:
         """Recorded only; the loop acts on it. SIGHUP always leaves jobs running (a restart in place)."""
         self.stopping = self.stopping or signum
+
+    def start_watch(self) -> None:
+        """Wake the loop when a file arrives in incoming/ or commands/: an inotify descriptor it selects on
+        (supervisor/wakeup.py), else watchdog's observer threads."""
+        try:
+            self.watch = Watch([str(self.sup.spool.incoming), str(self.sup.spool.commands)])
+        except (OSError, AttributeError) as e:  # AttributeError: a libc without inotify
+            self.sup.log.warning("inotify_unavailable", error=str(e), fallback="watchdog")
+            self.start_observer()
 
     def start_observer(self) -> None:
         from watchdog.events import (DirCreatedEvent, DirModifiedEvent, DirMovedEvent, FileCreatedEvent,

@@ -128,12 +128,18 @@ class Executor(ABC):
     """Every method the daemon calls on an executor; the optional ones do nothing by default."""
 
     name: str
+    wake_fd: int | None = None  # readable when the executor has news for the loop (then woken())
 
     def check(self) -> None:
         """At start-up, when it is the configured executor: raise ConfigError if it cannot work here."""
 
-    def prepare(self) -> None:
-        """Between passes, when the loop has nothing else to do: get ready for the next job."""
+    def prepare(self) -> float | None:
+        """Between passes, when the loop has nothing else to do: get ready for the next job. How many seconds
+        until it wants to be asked again (None: not before something happens)."""
+        return None
+
+    def woken(self) -> None:
+        """The loop saw wake_fd readable: take what it says."""
 
     def reserve(self, job: Job) -> Seen | None:
         """Before job's RUNNING state is written: what will run it, if that is known already; None if not."""

@@ -2,9 +2,13 @@
 
 Each job runs under its own shim (supervisor/shim.py). Starting a Python
 interpreter for it takes ~8 ms, longer than everything else between a spec's
-arrival and the program's start, so the executor keeps one *spare* shim
+arrival and the program's start, so the executor keeps SPARES *spare* shims
 started ahead of need (`prepare`, called by the daemon's loop when it has
-nothing else to do). `reserve` gives a job that spare's pid before the job's
+nothing else to do). Two, so that one is ready while the one that replaces
+a spare just taken starts SPARE_DELAY later: a spare's interpreter start,
+~10 ms of CPU, would otherwise compete with the program just handed over for
+the machine's cores, on the path to its first line; and a second job soon
+after the first still finds one ready. `reserve` gives a job a spare's pid before the job's
 RUNNING state is written, and `start` then hands it the job through its
 stdin pipe: RUNNING, with the pid that will run the job, is durable before
 anything runs. A spare that never got its job (the daemon died in between)
@@ -28,6 +32,7 @@ once the daemon has saved them (`cleanup`).
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -63,6 +68,9 @@ log = structlog.get_logger("supervisor.runner")
 SPARE_ARGV = [sys.executable, "-S", SHIM, "--spare"]
 _SIGDEF = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 NEVER_STARTED_WAIT = 2.0  # seconds adopt() gives a spare whose daemon died to exit
+SPARES = 2  # spare shims kept ready
+SPARE_DELAY = 0.03  # seconds after a hand-over before a replacement starts, while another spare is ready
+DONE_FD = 3  # in a shim: the writing end of the executor's pipe, where it says its exit record is in place
 
 
 @dataclass
@@ -124,59 +132,70 @@ class LocalExecutor(Executor):
         self.cgroups: dict[str, cgroups.Attempt] = {}  # the attempt cgroup of each job we watch (or ended, unsaved)
         self.handles: dict[str, Handle] = {}
         self.spares = spares
-        self.spare: Spare | None = None
+        self.pool: list[Spare] = []  # the spares, oldest (likeliest ready) first
+        self.handed_at = -math.inf  # time.monotonic() of the last hand-over to a spare
         self.reserved: dict[str, Spare] = {}
+        # the shims' word that their exit record is in place (shim.say_done), ahead of their SIGCHLD
+        self.wake_fd, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.said_done: set[int] = set()
         self.staged: set[str] = set()  # shims that ended with their exit record staged, not yet in place
 
     # -- the spare shim ------------------------------------------------------
-    def prepare(self) -> None:
-        """Start a spare shim if there is none, and a thread that moves it into a cgroup of its own (a failure
-        only means the next job starts cold)."""
-        if not self.spares or self.spare is not None:
-            return
+    def prepare(self) -> float | None:
+        """Start a spare shim if fewer than SPARES are there, and a thread that moves it into a cgroup of its own
+        (a failure only means the next job starts cold); at once if none is left, else SPARE_DELAY after the
+        last hand-over. How soon it wants to be asked again (None: not before something changes)."""
+        if not self.spares or len(self.pool) >= SPARES:
+            return None
+        wait = self.handed_at + SPARE_DELAY - time.monotonic()
+        if self.pool and wait > 0:
+            return wait
         r, w = os.pipe2(os.O_CLOEXEC)
         spare = Spare(Handle(0, 0.0, True), w, self.isolation.spare_cgroup() if self.isolation else None)
         try:
             pid = os.posix_spawn(sys.executable, SPARE_ARGV, os.environ, setsid=True, setsigdef=_SIGDEF,
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)] + [
-                                     (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, self.done_w, DONE_FD)]
+                                 + [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (1, 2)])
             spare.handle = Handle(pid, psutil.Process(pid).create_time(), True)
         except (OSError, psutil.NoSuchProcess):
             spare.let_go()
-            return
+            return None
         finally:
             os.close(r)
         if spare.cgroup is not None:
             spare.mover = threading.Thread(target=spare.move_in, name="spare-cgroup", daemon=True)
             spare.mover.start()
-        self.spare = spare
+        self.pool.append(spare)
+        return 0.0 if len(self.pool) < SPARES else None
 
     def reserve(self, job: Job) -> Seen | None:
-        """The spare's identity for the job, with its confinement (its cgroup then holds the job's limits), before
-        the job's RUNNING state is written; None: none ready (or its cgroup failed it: the job starts cold)."""
-        spare, self.spare = self.spare, None
-        if spare is None:
-            return None
+        """A spare's identity for the job, with its confinement (its cgroup then holds the job's limits), before
+        the job's RUNNING state is written; None: none ready (or their cgroups failed it: the job starts cold)."""
+        while self.pool:
+            spare = self.pool.pop(0)
+            if self._takes(job, spare):
+                self.reserved[job.sid] = spare
+                return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time,
+                            isolation=spare.confined.note if spare.confined is not None else None,
+                            cgroup=spare.cgroup.name if spare.cgroup is not None else None)
+            spare.let_go()
+        return None
+
+    def _takes(self, job: Job, spare: Spare) -> bool:
+        """Whether the spare still waits (not killed meanwhile) and its cgroup took the job's limits."""
         try:
             gone = os.waitpid(spare.handle.pid, os.WNOHANG)[0] != 0
         except ChildProcessError:
             gone = True
-        gone = not spare.ready() or gone
-        note = None
-        if not gone and self.isolation is not None:
+        if not spare.ready() or gone:
+            return False
+        if self.isolation is not None:
             try:
                 spare.confined = self.isolation.confine(job, spare.cgroup, spare.oom_score_adj)
             except cgroups.CgroupError as e:
                 log.warning("spare_cgroup_refused", service_id=job.sid, problem=str(e))
-                gone = True
-            else:
-                note = spare.confined.note
-        if gone:
-            spare.let_go()
-            return None
-        self.reserved[job.sid] = spare
-        return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time, isolation=note,
-                    cgroup=spare.cgroup.name if spare.cgroup is not None else None)
+                return False
+        return True
 
     def release(self, job: Job) -> None:
         """A reserved spare that will not get its job: it exits on end of file."""
@@ -185,9 +204,9 @@ class LocalExecutor(Executor):
             spare.let_go()
 
     def close(self) -> None:
-        if self.spare is not None:
-            self.spare.let_go()
-            self.spare = None
+        for spare in self.pool:
+            spare.let_go()
+        self.pool.clear()
 
     # -- the executor --------------------------------------------------------
     def start(self, job: Job, argv: list[str], env: dict[str, str]) -> Seen:
@@ -197,7 +216,7 @@ class LocalExecutor(Executor):
             confined = self.isolation.confine(job)
         if confined is not None and confined.cgroup is not None:
             self.cgroups[job.sid] = confined.cgroup
-        options = confined.options if confined is not None else []
+        options = (confined.options if confined is not None else []) + [f"done_fd={DONE_FD}"]
         try:
             seen = self._hand_over(job, spare, argv, env, options) if spare is not None else \
                 self._spawn(job, argv, env, options)
@@ -215,14 +234,15 @@ class LocalExecutor(Executor):
                 view = view[os.write(spare.fd, view):]
         finally:
             os.close(spare.fd)
+        self.handed_at = time.monotonic()
         self.handles[job.sid] = spare.handle
         return Seen(pid=spare.handle.pid, create_time=spare.handle.create_time)
 
     def _spawn(self, job: Job, argv: list[str], env: dict[str, str], options: list[str]) -> Seen:
         """A shim started cold (no spare ready); the program enters its cgroup before exec."""
         quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-        pid = os.posix_spawn(sys.executable, shim_argv(job, argv, options), env, setsid=True, file_actions=quiet,
-                             setsigdef=_SIGDEF)
+        pid = os.posix_spawn(sys.executable, shim_argv(job, argv, options), env, setsid=True,
+                             file_actions=quiet + [(os.POSIX_SPAWN_DUP2, self.done_w, DONE_FD)], setsigdef=_SIGDEF)
         try:
             create_time = psutil.Process(pid).create_time()
         except psutil.NoSuchProcess:  # already gone: its exit file (or the lack of one) tells
@@ -264,10 +284,26 @@ class LocalExecutor(Executor):
             time.sleep(0.01)
         return True
 
+    def woken(self) -> None:
+        """Take the pids of the shims that said their exit record is in place."""
+        try:
+            while data := os.read(self.wake_fd, 65536):
+                self.said_done.update(int(p) for p in data.split() if p.isdigit())
+        except BlockingIOError:
+            pass
+
     def ended(self, jobs: list[Job], full: bool) -> list[tuple[Job, ExitRecord | None]]:
+        said, self.said_done = self.said_done, set()
         reaped = set(self._reap())
-        if self.spare is not None and self.spare.handle.pid in reaped:
-            self.close()  # the spare died (killed): prepare() starts another
+        for job in jobs:
+            h = self.handles.get(job.sid)
+            if h is not None and h.own_child and h.pid in said and h.pid not in reaped:
+                reaped.add(h.pid)  # its record is in place: as good as ended
+                if job.sid in self.cgroups:  # reaped first, so the cgroup's kill (forget) finds only what the
+                    self._wait(h.pid)        # program left; its own end (~0.5 ms) overlapped our wake-up
+        for spare in [sp for sp in self.pool if sp.handle.pid in reaped]:
+            self.pool.remove(spare)  # it died (killed): prepare() starts another
+            spare.let_go()
         done = []
         for job in jobs:
             h = self.handles.get(job.sid)
@@ -377,6 +413,14 @@ class LocalExecutor(Executor):
     def _alive(h: Handle) -> bool:
         """True if this exact process (not a reused pid) still runs and is not a zombie."""
         return identity.alive(h.pid, h.create_time)
+
+    @staticmethod
+    def _wait(pid: int) -> None:
+        """Reap a child that is ending (it said so: os._exit is all it has left to do)."""
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
     @staticmethod
     def _reap() -> list[int]:

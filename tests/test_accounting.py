@@ -195,6 +195,43 @@ def test_the_runs_attempts_are_backfilled_once(tmp_path):
     assert [] == accounting.Reader(r.spool).records()  # the marker: not read from the runs again
 
 
+def test_the_final_state_is_visible_before_the_ledger_fsync_and_after_the_write(tmp_path):
+    """The exit path: the record is written before the state that ends the attempt, fsynced only at the pass's
+    end, once that state is visible (the fsync is not between an exit and COMPLETED)."""
+    r = Rules(tmp_path, MAX_PARALLEL_JOBS="2")
+    r.submit("j-1")
+    r.step()
+    at_sync = []  # at the ledger's fsync: the state on disk, and what a reader finds in the ledger
+    sync = r.sup.ledger.sync
+
+    def look_then_sync():
+        at_sync.append((r.state("j-1")["state"], [(x.sid, x.cpu_s) for x in accounting.Reader(r.spool).records()]))
+        sync()
+    r.sup.ledger.sync = look_then_sync
+    ended(r, "j-1", 2.0)
+    assert [("SUCCEEDED", [("j-1", 2.0)])] == at_sync
+    assert {} == r.sup.ledger.unsynced
+
+
+def test_a_record_a_power_cut_took_is_appended_again_at_start_up(tmp_path):
+    """The final state survived, the ledger's unsynced tail did not: the next start appends what ended since the
+    newest record and is missing, once; what ended long before that newest record is not looked at again."""
+    r = Rules(tmp_path, MAX_PARALLEL_JOBS="3")
+    r.submit("old-1", "j-1", "j-2")
+    r.step()
+    ended(r, "old-1", 1.0)
+    r.now += 2 * accounting.CLOCK_MARGIN_S
+    ended(r, "j-1", 2.0)
+    ended(r, "j-2", 3.0)
+    path = r.spool.root / "accounting" / "2027-01.log"
+    old, j1, j2 = frames(path)
+    path.write_bytes(accounting.frame(j1))  # old-1's record lost long ago (an operator), j-2's by the cut
+    r.new_supervisor().recover(r.now + 5)
+    assert [("j-1", 2.0), ("j-2", 3.0)] == [(x.sid, x.cpu_s) for x in frames(path)]
+    r.new_supervisor().recover(r.now + 10)
+    assert 2 == len(frames(path))
+
+
 def test_records_of_a_run_are_its_ended_attempts_with_usage():
     """What a backfill copies: history's attempts that have a usage record, queued time from the queue wait."""
     u = Usage(cpu_user_s=1.0, cpu_system_s=1.0, queue_wait_s=5.0)
@@ -219,17 +256,22 @@ sys.exit(main())
 """
 
 
+def killed_while_it_ends(s: Stack, script: str, sid: str):
+    """Run a supervisor that kills itself (script) while a short waiter, sid, ends; the ledger's directory."""
+    m = Managed([sys.executable, "-c", script], s.tmp / "dying.log", {"ENV_FILE": str(s.env)})
+    s.submit(sid, secondsToWait=1)
+    wait_for(lambda: not m.alive(), 30, what="the supervisor's death")
+    assert -signal.SIGKILL == m.stop()
+    return s.spool.root / "accounting"
+
+
 def test_supervisor_killed_between_append_and_save_counts_the_attempt_once(tmp_path):
     """kill -9 right after the ledger append: state.json still says RUNNING; the next supervisor finishes the
     attempt and appends it again; the ledger's readers and `jobctl usage` count it once."""
     s = Stack(tmp_path)
     try:
-        m = Managed([sys.executable, "-c", DIE_AFTER_APPEND], tmp_path / "dying.log", {"ENV_FILE": str(s.env)})
-        s.submit("crash-1", secondsToWait=1)
-        wait_for(lambda: not m.alive(), 30, what="the supervisor's death after its append")
-        assert -signal.SIGKILL == m.stop()
+        month = killed_while_it_ends(s, DIE_AFTER_APPEND, "crash-1")
         assert "RUNNING" == s.state("crash-1")["state"]
-        month = s.spool.root / "accounting"
         assert ["crash-1"] == [x.sid for p in month.glob("*.log") for x in frames(p)]
         s.start()
         done = s.wait_state("crash-1", "SUCCEEDED")
@@ -238,6 +280,35 @@ def test_supervisor_killed_between_append_and_save_counts_the_attempt_once(tmp_p
         first, again = [x for p in month.glob("*.log") for x in frames(p)]
         assert first.finished_at < again.finished_at
         assert [again] == accounting.Reader(s.spool).records()
+    finally:
+        s.stop()
+        kill_leftovers(tmp_path)
+
+
+DIE_BEFORE_SYNC = """
+import os, signal, sys
+from jobs import accounting
+real = accounting.Ledger.sync
+def die_first(self):
+    if self.unsynced:  # an attempt's record: after the final state.json save, before the ledger's fsync
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self)
+accounting.Ledger.sync = die_first
+from supervisor.daemon import main
+sys.exit(main())
+"""
+
+
+def test_supervisor_killed_before_the_ledger_fsync_keeps_the_record_once(tmp_path):
+    """kill -9 once the final state is visible and before the ledger's fsync: the record written before that
+    state is there (the page cache keeps it), and the next supervisor does not append it again."""
+    s = Stack(tmp_path)
+    try:
+        month = killed_while_it_ends(s, DIE_BEFORE_SYNC, "cut-1")
+        assert "SUCCEEDED" == s.state("cut-1")["state"]
+        assert ["cut-1"] == [x.sid for p in month.glob("*.log") for x in frames(p)]
+        s.start()  # ready once it has recovered
+        assert ["cut-1"] == [x.sid for p in month.glob("*.log") for x in frames(p)]
     finally:
         s.stop()
         kill_leftovers(tmp_path)

@@ -149,13 +149,17 @@ def test_a_cgroup_that_cannot_be_entered_stops_the_start(tmp_path):
         run(["/bin/true"], confine.Plan(cgroup_procs=[str(tmp_path / "gone" / "cgroup.procs")]), tmp_path)
 
 
-def test_the_program_gets_the_oom_score_adj_the_shim_gives_back(tmp_path, python):
-    """A spare shim in the attempt's cgroup keeps itself from the OOM killer; its program must not inherit that."""
+@pytest.mark.parametrize("privs", ["no_new_privs=1", "no_new_privs=0"])  # fork's path, posix_spawn's
+def test_the_program_gets_the_oom_score_adj_the_shim_gives_back(tmp_path, python, privs):
+    """A spare shim in the attempt's cgroup keeps itself from the OOM killer; its program must not inherit that,
+    and the shim keeps its own."""
     mine = int(Path("/proc/self/oom_score_adj").read_text())
     back = min(mine + 100, 1000)  # raising it needs no privilege: a test that cannot pass by doing nothing
-    plan = confine.Plan.from_fields([f"oom_score_adj={back}"])  # as the shim gets it in the job message
+    plan = confine.Plan.from_fields([f"oom_score_adj={back}", privs])  # as the shim gets it in the job message
     code, out = run([python, "-S", "-c", "print(open('/proc/self/oom_score_adj').read().strip())"], plan, tmp_path)
     assert (code, out) == (0, f"{back}\n")
+    if os.geteuid() == 0:  # lowering it back takes CAP_SYS_RESOURCE, as the spare shim's supervisor had
+        assert mine == int(Path("/proc/self/oom_score_adj").read_text())
 
 
 def test_only_the_three_given_fds_reach_the_program(tmp_path, python):
@@ -168,6 +172,28 @@ def test_only_the_three_given_fds_reach_the_program(tmp_path, python):
     finally:
         os.close(leak)
     assert (code, out) == (0, "['0', '1', '2', '3']\n")  # 3: the listdir itself
+
+
+def test_a_plan_without_steps_in_the_child_is_spawned_alike(tmp_path, python):
+    """posix_spawn's path (nothing to do between fork and exec): the same working directory, umask, core limit
+    and descriptors as the fork's, and the spawning process keeps its own directory and umask."""
+    leak = os.open(tmp_path, os.O_RDONLY)
+    os.set_inheritable(leak, True)
+    work = tmp_path / "work"
+    work.mkdir()
+    cwd, umask = os.getcwd(), os.umask(0o022)
+    try:
+        code, out = run([python, "-S", "-c", "import os, resource; print(os.getcwd(), oct(os.umask(0)), "
+                         "resource.getrlimit(resource.RLIMIT_CORE), sorted(os.listdir('/proc/self/fd')))"],
+                        confine.Plan(workdir=str(work), no_new_privs=False), tmp_path)
+        assert (cwd, 0o022) == (os.getcwd(), os.umask(0o022))
+    finally:
+        os.close(leak)
+        os.umask(umask)
+    assert (code, out) == (0, f"{work} 0o27 (0, 0) ['0', '1', '2', '3']\n")
+    with pytest.raises(confine.SpawnError) as e:
+        run(["/no/such/program"], confine.Plan(no_new_privs=False), tmp_path)
+    assert (str(e.value), e.value.errno) == ("cannot start /no/such/program: No such file or directory", 2)
 
 
 def test_the_plan_travels_as_fields():

@@ -99,6 +99,23 @@ def test_jobs_survive_supervisor_kill(stack):
     assert done["attempt"] == 1 and done["exit_code"] == 0
 
 
+def test_an_exit_record_whose_rename_a_power_cut_took_is_taken_from_its_reserved_name(stack):
+    """The shim fsyncs its exit record and the record's reserved name, not the rename to exit.json: after a
+    power cut that took the rename, the next daemon puts the filled record in place (not "vanished")."""
+    stack.start()
+    stack.submit("cut-1", "exit_with", seconds=1, code=3)
+    a = stack.attempt_dir("cut-1")
+    wait_for(lambda: (a / "stdout.log").exists(), 10, what="cut-1's shim at work")  # it got its job
+    shim = psutil.Process(stack.state("cut-1")["pid"])
+    stack.daemon.stop(signal.SIGKILL)
+    wait_for(lambda: not shim.is_running() or shim.status() == psutil.STATUS_ZOMBIE, 10, what="the shim's end")
+    os.rename(a / "exit.json", a / ".exit.json.tmp")  # the rename the cut took
+    stack.start()
+    failed = stack.wait_state("cut-1", "FAILED")
+    assert (3, "exit code 3") == (failed["exit_code"], failed["reason"])
+    assert 3 == json.loads((a / "exit.json").read_text())["exit_code"]
+
+
 def test_job_is_adopted_when_its_recorded_start_is_a_second_off(stack):
     """psutil's create time moves with /proc/stat's boot time (whole seconds, shifted by clock steps):
     a live job recorded a second off is still the same job for the next daemon, not a vanished one."""

@@ -16,7 +16,7 @@ from ..stack import Env
 from ..system import MS, Bench, log
 
 
-def _read_float(path: Path, timeout: float = 30.0) -> float:
+def read_float(path: Path, timeout: float = 30.0) -> float:
     def ready():
         try:
             text = path.read_text()
@@ -40,7 +40,7 @@ def drop_spec(spool: Spool, spec: JobSpec, durable: bool = True) -> float:
 def spool_to_first_line(b: Bench, sid: str, env: Env | None = None) -> tuple[float, float, float]:
     """Drop a stamp job (holdMs 0) into incoming/: when it was dropped, its first line ran, and it was SUCCEEDED."""
     t0 = drop_spec(Spool((env or b.env).spool), JobSpec(sid, "stamp", {"holdMs": 0}))
-    first = _read_float(b.attempt_file(sid, "first.txt", env))
+    first = read_float(b.attempt_file(sid, "first.txt", env))
     wait_for(lambda: (s := b.state(sid, env)) and s["state"] == "SUCCEEDED", 30, 0.002, f"{sid} SUCCEEDED")
     return t0, first, time.time() - t0
 
