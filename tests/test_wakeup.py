@@ -8,7 +8,7 @@ import pytest
 
 from supervisor.wakeup import Watch
 
-pytestmark = pytest.mark.fast
+# not in the fast tier: inotify_simple's first descriptor finds libc with ctypes.util.find_library, which runs ldconfig
 
 
 def readable(w: Watch, timeout: float = 1.0) -> bool:
