@@ -21,8 +21,6 @@ from jobs.states import JobState
 
 from . import jobview
 from .auth import Authenticator, ExtraParameters, Identity
-from .hintwriter import HintWriter
-from .inline import running_on_loop
 from .readcache import ReadCache
 from .errors import (FacadeError, InvalidRequest, JobFailed, JobNotActive, ServiceUnavailable,
                      TokenValidationFailed, WrongProject)
@@ -58,7 +56,6 @@ class Operations:
         self.sleep = sleep
         self.specs = jobview.SpecCache()
         self.reads = ReadCache()  # the run files a poll reads, reused while unchanged
-        self.hints = HintWriter(spool)  # facade.json: from the loop, written by a thread
         self._views: dict[str, tuple] = {}  # jobview.running_view's memo: an unchanged job's page built once
         self._digests: dict[str, tuple] = {}  # serviceID -> (its last view, that view's digest)
         self._read_queue = lambda _path: tuple(spool.read_queue())  # one object: ReadCache keys on the reader
@@ -119,8 +116,7 @@ class Operations:
         rest = jobview.placeholders(d)
         if record and run is not None:
             digest = self._digest(sid, view)
-            pending = self.hints.pending(files)  # this worker's own record, not written yet
-            sent = jobview.SentPages.read(files, self.reads) if pending is None else jobview.SentPages.parse(pending)
+            sent = jobview.SentPages.read(files, self.reads)
             if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
                     log.info("job_failed_fault", state=view.state, reason=view.detail)
@@ -129,11 +125,7 @@ class Operations:
                 return (UNCHANGED,) + rest
             now = self.clock()
             page = encode(render(view, now))
-            record = sent.record(poller, digest, now)
-            if running_on_loop():
-                self.hints.later(files, record)
-            else:
-                self.hints.now(files, record)
+            jobview.remember_page(self.spool, files, sent.record(poller, digest, now))
             return (page,) + rest
         return (encode(render(view, self.clock())),) + rest
 

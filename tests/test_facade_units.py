@@ -27,6 +27,7 @@ from facade.operations import COMPLETED, UNCHANGED, Operations
 from harness import ROOT
 from jobs.authclient import AuthManagerClient, AuthUnavailable
 from jobs.definitions import load_definitions
+from jobs.wait import wait_for
 from jobs.errors import ConfigError
 from jobs.progress import read_percent
 from jobs.runstate import RunState
@@ -120,12 +121,34 @@ def test_valid_tokens_are_cached_for_auth_cache_seconds():
     auth, calls, clock = make_auth({"t": ("alice", "demo")})
     assert Identity("alice", "demo") == auth.identify("t", AUTH)
     assert ["validateSessionToken", "getProject", "getUsername"] == calls
-    clock.now += 29
+    clock.now += 20  # not yet in the last quarter (see the next test)
     auth.identify("t", AUTH)
     assert 3 == len(calls)
-    clock.now += 2
+    clock.now += 11
     auth.identify("t", AUTH)
     assert 6 == len(calls)
+
+
+def test_a_token_in_use_is_validated_again_in_the_background_before_it_runs_out():
+    """In the last quarter of its cached validation a poll answers from the cache and the refresh thread asks
+    the manager once; the poll after the old expiry asks nobody. A token refused meanwhile is dropped at once."""
+    tokens = {"t": ("alice", "demo")}
+    auth, calls, clock = make_auth(tokens)
+    auth.identify("t", AUTH)
+    clock.now += 25
+    for _ in range(5):  # many polls in the window: one refresh
+        assert Identity("alice", "demo") == auth.identify("t", AUTH)
+    wait_for(lambda: len(calls) == 6 and not auth._refreshing, 5, 0.01, "the background refresh")
+    assert 6 == len(calls)
+    clock.now += 10  # 35 s after the first validation, 10 after the refresh
+    assert Identity("alice", "demo") == auth.identify("t", AUTH)
+    assert 6 == len(calls)
+    del tokens["t"]  # revoked
+    clock.now += 15  # in the last quarter of the refreshed validation: refreshed, refused, dropped
+    auth.identify("t", AUTH)
+    wait_for(lambda: len(calls) == 7 and not auth._refreshing, 5, 0.01, "the background refresh")
+    with pytest.raises(TokenValidationFailed):
+        auth.identify("t", AUTH)
 
 
 def test_cache_is_per_token_and_auth_url():
