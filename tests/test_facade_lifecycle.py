@@ -212,6 +212,14 @@ def test_abort_of_ended_and_aborted_jobs(soap, stack, tokens):  # noqa: F811
     assert [] == waiter_programs(killed)
 
 
+def text_of(log) -> str:
+    """A job's log as far as it is written; nothing yet while RUNNING is saved before the shim opens it."""
+    try:
+        return log.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def test_notify_reaches_the_programs_stdout(soap, stack, tokens):  # noqa: F811
     """A message passed with notifyService is read by the running program and shows in its stdout.log."""
     sid = new_sid("notify")
@@ -233,14 +241,6 @@ def test_notify_after_the_end_is_a_fault(kind, soap, stack, tokens):  # noqa: F8
     f = soap.fault(kind, "notifyService", sid, tokens["alice"], "too late")
     assert "JobNotActive" in f.code
     assert f"job {sid} has already ended (SUCCEEDED)" in f.message
-
-
-def text_of(log) -> str:
-    """A job's log as far as it is written; nothing yet while RUNNING is saved before the shim opens it."""
-    try:
-        return log.read_text()
-    except FileNotFoundError:
-        return ""
 
 
 def test_unchanged_between_unchanged_polls(stack, tokens):  # noqa: F811
