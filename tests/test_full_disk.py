@@ -60,7 +60,10 @@ def small(tmp_path, devauth):  # noqa: F811
             stack.stop()
         for p in psutil.process_iter(["cwd"]):  # programs left by a failed test run in their run directory
             if (p.info["cwd"] or "").startswith(str(spool)):
-                p.kill()
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass  # it ended meanwhile
         while subprocess.run(["umount", str(spool)], capture_output=True).returncode == 0:
             pass  # the read-only bind mount (if any), then the tmpfs
         if os.path.ismount(spool):
