@@ -13,7 +13,9 @@ AUTH_CACHE_SECONDS, which keeps the polling hot path off the network. A token
 still in use in the last quarter of that time is validated again by a
 background thread (`_refresh_soon`), so its polls never wait for the manager:
 before, every poll that came after the expiry asked the manager itself, and
-S1's p99 was those herds.
+S1's p99 was those herds. A token not in the cache (new, or idle longer than
+AUTH_CACHE_SECONDS) is asked about once for all the polls that miss it at the
+same time (`_validate`): the others wait for that answer.
 
 Only the authentication managers in AUTH_MANAGERS are ever asked: the URL
 comes from the caller, and whoever names their own manager could vouch for
@@ -23,6 +25,7 @@ what it answered; that goes to the log.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 import threading
@@ -46,6 +49,7 @@ MAX_TOKEN = 4096
 MAX_CACHED_TOKENS = 10000
 REFRESH_AHEAD = 0.25  # a token in use in the last quarter of its cached validation is validated again, in the background
 MAX_CACHED_CLIENTS = 32
+FOLLOW_FACTOR = 4  # a request waits this many AUTH_TIMEOUTs for another's validation of its token (three calls)
 MAX_CACHED_VERDICTS = 256  # allow-list verdicts by URL: a poll's auth URL is one of a few, every time
 _OWNER_MAX = 256
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -206,6 +210,16 @@ class Identity:
     project: str | None
 
 
+class _Flight:
+    """One validation of a token under way, and its outcome for every request that waits for it."""
+    __slots__ = ("done", "ident", "error")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.ident: Identity | None = None
+        self.error: BaseException | None = None
+
+
 class Authenticator:
     """Validates tokens, with the per-worker caches described in the module docstring."""
 
@@ -223,6 +237,7 @@ class Authenticator:
         self._refreshing: dict[tuple[str, str], None] = {}  # tokens to validate again, in order (under _lock)
         self._refresh_wake = threading.Condition(self._lock)
         self._refresher_pid: int | None = None  # the process whose refresh thread runs
+        self._flights: dict[tuple[str, str], _Flight] = {}  # validations under way for a cache miss (under _lock)
 
     def identify(self, token: object, auth_url: str | None) -> Identity:
         """The token's owner, or InvalidRequest (URL not allowed) / TokenValidationFailed / AuthManagerUnavailable.
@@ -241,13 +256,43 @@ class Authenticator:
                 self._refresh_soon(key, now)
             return hit[1]
         must_not_wait("the authentication manager must validate the token")
-        try:
-            ident = self._ask(self._client(auth_url), token)
-        except AuthUnavailable as e:
-            raise AuthManagerUnavailable(f"authentication manager unavailable: {_clip(e.url)} {e.why} ({e.step}); "
-                                         "the details are in the service's log") from None
-        self._remember(key, now, ident)
-        return ident
+        return self._validate(key, now)
+
+    def _validate(self, key: tuple[str, str], now: float) -> Identity:
+        """Ask the manager about a token the cache does not hold, once for all the polls that miss it together.
+
+        The first asks; the others (pool threads) wait for its answer or its
+        error. Before, each asked: after an idle spell of a shared token, S1's
+        first seconds were 250 polls over 100 ms behind a herd of suds calls.
+        """
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        if leader:
+            try:
+                flight.ident = self._ask(self._client(key[1]), key[0])
+                self._remember(key, now, flight.ident)
+            except AuthUnavailable as e:
+                flight.error = AuthManagerUnavailable(
+                    f"authentication manager unavailable: {_clip(e.url)} {e.why} ({e.step}); "
+                    "the details are in the service's log")
+            except Exception as e:  # noqa: BLE001 - handed to the followers, raised again below
+                flight.error = e
+            finally:
+                with self._lock:
+                    del self._flights[key]
+                flight.done.set()
+        elif not flight.done.wait(FOLLOW_FACTOR * self.timeout):
+            raise AuthManagerUnavailable("authentication manager unavailable: another request's validation of "
+                                         f"this token did not end in {FOLLOW_FACTOR * self.timeout:g} s")
+        if flight.error is not None:
+            raise (flight.error if leader else copy.copy(flight.error)) from None
+        if flight.ident is None:  # the asking request was interrupted (its own exception went its way)
+            raise AuthManagerUnavailable("authentication manager unavailable: the validation of this token "
+                                         "was interrupted")
+        return flight.ident
 
     def _remember(self, key: tuple[str, str], now: float, ident: Identity) -> None:
         if self.cache_seconds > 0:

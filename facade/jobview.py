@@ -256,15 +256,6 @@ class SentPages:
         The SentPages may be shared with other polls (the cache): never change it."""
         return _read_sent(files.facade_hint) if cache is None else cache.read(files.facade_hint, _read_sent)
 
-    @classmethod
-    def parse(cls, data: bytes) -> SentPages:
-        """A record's entries (unchecked); none when it is odd or from an older façade."""
-        try:
-            sent = _decode_json(data).get("sent")
-        except (msgspec.DecodeError, AttributeError):
-            return cls()
-        return cls(sent[: cls.MAX_POLLERS] if isinstance(sent, list) else None)
-
     def last(self, poller_id: str) -> str | None:
         """The digest of the last page sent to this poller, if facade.json remembers one (checked only here:
         the poll path reads this file on every poll)."""
@@ -289,9 +280,10 @@ class SentPages:
 def _read_sent(path: str) -> SentPages:
     try:
         with open_regular(path) as f:
-            return SentPages.parse(f.read(SentPages.HINT_BYTES))
-    except (FileNotFoundError, NotRegularFile):
-        return SentPages()
+            sent = _decode_json(f.read(SentPages.HINT_BYTES)).get("sent")
+    except (FileNotFoundError, NotRegularFile, msgspec.DecodeError, AttributeError):
+        return SentPages()  # missing, odd or from an older façade: every page is sent whole
+    return SentPages(sent[:SentPages.MAX_POLLERS] if isinstance(sent, list) else None)
 
 
 def _sent_entry(entry: object) -> bool:

@@ -57,7 +57,6 @@ class Operations:
         self.specs = jobview.SpecCache()
         self.reads = ReadCache()  # the run files a poll reads, reused while unchanged
         self._views: dict[str, tuple] = {}  # jobview.running_view's memo: an unchanged job's page built once
-        self._digests: dict[str, tuple] = {}  # serviceID -> (its last view, that view's digest)
         self._read_queue = lambda _path: tuple(spool.read_queue())  # one object: ReadCache keys on the reader
         self._files: dict[str, RunFiles] = {}  # serviceID -> its RunFiles: a poll's ~14 path joins done once
 
@@ -115,7 +114,7 @@ class Operations:
             view = jobview.ended_view(files, d, run, self.reads)
         rest = jobview.placeholders(d)
         if record and run is not None:
-            digest = self._digest(sid, view)
+            digest = view.digest()
             sent = jobview.SentPages.read(files, self.reads)
             if sent.last(poller) == digest:
                 if view.state in ("failed", "aborted"):
@@ -132,17 +131,6 @@ class Operations:
     def _queue(self) -> tuple[str, ...]:
         """queue.json's list, parsed again only when the file changed (it may hold 10,000s of serviceIDs)."""
         return self.reads.read(self.spool.queue_file, self._read_queue)
-
-    def _digest(self, sid: str, view) -> str:
-        """view.digest(), computed once for a view running_view hands back to several polls."""
-        known = self._digests.get(sid)
-        if known is not None and known[0] is view:
-            return known[1]
-        digest = view.digest()
-        if len(self._digests) >= jobview.MAX_VIEWS and sid not in self._digests:
-            self._digests = {}
-        self._digests[sid] = (view, digest)
-        return digest
 
     # -- abortService ---------------------------------------------------------
     def abort(self, d: Definition, service_id: object, token: object) -> bool:

@@ -67,9 +67,14 @@ class PageView:
             raise ValueError(f"unknown page state {self.state!r}")
 
     def digest(self) -> str:
-        """A hash of the content; equal digests mean the user would see the same page."""
-        raw = repr(_CONTENT(self)).encode("utf-8", "surrogatepass")
-        return hashlib.sha256(raw).hexdigest()[:32]
+        """A hash of the content; equal digests mean the user would see the same page.
+
+        Kept on the view once computed: the façade hands one view of an unchanged job to many polls."""
+        known = self.__dict__.get("_digest")
+        if known is None:
+            raw = repr(_CONTENT(self)).encode("utf-8", "surrogatepass")
+            known = self.__dict__["_digest"] = hashlib.sha256(raw).hexdigest()[:32]
+        return known
 
 
 _CONTENT = attrgetter(*(f.name for f in fields(PageView)))  # every field, in order, as one tuple

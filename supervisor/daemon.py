@@ -598,7 +598,7 @@ class Supervisor:
         rs.move(JobState.RUNNING, "running", now)
         rs.started_at, rs.not_before, rs.pid, rs.create_time, rs.executor_id = now, None, None, None, None
         rs.cgroup = None
-        files, attempt = job.files, job.attempt
+        attempt = job.attempt
         argv = d.render_argv(job.spec.inputs, sid, rs.attempt)
         env = {**os.environ, **d.env, "JOB_SERVICE_ID": sid, "JOB_RUN_DIR": ".",
                "JOB_ATTEMPT_DIR": ".", "JOB_ATTEMPT": str(rs.attempt),

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import threading
 import time
 import types
 from pathlib import Path
@@ -20,8 +21,8 @@ import suds
 
 from facade import jobview
 from facade.auth import Authenticator, AuthManagers, ExtraParameters, Identity, parse_extra_parameters
-from facade.errors import (AuthManagerUnavailable, InvalidRequest, JobFailed, JobNotActive, TokenValidationFailed,
-                           UnknownServiceID, WrongProject)
+from facade.errors import (AuthManagerUnavailable, FacadeError, InvalidRequest, JobFailed, JobNotActive,
+                           TokenValidationFailed, UnknownServiceID, WrongProject)
 from facade.guard import RequestGuard
 from facade.operations import COMPLETED, UNCHANGED, Operations
 from harness import ROOT
@@ -149,6 +150,72 @@ def test_a_token_in_use_is_validated_again_in_the_background_before_it_runs_out(
     wait_for(lambda: len(calls) == 7 and not auth._refreshing, 5, 0.01, "the background refresh")
     with pytest.raises(TokenValidationFailed):
         auth.identify("t", AUTH)
+
+
+class GatedAuthClient(FakeAuthClient):
+    """A manager that answers only once `gate` is set; `entered` says a validation has begun."""
+
+    def __init__(self, tokens: dict, calls: list, gate: threading.Event, entered: threading.Event,
+                 outage: bool = False):
+        super().__init__(tokens, calls)
+        self.gate, self.entered, self.outage = gate, entered, outage
+
+    def validate_session_token(self, token):
+        self.entered.set()
+        self.gate.wait(10)
+        if self.outage:
+            raise OSError("connection reset")
+        return super().validate_session_token(token)
+
+
+def concurrent_misses(tokens: dict, outage: bool = False, timeout: float = 1, hold: float = 0.3):
+    """Five requests that miss the cache for one token together; what each got, and the manager's calls."""
+    calls, gate, entered = [], threading.Event(), threading.Event()
+    auth = Authenticator(ALLOWED, timeout=timeout, cache_seconds=30, clock=Clock(),
+                         client_factory=lambda url, t: GatedAuthClient(tokens, calls, gate, entered, outage))
+    results: list = []
+
+    def one():
+        try:
+            results.append(auth.identify("t", AUTH))
+        except FacadeError as e:
+            results.append(e)
+    threads = [threading.Thread(target=one) for _ in range(5)]
+    threads[0].start()
+    assert entered.wait(5)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(hold)  # the others reach the cache miss while the first one's validation is under way
+    gate.set()
+    for t in threads:
+        t.join(10)
+    return results, calls
+
+
+def test_requests_that_miss_the_cache_together_ask_the_manager_once():
+    """After a token's idle spell, the polls that arrive during its validation wait for it (no herd)."""
+    results, calls = concurrent_misses({"t": ("alice", "demo")})
+    assert [Identity("alice", "demo")] * 5 == results
+    assert ["validateSessionToken", "getProject", "getUsername"] == calls
+
+
+def test_a_refusal_or_an_outage_is_every_waiting_requests_answer():
+    """The one validation's refusal is each request's typed fault; so is an outage, in words."""
+    results, calls = concurrent_misses({})
+    assert ["validateSessionToken"] == calls
+    assert all(isinstance(r, TokenValidationFailed) and r.detail == {"reason": "the token is unknown or expired"}
+               for r in results), results
+    results, calls = concurrent_misses({"t": ("alice", "demo")}, outage=True)
+    assert 5 == len(results) and all(isinstance(r, AuthManagerUnavailable) for r in results), results
+    assert 1 == len({r.message for r in results}) and "unavailable: http://unused/auth?wsdl" in results[0].message
+
+
+def test_a_request_waits_for_another_validation_of_its_token_for_a_bounded_time():
+    """A manager slower than FOLLOW_FACTOR x AUTH_TIMEOUT: the waiting requests fail clearly, not hang."""
+    results, calls = concurrent_misses({"t": ("alice", "demo")}, timeout=0.05, hold=1.0)
+    waited = [r for r in results if isinstance(r, AuthManagerUnavailable)]
+    assert 4 == len(waited) and all("did not end in 0.2 s" in r.message for r in waited), results
+    assert Identity("alice", "demo") in results  # the one that asked got its answer
 
 
 def test_cache_is_per_token_and_auth_url():

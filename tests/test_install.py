@@ -9,7 +9,6 @@ devauth + supervisor + façade run from that venv in a directory with its own
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from jobs.spec import JobSpec
-from tests.harness import ROOT, Stack, kill_leftovers, processes_with_arg, wait_for, write_env
+from tests.harness import ROOT, Stack, kill_leftovers, wait_for, write_env
 
 PROGRAMS = ROOT / "tests" / "programs"
 

@@ -19,7 +19,7 @@ from jobs import config
 from jobs.definitions import load_definitions
 from jobs.spec import JobSpec
 from jobs.spool import Spool
-from jobs.states import TRANSITIONS, JobState
+from jobs.states import TRANSITIONS
 from supervisor.daemon import Supervisor
 from jobs.usage import Usage
 from supervisor.executor import Executor, ExitRecord, Seen
