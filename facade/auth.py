@@ -10,8 +10,9 @@ bounded time and end in a clear fault, never a hung worker.
 Caches are per worker process: one suds client per auth URL (loading a WSDL is
 the expensive part) and positive validations per (token, auth URL) for
 AUTH_CACHE_SECONDS, which keeps the polling hot path off the network. A token
-still in use in the last quarter of that time is validated again by a
-background thread (`_refresh_soon`), so its polls never wait for the manager:
+used in the last few minutes is validated again by a background thread in
+the last quarter of that time (`_refresh_soon`, `due`), so its polls never
+wait for the manager:
 before, every poll that came after the expiry asked the manager itself, and
 S1's p99 was those herds. A token not in the cache (new, or idle longer than
 AUTH_CACHE_SECONDS) is asked about once for all the polls that miss it at the
@@ -48,6 +49,8 @@ MAX_URL = 2048
 MAX_TOKEN = 4096
 MAX_CACHED_TOKENS = 10000
 REFRESH_AHEAD = 0.25  # a token in use in the last quarter of its cached validation is validated again, in the background
+KEEP_WARM_FACTOR = 4  # ... also while idle, for this many AUTH_CACHE_SECONDS after its last use (Authenticator.due)
+SWEEP_MAX_SECONDS = 1.0  # the refresh thread looks at the cache at least this often
 MAX_CACHED_CLIENTS = 32
 FOLLOW_FACTOR = 4  # a request waits this many AUTH_TIMEOUTs for another's validation of its token (three calls)
 MAX_CACHED_VERDICTS = 256  # allow-list verdicts by URL: a poll's auth URL is one of a few, every time
@@ -225,10 +228,12 @@ class Authenticator:
 
     def __init__(self, allowed: AuthManagers, timeout: float, cache_seconds: float,
                  clock: Callable[[], float] = time.monotonic,
-                 client_factory: Callable[[str, float], AuthManagerClient] = AuthManagerClient):
+                 client_factory: Callable[[str, float], AuthManagerClient] = AuthManagerClient,
+                 keep_warm_seconds: float | None = None):
         self.allowed = allowed
         self.timeout = timeout
         self.cache_seconds = cache_seconds
+        self.keep_warm_seconds = KEEP_WARM_FACTOR * cache_seconds if keep_warm_seconds is None else keep_warm_seconds
         self._clock = clock
         self._factory = client_factory
         self._clients: dict[str, AuthManagerClient] = {}
@@ -237,6 +242,7 @@ class Authenticator:
         self._refreshing: dict[tuple[str, str], None] = {}  # tokens to validate again, in order (under _lock)
         self._refresh_wake = threading.Condition(self._lock)
         self._refresher_pid: int | None = None  # the process whose refresh thread runs
+        self._used: dict[tuple[str, str], float] = {}  # when each cached token was last used (see `due`)
         self._flights: dict[tuple[str, str], _Flight] = {}  # validations under way for a cache miss (under _lock)
 
     def identify(self, token: object, auth_url: str | None) -> Identity:
@@ -252,6 +258,7 @@ class Authenticator:
         now = self._clock()
         hit = self._valid.get(key)
         if hit is not None and hit[0] > now:
+            self._used[key] = now
             if hit[0] - now < self.cache_seconds * REFRESH_AHEAD:
                 self._refresh_soon(key, now)
             return hit[1]
@@ -302,13 +309,14 @@ class Authenticator:
                     if len(self._valid) >= MAX_CACHED_TOKENS:
                         self._valid.clear()
                 self._valid[key] = (now + self.cache_seconds, ident)
+                self._used.setdefault(key, now)
+                self._start_refresher()
 
     def _refresh_soon(self, key: tuple[str, str], now: float) -> None:
         """Have the refresh thread validate a token in use again before its cached validation runs out.
 
         Without it, the polls that arrive after expiry all wait for the
-        manager, each asking it (three suds calls, milliseconds of the GIL
-        each), and the worker's event loop waits with them. An answer is
+        manager, and the worker's event loop waits with them. An answer is
         still used for at most AUTH_CACHE_SECONDS after the manager gave it,
         and a refusal drops the token at once. Never waits.
         """
@@ -317,16 +325,46 @@ class Authenticator:
             if key in self._refreshing or hit is None or hit[0] - now >= self.cache_seconds * REFRESH_AHEAD:
                 return  # under way, or just done
             self._refreshing[key] = None
-            if self._refresher_pid != os.getpid():  # the app is built before the workers fork
-                self._refresher_pid = os.getpid()
-                threading.Thread(target=self._refresh_loop, name="auth-refresh", daemon=True).start()
+            self._start_refresher()
             self._refresh_wake.notify()
+
+    def _start_refresher(self) -> None:
+        """The refresh thread of this process, started once (the app is built before the workers fork). Under _lock."""
+        if self._refresher_pid != os.getpid():
+            self._refresher_pid = os.getpid()
+            threading.Thread(target=self._refresh_loop, name="auth-refresh", daemon=True).start()
+
+    def due(self, now: float) -> tuple[list[tuple[str, str]], float]:
+        """The tokens to validate again now, and the seconds until the next one is due. Under _lock.
+
+        Those are the tokens used in the last KEEP_WARM_FACTOR x AUTH_CACHE_SECONDS
+        whose cached validation is in its last quarter, used or not since: a
+        token idle for a while (a workflow manager's pause, a login shared by
+        workflows that poll in turn) finds its validation fresh when its
+        polls come back, instead of 1,000 polls waiting for the manager at
+        once (S1's first seconds after an idle spell: 250 polls over 100 ms).
+        A token no longer used drops out of the cache as before.
+        """
+        keep, window = self.keep_warm_seconds, self.cache_seconds * REFRESH_AHEAD
+        due, wait = [], window
+        for key, used in list(self._used.items()):
+            hit = self._valid.get(key)
+            if hit is None or now - used > keep:
+                del self._used[key]
+            elif hit[0] - now < window:
+                due.append(key)
+            else:
+                wait = min(wait, hit[0] - window - now)
+        return due, wait
 
     def _refresh_loop(self) -> None:
         while True:
             with self._refresh_wake:
                 while not self._refreshing:
-                    self._refresh_wake.wait()
+                    due, wait = self.due(self._clock())
+                    self._refreshing.update(dict.fromkeys(due))
+                    if not self._refreshing:
+                        self._refresh_wake.wait(min(wait, SWEEP_MAX_SECONDS))
                 key = next(iter(self._refreshing))
             token, auth_url = key
             now = self._clock()
@@ -337,6 +375,8 @@ class Authenticator:
                     self._valid.pop(key, None)
             except Exception as e:  # noqa: BLE001 - an outage: the entry runs out and the next poll asks itself
                 log.warning("auth_refresh_failed", error=f"{type(e).__name__}: {_clip(str(e))}")
+                with self._lock:
+                    self._used.pop(key, None)  # not again before a poll uses it (no retry loop against an outage)
             finally:
                 with self._lock:
                     self._refreshing.pop(key, None)

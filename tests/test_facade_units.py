@@ -107,14 +107,17 @@ class Clock:
         return self.now
 
 
-def make_auth(tokens: dict, cache_seconds: float = 30, built: list | None = None):
+def make_auth(tokens: dict, cache_seconds: float = 30, built: list | None = None, keep_warm_seconds: float = 0):
+    """An Authenticator on a clock the test moves; by default it keeps no idle token warm (a test of that says so),
+    so that the refresh thread's sweeps, on real time, never change a count a test makes."""
     calls, clock = [], Clock()
     built = built if built is not None else []
 
     def factory(url, timeout):
         built.append(url)
         return FakeAuthClient(tokens, calls)
-    return Authenticator(ALLOWED, timeout=1, cache_seconds=cache_seconds, clock=clock, client_factory=factory), calls, clock
+    return Authenticator(ALLOWED, timeout=1, cache_seconds=cache_seconds, clock=clock, client_factory=factory,
+                         keep_warm_seconds=keep_warm_seconds), calls, clock
 
 
 def test_valid_tokens_are_cached_for_auth_cache_seconds():
@@ -148,6 +151,30 @@ def test_a_token_in_use_is_validated_again_in_the_background_before_it_runs_out(
     clock.now += 15  # in the last quarter of the refreshed validation: refreshed, refused, dropped
     auth.identify("t", AUTH)
     wait_for(lambda: len(calls) == 7 and not auth._refreshing, 5, 0.01, "the background refresh")
+    with pytest.raises(TokenValidationFailed):
+        auth.identify("t", AUTH)
+
+
+def test_a_token_used_recently_is_kept_validated_through_an_idle_spell():
+    """No poll for a while: the refresh thread still validates a recently used token in the last quarter of its
+    cached validation, until KEEP_WARM_FACTOR x AUTH_CACHE_SECONDS after its last use; then it runs out."""
+    tokens = {"t": ("alice", "demo")}
+    auth, calls, clock = make_auth(tokens, keep_warm_seconds=120)
+    auth.identify("t", AUTH)  # used at 1000, valid until 1030
+    clock.now += 20
+    with auth._lock:
+        assert ([], 2.5) == auth.due(clock.now)  # not in its last quarter yet: due in 2.5 s
+    for step in range(4):  # 1023, 1046, 1069, 1092 (last used at 1000): refreshed each time, no poll
+        clock.now += 3 if step == 0 else 23
+        wait_for(lambda: len(calls) == 3 * (step + 2) and not auth._refreshing, 5, 0.01, "the sweep's refresh")
+    clock.now += 30  # 1122: its validation of 1092 runs out at 1122, its last use was 122 s ago
+    time.sleep(1.5)  # a sweep or more (SWEEP_MAX_SECONDS)
+    assert 15 == len(calls) and not auth._used
+    auth.identify("t", AUTH)  # used again: asked at once, then kept warm again
+    assert 18 == len(calls)
+    del tokens["t"]  # revoked while idle: the next sweep's refusal drops it
+    clock.now += 23
+    wait_for(lambda: len(calls) == 19 and not auth._refreshing, 5, 0.01, "the sweep's refresh")
     with pytest.raises(TokenValidationFailed):
         auth.identify("t", AUTH)
 
