@@ -69,7 +69,8 @@ def s1_and_s6(b: Bench, idle: Sampler) -> None:
         mix = ", ".join(f"{k} {v}" for k, v in sorted(res.kinds.items()))
         b.report.notes.append(
             f"S1 N={n:,}: offered {offered:.0f} polls/s, ours answered {len(res.latencies)} ({mix}), "
-            f"{res.errors} errors; the tutorial answered {len(base.latencies)} of "
+            f"{res.errors} errors, p99 of each {plan.poll_seconds / plan.poll_windows:g} s window in order "
+            f"{' '.join(f'{w * MS:.1f}' for w in windows)} ms; the tutorial answered {len(base.latencies)} of "
             f"{len(base.latencies) + base.errors} in {base_seconds:g} s with {base.errors} errors; client CPU "
             f"{100 * res.client_share:.1f} % of a core; each poll on a new connection")
         if n == n_large:
