@@ -183,13 +183,24 @@ def check_regular(path: Path | str) -> None:
 
 
 def open_regular(path: Path | str) -> BinaryIO:
-    """Open a spool file to read it; every reader of the spool goes through here.
+    """Open a spool file to read it; every reader of the spool goes through here (or _open_fd, its descriptor).
 
     Anyone who can write to the spool could leave a symlink (we would read its
     target with our rights) or a FIFO (open() would block the reader forever),
     so a symlink is not followed, the open never blocks, and only a regular
     file is handed back; anything else raises NotRegularFile (a SpecError).
     """
+    fd, _ = _open_fd(path)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_fd(path: Path | str) -> tuple[int, os.stat_result]:
+    """open_regular's descriptor and its fstat, for the small reads that need no file object (a poll reads
+    four or five files: a buffered file object costs more than the read)."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as e:
@@ -197,13 +208,25 @@ def open_regular(path: Path | str) -> BinaryIO:
             raise
         raise _odd(path, _lmode(path)) from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _odd(path, mode)
-        return os.fdopen(fd, "rb")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _odd(path, st.st_mode)
     except BaseException:
         os.close(fd)
         raise
+    return fd, st
+
+
+def _read_at(fd: int, offset: int, size: int, cap: int) -> bytes:
+    """At most `cap` bytes from `offset`, in one pread when the file is `size` bytes as fstat said (a file that
+    grows meanwhile is read on until the cap; one that shrinks, up to its end)."""
+    data = os.pread(fd, min(cap, max(size - offset, 0) + 1), offset)
+    while len(data) < cap and len(data) > size - offset:  # grew since the fstat: read on
+        more = os.pread(fd, cap - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def open_regular_for_write(path: Path | str, flags: int, mode: int = 0o644) -> int:
@@ -230,8 +253,11 @@ def _lmode(path: Path | str) -> int | None:
 
 def read_bytes(path: Path | str, limit: int = MAX_JSON_BYTES) -> bytes:
     """A small spool file's bytes; SpecError if it is larger than limit or not a regular file."""
-    with open_regular(path) as f:
-        data = f.read(limit + 1)
+    fd, st = _open_fd(path)
+    try:
+        data = _read_at(fd, 0, st.st_size, limit + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise SpecError(f"{Path(path).name}: larger than {limit} bytes")
     return data
@@ -525,13 +551,14 @@ class Spool:
 def tail_lines(path: Path, n: int = 10, max_bytes: int = 8192) -> list[str]:
     """Last n lines of a log without reading the whole file."""
     try:
-        with open_regular(path) as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
+        fd, st = _open_fd(path)
     except (FileNotFoundError, NotRegularFile):
         return []
+    try:
+        size = st.st_size
+        data = _read_at(fd, max(0, size - max_bytes), size, max_bytes)
+    finally:
+        os.close(fd)
     lines = data.decode("utf-8", "replace").splitlines()
     if size > max_bytes and lines:
         lines = lines[1:]

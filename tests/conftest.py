@@ -59,6 +59,7 @@ FAST = {
     "test_index": ALL,
     "test_submit": ALL,
     "test_records": ALL,
+    "test_spool_reads": ALL,
     "test_config": ALL,
     "test_contract": AllBut("test_waiter_rejects_bad_arguments", "test_waiter_echoes_notifications_and_finishes"),
     "test_bench": Only("test_the_bench_has_no_import_circle", "test_the_bench_finds_run_files_through_runfiles",
