@@ -25,7 +25,7 @@ from jobs.reasons import describe, under_way
 from jobs.runfiles import RunFiles
 from jobs.runstate import RunState
 from jobs.spec import JobSpec
-from jobs.spool import NotRegularFile, Spool, open_regular, read_bytes, read_json, storage_refused, tail_lines
+from jobs.spool import Spool, read_bytes, read_json, storage_refused, tail_lines
 from jobs.outputs import outputs, read_output, xml_safe  # noqa: F401  (the façade reads them from here)
 from jobs.states import JobState
 from jobs.usage import Usage
@@ -279,10 +279,9 @@ class SentPages:
 
 def _read_sent(path: str) -> SentPages:
     try:
-        with open_regular(path) as f:
-            sent = _decode_json(f.read(SentPages.HINT_BYTES)).get("sent")
-    except (FileNotFoundError, NotRegularFile, msgspec.DecodeError, AttributeError):
-        return SentPages()  # missing, odd or from an older façade: every page is sent whole
+        sent = _decode_json(read_bytes(path, SentPages.HINT_BYTES)).get("sent")
+    except (FileNotFoundError, SpecError, msgspec.DecodeError, AttributeError):
+        return SentPages()  # missing, odd, too long or from an older façade: every page is sent whole
     return SentPages(sent[:SentPages.MAX_POLLERS] if isinstance(sent, list) else None)
 
 

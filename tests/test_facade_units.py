@@ -689,7 +689,7 @@ def test_the_hint_keeps_the_last_pollers_in_a_file_of_fixed_size(ops):
 
 
 @pytest.mark.parametrize("content", [b'{"page": "abc", "sent_at": 1.0}\n', b"[]", b'{"sent": [["x\\"", "y", 1]]}',
-                                     b'{"sent": 7}', b"\xff" * 10])
+                                     b'{"sent": 7}', b"\xff" * 10, b'{"sent": []}' + b" " * 2000])
 def test_an_odd_or_older_hint_means_the_page_is_sent(ops, content):
     """A facade.json from an older façade, or one that is not ours, costs one page, never an error."""
     claim(ops, "p-3", JobState.RUNNING, started_at=1_789_999_990.0)
