@@ -273,12 +273,17 @@ class DevAuth:
         return f"http://127.0.0.1:{self.port}{AUTH_PATH}?wsdl"
 
     def token(self, user: str) -> str:
+        """The user's session token (one login per user for the whole run)."""
         if user not in self._tokens:
-            from suds.cache import NoCache
-            from suds.client import Client
-            client = Client(self.wsdl, cache=NoCache(), timeout=30)
-            self._tokens[user] = str(client.service.getSessionToken(user, f"{user}-pw", PROJECT))
+            self._tokens[user] = self.login(user)
         return self._tokens[user]
+
+    def login(self, user: str) -> str:
+        """A new session token of the user: one more poller in the façade's eyes."""
+        from suds.cache import NoCache
+        from suds.client import Client
+        client = Client(self.wsdl, cache=NoCache(), timeout=30)
+        return str(client.service.getSessionToken(user, f"{user}-pw", PROJECT))
 
     def extra(self) -> str:
         """extraParameters as the workflow manager sends them."""

@@ -98,7 +98,8 @@ def _costs(b: Bench, ours: list[bytes], c: int, repeats: int, seconds: float) ->
     each poll is a page), and the floor. Fewer jobs for the pages: their 4,000 bodies stay in the fast path's
     cache of parsed bodies, as the 1,000 single-poller ones do."""
     jobs = b.fleet[:400]
-    rotating = [b.ours(LIGHT, soap.status_body(LIGHT[0], sid, b.token(t))) for t in range(10) for sid in jobs]
+    tokens = [b.auth.login(b.auth.users[0]) for _ in range(10)]
+    rotating = [b.ours(LIGHT, soap.status_body(LIGHT[0], sid, token)) for token in tokens for sid in jobs]
     programs = [p for p in b.stack.job_processes(str(b.directory / "main"))
                 if any("light.pl" in a for a in _cmdline(p))]
     log(f"S2 throughput: server CPU per poll, {len(programs)} programs stopped, {repeats} x {seconds:g} s each")
