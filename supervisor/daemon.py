@@ -865,7 +865,7 @@ class Daemon:
             self.sup.step(time.time())
             if draining and not any(j.rs.state in ACTIVE for j in self.sup.jobs.values()):
                 break
-            fds = [self.wake_r] + [w.fd for w in (self.watch,) if w is not None] + woken_by
+            fds = [self.wake_r] + ([self.watch.fd] if self.watch is not None else []) + woken_by
             wait = None
             if not draining and not select.select(fds, [], [], 0)[0]:
                 wait = self.sup.prepare()  # only when nothing is waiting: work first, then get ready
