@@ -51,6 +51,12 @@ def start_fleet(b: Bench) -> None:
     return True
 
 
+def fleet_programs(b: Bench) -> list[psutil.Process]:
+    """The fleet's programs (light.pl), without their shims."""
+    return [p for p in b.stack.job_processes(str(b.directory / "main"))
+            if any("light.pl" in a for a in _cmdline(p) or [])]
+
+
 def fleet_usage(b: Bench) -> dict:
     """CPU seconds and memory of every job process (shims and programs) right now."""
     programs = b.stack.job_processes(str(b.directory / "main"))

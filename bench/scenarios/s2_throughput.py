@@ -7,6 +7,7 @@ import statistics
 import psutil
 
 from .. import httpload, soap
+from ..fleet import fleet_programs
 from ..measure import cpu_seconds, raise_errors
 from ..report import Figure, Target, value_of, value_of_runs
 from ..stack import Proc, write_env
@@ -100,8 +101,7 @@ def _costs(b: Bench, ours: list[bytes], c: int, repeats: int, seconds: float) ->
     jobs = b.fleet[:400]
     tokens = [b.auth.login(b.auth.users[0]) for _ in range(10)]
     rotating = [b.ours(LIGHT, soap.status_body(LIGHT[0], sid, token)) for token in tokens for sid in jobs]
-    programs = [p for p in b.stack.job_processes(str(b.directory / "main"))
-                if any("light.pl" in a for a in _cmdline(p))]
+    programs = fleet_programs(b)
     log(f"S2 throughput: server CPU per poll, {len(programs)} programs stopped, {repeats} x {seconds:g} s each")
     costs: dict[str, list[float]] = {"unchanged": [], "page": [], "floor": []}
     _signal(programs, signal.SIGSTOP)
@@ -120,13 +120,6 @@ def _costs(b: Bench, ours: list[bytes], c: int, repeats: int, seconds: float) ->
     finally:
         _signal(programs, signal.SIGCONT)
     return costs
-
-
-def _cmdline(p) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
 
 
 def _signal(procs, sig: int) -> None:
