@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from jobs.wait import wait_for
+from supervisor.isolation import remove_spool_cgroups
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DEFINITIONS = Path(__file__).resolve().parent / "definitions"
@@ -259,6 +260,8 @@ class Stack:
             if not self.kill_jobs():
                 break
             time.sleep(0.2)
+        # the supervisors stopped and left their jobs' cgroups to successors that never come
+        remove_spool_cgroups(self.directory.glob("*/spool"))
 
 
 @dataclass

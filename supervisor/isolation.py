@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import signal
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from jobs.config import Config
@@ -22,8 +25,69 @@ from . import cgroups, confine
 
 def cgroup_parent(cfg: Config) -> str:
     """CGROUP_PARENT/spool-<hash of SPOOL_DIR>: each spool's supervisor sweeps only its own attempts' cgroups."""
-    digest = hashlib.sha1(os.fsencode(os.path.realpath(cfg.spool_dir))).hexdigest()[:12]
-    return f"{cfg.cgroup_parent.rstrip('/')}/spool-{digest}"
+    return f"{cfg.cgroup_parent.rstrip('/')}/{spool_cgroup(cfg.spool_dir)}"
+
+
+def spool_cgroup(spool_dir: str | os.PathLike) -> str:
+    """The name of a spool's own cgroup under CGROUP_PARENT."""
+    return "spool-" + hashlib.sha1(os.fsencode(os.path.realpath(spool_dir))).hexdigest()[:12]
+
+
+def remove_spool_cgroups(spool_dirs: Iterable[str | os.PathLike],
+                         mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """End and remove these spools' cgroups in every mounted hierarchy; the ones that would not go.
+
+    For spools given up after their supervisor stopped (a test's, a
+    benchmark's, a decommissioned one). A stopping supervisor leaves its
+    running jobs and their cgroups to the next supervisor of the spool, which
+    sweeps them at its start; without a next one nobody does, and a machine
+    that runs many such spools collects them until it can make no more memory
+    cgroups (65,535 at most, the removed ones the kernel still holds counted).
+    """
+    names = {spool_cgroup(d) for d in spool_dirs}
+    if not names:
+        return []
+    with open(mountinfo) as f:
+        mounts = cgroups.read_mounts(f.read())
+    found = []
+    for m in mounts:
+        for top, dirs, _ in os.walk(m.path):
+            found += [os.path.join(top, d) for d in dirs if d in names]
+            dirs[:] = [d for d in dirs if d not in names]  # a spool's subtree is collected below
+    stuck = []
+    for base in found:
+        tree = [top for top, _, _ in os.walk(base)]
+        for d in tree:
+            for pid in _pids(d):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        stuck += [d for d in reversed(tree) if not _rmdir(d)]  # children first
+    return stuck
+
+
+def _pids(cgroup_dir: str) -> list[int]:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _rmdir(cgroup_dir: str, seconds: float = 5.0) -> bool:
+    """rmdir, again while the processes just killed leave it (EBUSY) for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.rmdir(cgroup_dir)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 @dataclass

@@ -154,6 +154,18 @@ def pytest_runtest_protocol(item, nextitem):
         _posixsubprocess.fork_exec, subprocess._fork_exec, os.fork, os.posix_spawn = saved
 
 
+def pytest_sessionfinish(session):
+    """Remove the cgroups of this run's spools. A test's supervisor stops and leaves its jobs' cgroups to a next
+    supervisor that never comes: a machine that runs the tests often would run out of memory cgroups."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or not os.path.isdir("/sys/fs/cgroup"):
+        return
+    from supervisor.isolation import remove_spool_cgroups
+    base = factory.getbasetemp()
+    remove_spool_cgroups(p for pattern in ("spool", "*/spool", "*/*/spool", "*/*/*/spool")
+                         for p in base.glob(pattern) if p.is_dir())
+
+
 class _CurrentStderr:
     """sys.stderr as it is at each write: pytest swaps it for every test (capsys) and closes the old one."""
 
