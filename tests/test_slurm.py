@@ -705,7 +705,9 @@ def test_waiter_lifecycle_through_soap_on_slurm(slurm_facade):
     assert any("Running" in page(a.status_base64) for a in answers[:-1] if a.status_base64 != "UNCHANGED")
     state = st.state(sid)
     assert ("slurm", None) == (state["executor"], state["pid"])
-    record = slurm_job(state["executor_id"])
+    # the job's exit record is ours to read at once; Slurm says COMPLETED once its own bookkeeping is done
+    record = wait_for(lambda: (r := slurm_job(state["executor_id"])).get("JobState") not in ("RUNNING", "COMPLETING")
+                      and r, 15, what="Slurm's record of the job's end")
     assert ("COMPLETED", "0:0") == (record["JobState"], record["ExitCode"])
     assert str(st.attempt_file(sid, "stdout.log")) == record["StdOut"]
     out = subprocess.run(["scontrol", "show", "job", "-o", state["executor_id"]], capture_output=True, text=True).stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -265,13 +266,21 @@ def test_queued_job_can_be_killed_before_it_runs(stack, tmp_path):
     assert st["pid"] is None and not stack.attempt_dir("q-wait").exists()
 
 
-def test_timeout_fails_the_job(stack):
+def test_timeout_fails_the_job(tmp_path):
     """A program running past its definition's maximum runtime is stopped and FAILED with reason timeout."""
-    stack.start()
-    stack.submit("slow-1", "exit_with", seconds=30, code=0)
-    st = stack.wait_state("slow-1", "FAILED", timeout=15)
-    assert st["reason"].startswith("timeout")
-    assert st["signal"] == signal.SIGTERM
+    overtime = ((PROGRAMS / "exit_with.toml").read_text().replace("{here}", str(PROGRAMS))
+                .replace("ExitWith", "Overtime").replace("exitwith.test", "overtime.test"))
+    overtime = re.sub(r"(?m)^max_runtime_seconds = .*$", "max_runtime_seconds = 2", overtime)
+    stack = Stack(tmp_path, {"overtime.toml": overtime})
+    try:
+        stack.start()
+        stack.submit("slow-1", "overtime", seconds=30, code=0)
+        st = stack.wait_state("slow-1", "FAILED", timeout=15)
+        assert st["reason"] == "timeout: ran longer than 2 s"
+        assert st["signal"] == signal.SIGTERM
+    finally:
+        stack.stop()
+        kill_leftovers(tmp_path)
 
 
 def test_restart_runs_a_new_attempt_and_keeps_old_logs(stack):
