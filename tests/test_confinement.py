@@ -87,6 +87,16 @@ def place():
     d.chmod(0o755)
     yield d
     kill_leftovers(d)
+    remove_spool_cgroups([d / "spool"])
+    with open("/proc/self/mountinfo") as f:
+        mounts = cgroups.read_mounts(f.read())
+    for m in mounts:  # the stacks' CGROUP_PARENTs (make_stack): empty now, unless in use (then rmdir fails)
+        for entry in os.scandir(m.path):
+            if entry.name.startswith("spoolsoap-test-"):
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    pass
     shutil.rmtree(d, ignore_errors=True)
 
 
