@@ -476,6 +476,48 @@ class Attempt:
         return "; ".join(problems) or None
 
 
+def remove_trees(names: set[str], mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """End and remove every cgroup named one of `names`, with all below it, in every mounted hierarchy;
+    the directories that would not go."""
+    with open(mountinfo) as f:
+        mounts = read_mounts(f.read())
+    found = []
+    for m in mounts:
+        for top, dirs, _ in os.walk(m.path):
+            found += [os.path.join(top, d) for d in dirs if d in names]
+            dirs[:] = [d for d in dirs if d not in names]  # its subtree is removed below
+    stuck = []
+    for base in found:
+        tree = [top for top, _, _ in os.walk(base)]
+        for d in tree:
+            try:
+                pids = _pids(d)
+            except CgroupError:
+                continue  # gone meanwhile
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        stuck += [d for d in reversed(tree) if not _rmdir(d)]  # children first
+    return stuck
+
+
+def _rmdir(d: str, seconds: float = 5.0) -> bool:
+    """rmdir, again while the processes just killed leave it (EBUSY) for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.rmdir(d)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+
 class _Freeze:
     """While frozen (v1 freezer.state, v2 cgroup.freeze), no process of the attempt can fork a replacement.
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import signal
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -45,49 +43,7 @@ def remove_spool_cgroups(spool_dirs: Iterable[str | os.PathLike],
     cgroups (65,535 at most, the removed ones the kernel still holds counted).
     """
     names = {spool_cgroup(d) for d in spool_dirs}
-    if not names:
-        return []
-    with open(mountinfo) as f:
-        mounts = cgroups.read_mounts(f.read())
-    found = []
-    for m in mounts:
-        for top, dirs, _ in os.walk(m.path):
-            found += [os.path.join(top, d) for d in dirs if d in names]
-            dirs[:] = [d for d in dirs if d not in names]  # a spool's subtree is collected below
-    stuck = []
-    for base in found:
-        tree = [top for top, _, _ in os.walk(base)]
-        for d in tree:
-            for pid in _pids(d):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        stuck += [d for d in reversed(tree) if not _rmdir(d)]  # children first
-    return stuck
-
-
-def _pids(cgroup_dir: str) -> list[int]:
-    try:
-        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def _rmdir(cgroup_dir: str, seconds: float = 5.0) -> bool:
-    """rmdir, again while the processes just killed leave it (EBUSY) for at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            os.rmdir(cgroup_dir)
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+    return cgroups.remove_trees(names, mountinfo) if names else []
 
 
 @dataclass

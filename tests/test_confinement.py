@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import psutil
@@ -87,24 +86,20 @@ def place():
     d.chmod(0o755)
     yield d
     kill_leftovers(d)
-    remove_spool_cgroups([d / "spool"])
-    with open("/proc/self/mountinfo") as f:
-        mounts = cgroups.read_mounts(f.read())
-    for m in mounts:  # the stacks' CGROUP_PARENTs (make_stack): empty now, unless in use (then rmdir fails)
-        for entry in os.scandir(m.path):
-            if entry.name.startswith("spoolsoap-test-"):
-                try:
-                    os.rmdir(entry.path)
-                except OSError:
-                    pass
+    cgroups.remove_trees({_parent(d)})  # the stacks' CGROUP_PARENT, their spool's cgroups with it
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _parent(place: Path) -> str:
+    """The CGROUP_PARENT of the stacks made in `place`: one of each test's own."""
+    return f"spoolsoap-test-{place.name}"
 
 
 def make_stack(place: Path, **env) -> Stack:
     py = _python()
     if not py:
         pytest.skip("no system python3 that another user may run")
-    parent = f"spoolsoap-test-{uuid.uuid4().hex[:8]}"
+    parent = _parent(place)
     stack = Stack(place, definitions(py), CGROUP_PARENT=parent, **env)
     stack.cgroup_parent = parent
     return stack
@@ -117,22 +112,6 @@ def confined(place, users):
                        MAX_PARALLEL_JOBS=4)
     yield stack
     stack.stop()
-    kill_leftovers(place)
-    _remove_cgroups(stack)
-
-
-def _remove_cgroups(stack: Stack) -> None:
-    layout = cgroups.setup(parent=cgroup_parent(stack.cfg))
-    for name in layout.leftovers():
-        a = layout.attempt(name)
-        a.kill()
-        a.remove()
-    for h in layout.hierarchies:
-        for d in (h.base, os.path.dirname(h.base)):  # spool-<hash>, then the test's CGROUP_PARENT
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
 
 
 def submit(stack: Stack, sid: str, job: str, project: str = "alpha", **inputs) -> None:
@@ -281,7 +260,6 @@ def test_where_isolation_is_unavailable_the_supervisor_says_so_plainly(place, en
         assert "jobs_not_isolated" in stack.daemon.output() and why in stack.daemon.output()
     finally:
         stack.stop()
-        _remove_cgroups(stack)
 
 
 def _cgroup_of(pid: int, layout: cgroups.Layout) -> set[str]:
