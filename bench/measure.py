@@ -22,6 +22,26 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
+def settle(pids: list[int], share: float = 0.05, window: float = 0.5, timeout: float = 20.0) -> tuple[float, float]:
+    """Wait until the processes (and their children: the façade's workers) use less than `share` of a core over
+    `window` seconds, so that a scenario does not time their start-up; (seconds waited, last share seen)."""
+    t0, seen = time.monotonic(), float("inf")
+    while time.monotonic() - t0 < timeout:
+        procs = []
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                procs += [p, *p.children(recursive=True)]
+            except psutil.Error:
+                pass
+        before = cpu_seconds(procs)
+        time.sleep(window)
+        seen = (cpu_seconds(procs) - before) / window
+        if seen < share:
+            break
+    return time.monotonic() - t0, seen
+
+
 class Sampler(threading.Thread):
     """CPU seconds and RSS of one process, sampled every second in the background."""
 

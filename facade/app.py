@@ -179,4 +179,5 @@ def make_app(config: Config, definitions: dict[str, Definition] | None = None) -
     app.paths = list(routes)  # for the start-up banner
     app.namespaces = namespaces  # for facade.bridge's own faults
     app.inline_paths = frozenset(routes) if config.facade_fast_path else frozenset()  # facade.bridge, facade.inline
+    app.inline_marker = OPERATION.encode()
     return app

@@ -70,6 +70,9 @@ class WsgiOverRsgi:
         self.parent_pid = parent_pid
         self.pool: ThreadPoolExecutor | None = None
         self.inline_paths = frozenset(getattr(app, "inline_paths", ()))  # the services' paths (facade.app)
+        # bytes every request answerable on the loop contains (facade.app: the poll's operation name); a body
+        # without them (a start, an abort) goes straight to a thread instead of failing its try on the loop
+        self.inline_marker = bytes(getattr(app, "inline_marker", b""))
 
     # -- RSGI life cycle (called by granian in each worker) -------------------
     def __rsgi_init__(self, loop) -> None:
@@ -87,7 +90,8 @@ class WsgiOverRsgi:
         body = await self._read_body(scope, proto)
         if body is None:
             return
-        if scope.method == "POST" and unquote(scope.path, encoding="latin-1") in self.inline_paths:
+        if scope.method == "POST" and self.inline_marker in body \
+                and unquote(scope.path, encoding="latin-1") in self.inline_paths:
             try:
                 with on_loop():
                     status, headers, data = self._call(self._environ(scope, body))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -81,7 +81,10 @@ class JobSpec:
         object.__setattr__(self, "submitted_at", from_iso(iso(self.submitted_at)))
 
     def to_json(self) -> bytes:
-        return dump_json({**asdict(self), "submitted_at": iso(self.submitted_at)})
+        """The spec file (every field; dataclasses.asdict's deep copy cost a start ~25 µs)."""
+        return dump_json({"service_id": self.service_id, "job": self.job, "inputs": self.inputs,
+                          "auth_url": self.auth_url, "owner": self.owner, "submitted_at": iso(self.submitted_at),
+                          "schema_version": self.schema_version})
 
     @classmethod
     def parse(cls, data: Any, definitions: dict[str, Definition]) -> "JobSpec":

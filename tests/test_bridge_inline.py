@@ -18,6 +18,7 @@ from facade.app import Router, service_app
 from facade.auth import Authenticator, AuthManagers
 from facade.bridge import WsgiOverRsgi
 from facade.guard import RequestGuard
+from facade.fastpath import OPERATION
 from facade.inline import WouldWait, on_loop
 from facade.metrics import RequestMetrics
 from facade.operations import UNCHANGED, Operations
@@ -81,7 +82,7 @@ def stack(tmp_path):
     metrics = RequestMetrics(RequestGuard(Router({PATH: threads}, namespaces=namespaces), config.max_body_bytes,
                                           namespaces), CollectorRegistry())
     app = Router({}, fallback=metrics)
-    app.namespaces, app.inline_paths = namespaces, frozenset({PATH})
+    app.namespaces, app.inline_paths, app.inline_marker = namespaces, frozenset({PATH}), OPERATION.encode()
     bridge = WsgiOverRsgi(app, config.max_body_bytes, read_timeout=5, threads=2)
     return bridge, spool, threads, calls, metrics, ops
 
@@ -151,9 +152,11 @@ def test_a_start_never_runs_on_the_event_loop(stack, tmp_path):
     ops.start = lambda *a: ran_on.append(threading.current_thread().name) or real_start(*a)
     claim(spool, "job-1", JobState.RUNNING, started_at=NOW - 5)
     serve(bridge, poll_body("job-1"))  # the token is cached from here on
+    threads.seen.clear()
     status, data = serve(bridge, envelope(START.format(inputs="<w:secondsToWait>1</w:secondsToWait>")))
     assert status == 200, data
     assert len(ran_on) == 1 and ran_on[0].startswith("facade")
+    assert threads.seen == ["thread"]  # not even tried on the loop: its body does not name getServiceStatus
     assert (spool.incoming / "s-1.json").exists()
 
 

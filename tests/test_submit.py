@@ -7,6 +7,7 @@ each rule is checked against what a workflow manager would get back.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -167,6 +168,8 @@ def test_a_new_serviceid_is_submitted_and_a_known_one_answers_its_spec(typed, sp
     assert ({"req": 2, "n": 5, "x": 0.5, "flag": False, "name": "a"}, OWNER, AUTH) == (
         first.spec.inputs, first.spec.owner, first.spec.auth_url)
     assert type(first.sid) is ServiceId
+    written = json.loads(Path(spool.files("job-1").incoming).read_bytes())
+    assert set(written) == {f.name for f in dataclasses.fields(JobSpec)}  # to_json names every field itself
 
 
 @pytest.mark.parametrize("sid, message", [

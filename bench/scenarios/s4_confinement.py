@@ -27,6 +27,7 @@ def s4_confinement(b: Bench) -> None:
         for mode in MODES:
             envs[mode] = b.side_env(f"s4-{mode}", JOB_ISOLATION=mode)
             procs[mode] = b.stack.supervisor(envs[mode])
+        b.settle("the S4 confinement supervisors")
         firsts = {mode: [] for mode in MODES}
         for i in range(plan.spawn_samples + 2):
             for mode in (MODES if i % 2 == 0 else MODES[::-1]):
