@@ -1,6 +1,7 @@
 """The typed records (spec.json, state.json, exit.json, job definitions): decoded by msgspec, today's messages and bytes kept."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from jobs.runfiles import AttemptFiles
 from jobs.runstate import Attempt, RunState
 from jobs.spec import JobSpec
 from jobs.states import JobState
+from jobs.usage import Usage
 from supervisor.executor import ExitRecord, read_exit
 from supervisor.shim import write_exit
 from tests.harness import ROOT
@@ -111,6 +113,19 @@ def test_state_file_is_written_as_before_and_reads_back_equal():
     assert b'\n   "finished_at": "2023-11-14T22:13:20.750000+00:00",\n' in raw
     assert rs == RunState.from_bytes(raw) == RunState.from_dict(json.loads(raw))
     assert isinstance(RunState.from_bytes(raw).history[0], Attempt)
+
+
+def test_state_with_usage_round_trips_with_every_field_written():
+    """The usage of the attempt and of its history, and a cgroup, are written whole and read back equal
+    (to_json builds its dicts field by field: a field it left out would not come back)."""
+    used = Usage(cpu_user_s=1.5, cpu_system_s=0.25, memory_peak_bytes=4096, oom_kills=0, source="cgroup", wall_s=3.0)
+    rs = dataclasses.replace(_state(), usage=used, cgroup="attempt-1", history=[
+        Attempt(1, T, T + 0.25, 3, None, "exit code 3", False, used), Attempt(2, None, None, None, 9, "", True)])
+    data = json.loads(rs.to_json())
+    assert set(data) == {f.name for f in dataclasses.fields(RunState)}
+    assert set(data["usage"]) == set(data["history"][0]["usage"]) == {f.name for f in dataclasses.fields(Usage)}
+    assert set(data["history"][1]) == {f.name for f in dataclasses.fields(Attempt)}
+    assert rs == RunState.from_bytes(rs.to_json()) == RunState.from_dict(data)
 
 
 @pytest.mark.parametrize("change", [{"colour": "blue"}, {"state": "NAPPING"}, {"pid": True}, {"attempt": 1.5},
