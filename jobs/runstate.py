@@ -1,6 +1,7 @@
 """The supervisor's record of one run (state.json), and how readers decode it."""
 from __future__ import annotations
 
+import functools
 import signal as _signal
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
@@ -124,17 +125,12 @@ class RunState:
 
 def _fields_of(obj: Any) -> dict[str, Any] | None:
     """A dataclass's fields as a dict, one level deep (asdict without its copies); None stays None."""
-    if obj is None:
-        return None
-    return {name: getattr(obj, name) for name in _NAMES.get(type(obj)) or _names(type(obj))}
+    return None if obj is None else {name: getattr(obj, name) for name in _names(type(obj))}
 
 
-_NAMES: dict[type, tuple[str, ...]] = {}
-
-
+@functools.cache
 def _names(cls: type) -> tuple[str, ...]:
-    _NAMES[cls] = names = tuple(f.name for f in fields(cls))
-    return names
+    return tuple(f.name for f in fields(cls))
 
 
 def _record_type(cls: type, times: tuple[str, ...], required: tuple[str, ...] = (), **nested: type) -> type:
